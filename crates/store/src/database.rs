@@ -1,0 +1,186 @@
+//! Opening the one database that holds the log, the secrets and the read
+//! models, and bringing its schema up to date.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::postgres::PgEventStore;
+use crate::sqlite::SqliteEventStore;
+use crate::{EventStore, StoreError};
+
+/// Every schema change, per dialect, in order. Embedded in the binary so
+/// `omnibox serve` needs nothing beside it.
+macro_rules! migrations {
+    ($dialect:literal: $($version:literal $name:literal),+ $(,)?) => {
+        vec![$(Migration::new(
+            $version,
+            Cow::Borrowed($name),
+            MigrationType::Simple,
+            Cow::Borrowed(include_str!(concat!("../../../migrations/", $dialect, "/", $name, ".sql"))),
+            false,
+        )),+]
+    };
+}
+
+fn migrator(migrations: Vec<Migration>) -> Migrator {
+    Migrator {
+        migrations: Cow::Owned(migrations),
+        ..Migrator::DEFAULT
+    }
+}
+
+/// A connection pool to the configured database.
+#[derive(Clone, Debug)]
+pub enum Database {
+    /// An SQLite file; `path` is also where the writer thread opens it.
+    Sqlite {
+        pool: SqlitePool,
+        path: PathBuf,
+    },
+    Postgres {
+        pool: PgPool,
+    },
+}
+
+/// How long a statement waits for SQLite's write lock before giving up.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Database {
+    /// Connects to `sqlite://file.db` (created if missing) or `postgres://…`.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let invalid = |reason: &str| StoreError::InvalidUrl {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url).map_err(|e| invalid(&e.to_string()))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await?;
+            return Ok(Database::Postgres { pool });
+        }
+        let path = sqlite_path(url).ok_or_else(|| {
+            invalid("expected sqlite://<file> (in-memory databases cannot be shared by the writer thread and the pool) or postgres://…")
+        })?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        let options = sqlite_options(&path);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        Ok(Database::Sqlite { pool, path })
+    }
+
+    /// Applies every migration not yet applied. Safe to run from several
+    /// processes at once: the migrator takes a lock.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Database::Sqlite { pool, .. } => migrator(
+                migrations!("sqlite": 1 "0001_event_log", 2 "0002_secrets", 3 "0003_read_models"),
+            )
+            .run(pool)
+            .await?,
+            Database::Postgres { pool } => migrator(
+                migrations!("postgres": 1 "0001_event_log", 2 "0002_secrets", 3 "0003_read_models"),
+            )
+            .run(pool)
+            .await?,
+        }
+        Ok(())
+    }
+
+    /// Opens the event store on this database (run [`Database::migrate`] first).
+    pub async fn event_store(&self) -> Result<Arc<dyn EventStore>, StoreError> {
+        Ok(match self {
+            Database::Sqlite { path, .. } => Arc::new(SqliteEventStore::open(path)?),
+            Database::Postgres { pool } => Arc::new(PgEventStore::start(pool.clone()).await?),
+        })
+    }
+
+    /// Where files that belong beside the database go (the dev secret key):
+    /// the SQLite file's folder, or the working directory for PostgreSQL.
+    pub fn data_dir(&self) -> PathBuf {
+        match self {
+            Database::Sqlite { path, .. } => path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+            Database::Postgres { .. } => PathBuf::from("."),
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Database::Sqlite { .. } => "sqlite",
+            Database::Postgres { .. } => "postgres",
+        }
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Database::Sqlite { pool, .. } => pool.close().await,
+            Database::Postgres { pool } => pool.close().await,
+        }
+    }
+}
+
+/// The settings every SQLite connection of Omnibox uses, whichever library
+/// opens it: WAL so readers never block the writer, `synchronous = FULL` so a
+/// commit is on disk before anyone is told it happened.
+pub(crate) fn sqlite_options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(SQLITE_BUSY_TIMEOUT)
+}
+
+pub(crate) const SQLITE_BUSY_TIMEOUT_MS: u64 = SQLITE_BUSY_TIMEOUT.as_millis() as u64;
+
+fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let file = rest.split('?').next().unwrap_or_default();
+    if file.is_empty() || file == ":memory:" {
+        return None;
+    }
+    Some(PathBuf::from(file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_name_a_file() {
+        assert_eq!(
+            sqlite_path("sqlite://omnibox.db"),
+            Some(PathBuf::from("omnibox.db"))
+        );
+        assert_eq!(
+            sqlite_path("sqlite:///var/lib/o.db"),
+            Some(PathBuf::from("/var/lib/o.db"))
+        );
+        assert_eq!(
+            sqlite_path("sqlite:data/o.db?mode=rwc"),
+            Some(PathBuf::from("data/o.db"))
+        );
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(sqlite_path("mysql://x"), None);
+    }
+}

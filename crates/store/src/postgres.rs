@@ -1,0 +1,461 @@
+//! The PostgreSQL backend, for several server processes sharing one log.
+//!
+//! Appends: a few writer tasks each take what is waiting in the process's
+//! queue and commit it as one transaction (three statements whatever the
+//! batch size: look up ids, look up stream heads, one `INSERT … UNNEST`).
+//! A batch that collides with another process (a unique violation) is
+//! retried one append at a time, each re-deciding from fresh reads.
+//!
+//! `$all`: a plain sequence is not a safe cursor, because a transaction can
+//! draw a lower sequence number and commit after a reader has already gone
+//! past it. Events are therefore ordered by (writing transaction id,
+//! sequence), and a reader only returns events of transactions older than
+//! the oldest one still running (`pg_snapshot_xmin`). Everything below that
+//! horizon is final, so a reader can never later find an event behind its
+//! cursor. Commits are announced with `pg_notify` after the transaction, not
+//! inside it, so notifying never serializes commits.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgListener, PgPool, PgRow};
+use sqlx::Row;
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::event::{
+    check_new_events, AppendOutcome, Direction, ExpectedRevision, Metadata, NewEvent, Position,
+    RecordedEvent, StreamName,
+};
+use crate::{EventStore, StoreError};
+
+const WRITERS: usize = 4;
+const MAX_BATCH_APPENDS: usize = 512;
+const MAX_BATCH_EVENTS: usize = 4096;
+const QUEUE_DEPTH: usize = 16 * 1024;
+/// Attempts for one append that keeps colliding with other processes.
+const MAX_ATTEMPTS: usize = 8;
+
+struct AppendRequest {
+    stream: StreamName,
+    expected: ExpectedRevision,
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+}
+
+type Queue = Arc<Mutex<mpsc::Receiver<AppendRequest>>>;
+
+pub struct PgEventStore {
+    pool: PgPool,
+    requests: mpsc::Sender<AppendRequest>,
+    changes: Arc<watch::Sender<u64>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for PgEventStore {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl PgEventStore {
+    /// Starts the writer tasks and the LISTEN task on `pool` (migrated already).
+    pub async fn start(pool: PgPool) -> Result<Self, StoreError> {
+        let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+            .fetch_one(&pool)
+            .await?;
+        // One channel per schema, so databases shared by several tenants (or tests) don't wake each other.
+        let channel = format!("omnibox_events.{schema}");
+        let (requests, queue) = mpsc::channel(QUEUE_DEPTH);
+        let queue: Queue = Arc::new(Mutex::new(queue));
+        let changes = Arc::new(watch::Sender::new(0));
+        let mut tasks: Vec<JoinHandle<()>> = (0..WRITERS)
+            .map(|_| {
+                tokio::spawn(run_writer(
+                    pool.clone(),
+                    queue.clone(),
+                    changes.clone(),
+                    channel.clone(),
+                ))
+            })
+            .collect();
+        tasks.push(tokio::spawn(run_listener(
+            pool.clone(),
+            channel,
+            changes.clone(),
+        )));
+        Ok(Self {
+            pool,
+            requests,
+            changes,
+            tasks,
+        })
+    }
+}
+
+#[async_trait]
+impl EventStore for PgEventStore {
+    async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, StoreError> {
+        check_new_events(&events)?;
+        let (reply, answer) = oneshot::channel();
+        let request = AppendRequest {
+            stream: stream.clone(),
+            expected,
+            events,
+            reply,
+        };
+        self.requests
+            .send(request)
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamName,
+        from: u64,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = match direction {
+            Direction::Forwards => {
+                "SELECT seq, tx_id, event_id, stream, revision, event_type, data::text, metadata::text, recorded_at
+                 FROM events WHERE stream = $1 AND revision >= $2 ORDER BY revision LIMIT $3"
+            }
+            Direction::Backwards => {
+                "SELECT seq, tx_id, event_id, stream, revision, event_type, data::text, metadata::text, recorded_at
+                 FROM events WHERE stream = $1 AND revision <= $2 ORDER BY revision DESC LIMIT $3"
+            }
+        };
+        sqlx::query(sql)
+            .bind(stream.as_str())
+            .bind(clamp(from))
+            .bind(clamp(limit as u64))
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(decode)
+            .collect()
+    }
+
+    async fn read_all(
+        &self,
+        after: Option<Position>,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let after = after.unwrap_or_default();
+        sqlx::query(
+            "SELECT seq, tx_id, event_id, stream, revision, event_type, data::text, metadata::text, recorded_at
+             FROM events
+             WHERE (tx_id, seq) > ($1, $2)
+               AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+             ORDER BY tx_id, seq LIMIT $3",
+        )
+        .bind(clamp(after.commit))
+        .bind(clamp(after.prepare))
+        .bind(clamp(limit as u64))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(decode)
+        .collect()
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1 FROM events LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+}
+
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn position(tx_id: i64, seq: i64) -> Position {
+    Position::new(tx_id.max(0) as u64, seq.max(0) as u64)
+}
+
+fn decode(row: &PgRow) -> Result<RecordedEvent, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(what.to_owned());
+    let stream: String = row.try_get(3)?;
+    let revision: i64 = row.try_get(4)?;
+    let metadata: String = row.try_get(7)?;
+    Ok(RecordedEvent {
+        position: position(row.try_get(1)?, row.try_get(0)?),
+        id: row.try_get(2)?,
+        stream: StreamName::parse(&stream).map_err(|e| corrupt(&e.to_string()))?,
+        revision: u64::try_from(revision).map_err(|_| corrupt("negative revision"))?,
+        event_type: row.try_get(5)?,
+        data: row.try_get(6)?,
+        metadata: serde_json::from_str::<Metadata>(&metadata)
+            .map_err(|e| corrupt(&e.to_string()))?,
+        recorded_at: row.try_get::<DateTime<Utc>, _>(8)?,
+    })
+}
+
+async fn run_writer(pool: PgPool, queue: Queue, changes: Arc<watch::Sender<u64>>, channel: String) {
+    loop {
+        let batch = {
+            let mut queue = queue.lock().await;
+            let Some(first) = queue.recv().await else {
+                return;
+            };
+            let mut events = first.events.len();
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH_APPENDS && events < MAX_BATCH_EVENTS {
+                match queue.try_recv() {
+                    Ok(request) => {
+                        events += request.events.len();
+                        batch.push(request);
+                    }
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        let mut wrote = false;
+        match commit(&pool, &batch).await {
+            Ok(outcomes) => {
+                for (request, outcome) in batch.into_iter().zip(outcomes) {
+                    wrote |= matches!(
+                        outcome,
+                        Ok(AppendOutcome {
+                            duplicate: false,
+                            ..
+                        })
+                    );
+                    let _ = request.reply.send(outcome);
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, appends = batch.len(), "batch collided; retrying its appends one by one");
+                for request in batch {
+                    let outcome = commit_alone(&pool, &request).await;
+                    wrote |= matches!(
+                        outcome,
+                        Ok(AppendOutcome {
+                            duplicate: false,
+                            ..
+                        })
+                    );
+                    let _ = request.reply.send(outcome);
+                }
+            }
+        }
+        if wrote {
+            changes.send_modify(|n| *n = n.wrapping_add(1));
+            if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
+                .bind(&channel)
+                .execute(&pool)
+                .await
+            {
+                tracing::warn!(%error, "could not announce a commit; other processes will see it at their next poll");
+            }
+        }
+    }
+}
+
+/// One append in its own transaction, retried while it collides with
+/// concurrent writers (each retry re-reads ids and heads).
+async fn commit_alone(pool: &PgPool, request: &AppendRequest) -> Result<AppendOutcome, StoreError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match commit(pool, std::slice::from_ref(request)).await {
+            Ok(mut outcomes) => return outcomes.pop().unwrap_or(Err(StoreError::WriterGone)),
+            Err(error) if is_unique_violation(&error) && attempt < MAX_ATTEMPTS => {
+                tokio::time::sleep(Duration::from_millis(attempt as u64)).await;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}
+
+/// Decides and writes `batch` in one transaction. The outer error means
+/// nothing was committed; the inner results are each append's verdict.
+async fn commit(
+    pool: &PgPool,
+    batch: &[AppendRequest],
+) -> Result<Vec<Result<AppendOutcome, StoreError>>, sqlx::Error> {
+    let ids: Vec<Uuid> = batch
+        .iter()
+        .flat_map(|r| r.events.iter().map(|e| e.id))
+        .collect();
+    let mut streams: Vec<&str> = batch.iter().map(|r| r.stream.as_str()).collect();
+    streams.sort_unstable();
+    streams.dedup();
+
+    let mut tx = pool.begin().await?;
+    let stored: HashMap<Uuid, (i64, Position)> =
+        sqlx::query("SELECT event_id, revision, tx_id, seq FROM events WHERE event_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get(0)?,
+                    (row.try_get(1)?, position(row.try_get(2)?, row.try_get(3)?)),
+                ))
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
+    let mut heads: HashMap<String, i64> = sqlx::query(
+        "SELECT stream, max(revision) FROM events WHERE stream = ANY($1) GROUP BY stream",
+    )
+    .bind(&streams)
+    .fetch_all(&mut *tx)
+    .await?
+    .iter()
+    .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+    .collect::<Result<_, sqlx::Error>>()?;
+
+    let mut outcomes: Vec<Option<Result<AppendOutcome, StoreError>>> =
+        Vec::with_capacity(batch.len());
+    // Which append each inserted event belongs to, and its revision.
+    let (mut col_id, mut col_stream, mut col_revision, mut col_type, mut col_data, mut col_meta) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    let mut last_event_of: Vec<Option<(Uuid, i64)>> = Vec::with_capacity(batch.len());
+    for request in batch {
+        let found: Vec<&(i64, Position)> = request
+            .events
+            .iter()
+            .filter_map(|e| stored.get(&e.id))
+            .collect();
+        if !found.is_empty() {
+            last_event_of.push(None);
+            if found.len() < request.events.len() {
+                outcomes.push(Some(Err(StoreError::PartiallyStored {
+                    stream: request.stream.clone(),
+                })));
+            } else {
+                let (revision, position) = found
+                    .iter()
+                    .max_by_key(|(_, p)| *p)
+                    .map_or((0, Position::default()), |f| **f);
+                outcomes.push(Some(Ok(AppendOutcome {
+                    revision: revision as u64,
+                    position,
+                    duplicate: true,
+                })));
+            }
+            continue;
+        }
+        let head = heads.get(request.stream.as_str()).copied();
+        let actual = head.and_then(|r| u64::try_from(r).ok());
+        if !request.expected.matches(actual) {
+            last_event_of.push(None);
+            outcomes.push(Some(Err(StoreError::WrongExpectedRevision {
+                stream: request.stream.clone(),
+                expected: request.expected,
+                actual,
+            })));
+            continue;
+        }
+        let mut revision = head.unwrap_or(-1);
+        for event in &request.events {
+            revision += 1;
+            col_id.push(event.id);
+            col_stream.push(request.stream.as_str());
+            col_revision.push(revision);
+            col_type.push(event.event_type.as_str());
+            col_data.push(event.data.as_str());
+            col_meta.push(serde_json::to_string(&event.metadata).unwrap_or_else(|_| "{}".into()));
+        }
+        heads.insert(request.stream.as_str().to_owned(), revision);
+        last_event_of.push(request.events.last().map(|e| (e.id, revision)));
+        outcomes.push(None);
+    }
+
+    let mut written: HashMap<Uuid, Position> = HashMap::with_capacity(col_id.len());
+    if !col_id.is_empty() {
+        let rows = sqlx::query(
+            "INSERT INTO events (event_id, stream, revision, event_type, data, metadata)
+             SELECT u.id, u.stream, u.revision, u.event_type, u.data::json, u.metadata::json
+             FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[])
+                  AS u(id, stream, revision, event_type, data, metadata)
+             RETURNING event_id, tx_id, seq",
+        )
+        .bind(&col_id)
+        .bind(&col_stream)
+        .bind(&col_revision)
+        .bind(&col_type)
+        .bind(&col_data)
+        .bind(&col_meta)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &rows {
+            written.insert(row.try_get(0)?, position(row.try_get(1)?, row.try_get(2)?));
+        }
+    }
+    tx.commit().await?;
+
+    Ok(outcomes
+        .into_iter()
+        .zip(last_event_of)
+        .map(|(decided, last)| match (decided, last) {
+            (Some(outcome), _) => outcome,
+            (None, Some((id, revision))) => written
+                .get(&id)
+                .map(|&position| AppendOutcome {
+                    revision: revision as u64,
+                    position,
+                    duplicate: false,
+                })
+                .ok_or(StoreError::Corrupt(
+                    "an inserted event was not returned".into(),
+                )),
+            (None, None) => Err(StoreError::EmptyAppend),
+        })
+        .collect())
+}
+
+/// Turns other processes' `pg_notify` into wake-ups of this process's
+/// subscribers. If the connection drops, subscribers still poll.
+async fn run_listener(pool: PgPool, channel: String, changes: Arc<watch::Sender<u64>>) {
+    loop {
+        let listened: Result<std::convert::Infallible, sqlx::Error> = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(&channel).await?;
+            loop {
+                listener.recv().await?;
+                changes.send_modify(|n| *n = n.wrapping_add(1));
+            }
+        }
+        .await;
+        let Err(error) = listened;
+        tracing::warn!(%error, "lost the LISTEN connection; reconnecting in 1 s");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

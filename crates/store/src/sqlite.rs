@@ -1,0 +1,413 @@
+//! The embedded backend: an SQLite file in WAL mode.
+//!
+//! One writer thread owns the only writing connection. Callers hand it their
+//! appends through a channel; it takes everything that is waiting (up to a
+//! bound), commits it in one transaction, and only then answers each caller.
+//! Many callers share one fsync (group commit), and nobody hears "stored"
+//! before their events are on disk. A failed batch is retried one append at
+//! a time, so one caller's bad append never fails another's.
+//!
+//! Reads go to a small pool of connections on blocking threads: WAL readers
+//! see the last commit and never wait for the writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use crate::database::SQLITE_BUSY_TIMEOUT_MS;
+use crate::event::{
+    check_new_events, AppendOutcome, Direction, ExpectedRevision, Metadata, NewEvent, Position,
+    RecordedEvent, StreamName,
+};
+use crate::{EventStore, StoreError};
+
+/// At most this many appends share one transaction.
+const MAX_BATCH_APPENDS: usize = 1024;
+/// ... and at most about this many events.
+const MAX_BATCH_EVENTS: usize = 8192;
+/// Appends waiting for the writer beyond this make callers wait (backpressure).
+const QUEUE_DEPTH: usize = 16 * 1024;
+
+struct AppendRequest {
+    stream: StreamName,
+    expected: ExpectedRevision,
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+}
+
+/// The SQLite event store. Cheap to share behind an `Arc`.
+pub struct SqliteEventStore {
+    requests: mpsc::Sender<AppendRequest>,
+    readers: Arc<ReadPool>,
+    changes: Arc<watch::Sender<u64>>,
+}
+
+impl SqliteEventStore {
+    /// Opens the log in the SQLite file at `path` (migrated already) and
+    /// starts its writer thread, which stops when the store is dropped.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let writer = open_connection(path)?;
+        let readers = Arc::new(ReadPool::new(path.to_path_buf()));
+        readers.with(|_| Ok(()))?;
+        let (requests, queue) = mpsc::channel(QUEUE_DEPTH);
+        let changes = Arc::new(watch::Sender::new(0));
+        let notify = changes.clone();
+        std::thread::Builder::new()
+            .name("omnibox-sqlite-writer".into())
+            .spawn(move || run_writer(writer, queue, &notify))?;
+        Ok(Self {
+            requests,
+            readers,
+            changes,
+        })
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || readers.with(f))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+#[async_trait]
+impl EventStore for SqliteEventStore {
+    async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, StoreError> {
+        check_new_events(&events)?;
+        let (reply, answer) = oneshot::channel();
+        let request = AppendRequest {
+            stream: stream.clone(),
+            expected,
+            events,
+            reply,
+        };
+        self.requests
+            .send(request)
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamName,
+        from: u64,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let stream = stream.clone();
+        self.read(move |conn| {
+            let sql = match direction {
+                Direction::Forwards => {
+                    "SELECT e.position, e.event_id, e.revision, e.event_type, e.data, e.metadata, e.recorded_at
+                     FROM streams s JOIN events e ON e.stream_id = s.stream_id
+                     WHERE s.name = ?1 AND e.revision >= ?2 ORDER BY e.revision LIMIT ?3"
+                }
+                Direction::Backwards => {
+                    "SELECT e.position, e.event_id, e.revision, e.event_type, e.data, e.metadata, e.recorded_at
+                     FROM streams s JOIN events e ON e.stream_id = s.stream_id
+                     WHERE s.name = ?1 AND e.revision <= ?2 ORDER BY e.revision DESC LIMIT ?3"
+                }
+            };
+            let mut statement = conn.prepare_cached(sql)?;
+            let mut rows = statement.query(params![stream.as_str(), clamp(from), clamp_limit(limit)])?;
+            let mut events = Vec::new();
+            while let Some(row) = rows.next()? {
+                events.push(decode(row, 0, stream.clone())?);
+            }
+            Ok(events)
+        })
+        .await
+    }
+
+    async fn read_all(
+        &self,
+        after: Option<Position>,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let after = after.map_or(0, |p| clamp(p.prepare));
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT e.position, e.event_id, e.revision, e.event_type, e.data, e.metadata, e.recorded_at, s.name
+                 FROM events e JOIN streams s ON s.stream_id = e.stream_id
+                 WHERE e.position > ?1 ORDER BY e.position LIMIT ?2",
+            )?;
+            let mut rows = statement.query(params![after, clamp_limit(limit)])?;
+            let mut events = Vec::with_capacity(limit.min(4096));
+            while let Some(row) = rows.next()? {
+                let name: String = row.get(7)?;
+                let stream = StreamName::parse(&name).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                events.push(decode(row, 0, stream)?);
+            }
+            Ok(events)
+        })
+        .await
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(
+            |conn| Ok(conn.query_row("SELECT count(*) FROM streams LIMIT 1", [], |_| Ok(()))?),
+        )
+        .await
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+}
+
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn clamp_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+fn decode(
+    row: &rusqlite::Row<'_>,
+    at: usize,
+    stream: StreamName,
+) -> Result<RecordedEvent, StoreError> {
+    let position: i64 = row.get(at)?;
+    let id: Vec<u8> = row.get(at + 1)?;
+    let revision: i64 = row.get(at + 2)?;
+    let metadata: String = row.get(at + 5)?;
+    let recorded_at: i64 = row.get(at + 6)?;
+    let position =
+        u64::try_from(position).map_err(|_| StoreError::Corrupt("negative position".into()))?;
+    Ok(RecordedEvent {
+        id: Uuid::from_slice(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        stream,
+        revision: u64::try_from(revision)
+            .map_err(|_| StoreError::Corrupt("negative revision".into()))?,
+        position: Position::new(position, position),
+        event_type: row.get(at + 3)?,
+        data: row.get(at + 4)?,
+        metadata: serde_json::from_str::<Metadata>(&metadata)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        recorded_at: DateTime::<Utc>::from_timestamp_micros(recorded_at)
+            .ok_or_else(|| StoreError::Corrupt("recorded_at out of range".into()))?,
+    })
+}
+
+/// Read connections, opened on demand and reused.
+struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReadPool {
+    fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => {
+                let conn = open_connection(&self.path)?;
+                conn.pragma_update(None, "query_only", true)?;
+                conn
+            }
+        };
+        let result = f(&conn);
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
+        result
+    }
+}
+
+/// The writer thread's loop: take what is waiting, commit it, answer.
+fn run_writer(
+    mut conn: Connection,
+    mut queue: mpsc::Receiver<AppendRequest>,
+    changes: &watch::Sender<u64>,
+) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut events = first.events.len();
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_APPENDS && events < MAX_BATCH_EVENTS {
+            match queue.try_recv() {
+                Ok(request) => {
+                    events += request.events.len();
+                    batch.push(request);
+                }
+                Err(_) => break,
+            }
+        }
+        let recorded_at = Utc::now().timestamp_micros();
+        let mut wrote = false;
+        match commit(&mut conn, &batch, recorded_at) {
+            Ok(outcomes) => {
+                for (request, outcome) in batch.into_iter().zip(outcomes) {
+                    wrote |= matches!(
+                        outcome,
+                        Ok(AppendOutcome {
+                            duplicate: false,
+                            ..
+                        })
+                    );
+                    let _ = request.reply.send(outcome);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, appends = batch.len(), "group commit failed; retrying its appends one by one");
+                for request in batch {
+                    let outcome =
+                        match commit(&mut conn, std::slice::from_ref(&request), recorded_at) {
+                            Ok(mut outcomes) => {
+                                outcomes.pop().unwrap_or(Err(StoreError::WriterGone))
+                            }
+                            Err(error) => Err(StoreError::Sqlite(error)),
+                        };
+                    wrote |= matches!(
+                        outcome,
+                        Ok(AppendOutcome {
+                            duplicate: false,
+                            ..
+                        })
+                    );
+                    let _ = request.reply.send(outcome);
+                }
+            }
+        }
+        if wrote {
+            changes.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+}
+
+/// Commits `batch` in one transaction. The outer error is SQLite failing
+/// (nothing committed); the inner results are each append's own verdict.
+fn commit(
+    conn: &mut Connection,
+    batch: &[AppendRequest],
+    recorded_at: i64,
+) -> rusqlite::Result<Vec<Result<AppendOutcome, StoreError>>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for request in batch {
+        outcomes.push(append_one(&tx, request, recorded_at)?);
+    }
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+fn append_one(
+    tx: &rusqlite::Transaction<'_>,
+    request: &AppendRequest,
+    recorded_at: i64,
+) -> rusqlite::Result<Result<AppendOutcome, StoreError>> {
+    let mut find =
+        tx.prepare_cached("SELECT position, revision FROM events WHERE event_id = ?1")?;
+    let mut stored: Option<(i64, i64)> = None;
+    let mut stored_count = 0;
+    for event in &request.events {
+        if let Some(found) = find
+            .query_row(params![event.id.as_bytes()], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()?
+        {
+            stored_count += 1;
+            stored = stored.max(Some(found));
+        }
+    }
+    if let Some((position, revision)) = stored {
+        if stored_count < request.events.len() {
+            return Ok(Err(StoreError::PartiallyStored {
+                stream: request.stream.clone(),
+            }));
+        }
+        let position = position as u64;
+        return Ok(Ok(AppendOutcome {
+            revision: revision as u64,
+            position: Position::new(position, position),
+            duplicate: true,
+        }));
+    }
+
+    let head: Option<(i64, i64)> = tx
+        .prepare_cached("SELECT stream_id, revision FROM streams WHERE name = ?1")?
+        .query_row(params![request.stream.as_str()], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()?;
+    let actual = head.and_then(|(_, revision)| u64::try_from(revision).ok());
+    if !request.expected.matches(actual) {
+        return Ok(Err(StoreError::WrongExpectedRevision {
+            stream: request.stream.clone(),
+            expected: request.expected,
+            actual,
+        }));
+    }
+    let (stream_id, mut revision) = match head {
+        Some(head) => head,
+        None => {
+            tx.prepare_cached("INSERT INTO streams (name, revision) VALUES (?1, -1)")?
+                .execute(params![request.stream.as_str()])?;
+            (tx.last_insert_rowid(), -1)
+        }
+    };
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO events (event_id, stream_id, revision, event_type, data, metadata, recorded_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for event in &request.events {
+        revision += 1;
+        let metadata = serde_json::to_string(&event.metadata).unwrap_or_else(|_| "{}".into());
+        insert.execute(params![
+            event.id.as_bytes(),
+            stream_id,
+            revision,
+            event.event_type,
+            event.data,
+            metadata,
+            recorded_at
+        ])?;
+    }
+    let position = tx.last_insert_rowid() as u64;
+    tx.prepare_cached("UPDATE streams SET revision = ?1 WHERE stream_id = ?2")?
+        .execute(params![revision, stream_id])?;
+    Ok(Ok(AppendOutcome {
+        revision: revision as u64,
+        position: Position::new(position, position),
+        duplicate: false,
+    }))
+}

@@ -1,0 +1,77 @@
+//! Following `$all`: catch up in pages, then wait for new commits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::{EventStore, Position, RecordedEvent, StoreError};
+
+/// With no wake-up at all, look anyway this often: another process may have
+/// written to the same SQLite file, or a LISTEN connection may be down.
+const IDLE_POLL: Duration = Duration::from_millis(500);
+/// After a wake-up that shows nothing yet (PostgreSQL's horizon held back by
+/// a transaction still committing), look again soon, backing off to this.
+const HORIZON_RETRY_MAX: Duration = Duration::from_millis(32);
+
+/// A cursor over `$all` that yields every event exactly once, in order.
+pub struct Subscription {
+    store: Arc<dyn EventStore>,
+    after: Option<Position>,
+    changes: watch::Receiver<u64>,
+    page: usize,
+}
+
+impl Subscription {
+    /// Follows `$all` from just after `after` (from the start when `None`),
+    /// returning at most `page` events per batch.
+    pub fn new(store: Arc<dyn EventStore>, after: Option<Position>, page: usize) -> Self {
+        let changes = store.changes();
+        Self {
+            store,
+            after,
+            changes,
+            page: page.max(1),
+        }
+    }
+
+    /// The position of the last event returned.
+    pub fn position(&self) -> Option<Position> {
+        self.after
+    }
+
+    /// The next events, waiting until there are some.
+    pub async fn next_batch(&mut self) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut retry = Duration::ZERO;
+        loop {
+            // Mark the current version seen *before* reading, so a commit that
+            // lands during the read still wakes the wait below.
+            self.changes.borrow_and_update();
+            let events = self.store.read_all(self.after, self.page).await?;
+            if let Some(last) = events.last() {
+                self.after = Some(last.position);
+                return Ok(events);
+            }
+            if retry > Duration::ZERO && retry <= HORIZON_RETRY_MAX {
+                tokio::time::sleep(retry).await;
+                retry *= 2;
+                continue;
+            }
+            retry = Duration::ZERO;
+            match tokio::time::timeout(IDLE_POLL, self.changes.changed()).await {
+                Ok(Ok(())) => retry = Duration::from_millis(1),
+                Ok(Err(_)) => tokio::time::sleep(IDLE_POLL).await,
+                Err(_elapsed) => {}
+            }
+        }
+    }
+
+    /// The events available right now (possibly none), without waiting.
+    pub async fn poll(&mut self) -> Result<Vec<RecordedEvent>, StoreError> {
+        let events = self.store.read_all(self.after, self.page).await?;
+        if let Some(last) = events.last() {
+            self.after = Some(last.position);
+        }
+        Ok(events)
+    }
+}

@@ -1,0 +1,507 @@
+//! The event store contract, run against every backend.
+//!
+//! Each test gets a fresh database. PostgreSQL variants are skipped when no
+//! server is reachable, unless `OMNIBOX_REQUIRE_POSTGRES=1`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use omnibox_store::testing::{Backend, TestDatabase};
+use omnibox_store::{
+    AppendOutcome, Database, Direction, EventStore, ExpectedRevision, Metadata, NewEvent,
+    StoreError, StreamName, Subscription,
+};
+use uuid::Uuid;
+
+fn stream(category: &str) -> StreamName {
+    StreamName::new(category, Uuid::now_v7()).expect("valid stream name")
+}
+
+fn event(n: usize) -> NewEvent {
+    NewEvent {
+        id: Uuid::now_v7(),
+        event_type: "Tested".into(),
+        data: format!(r#"{{"n":{n},"text":"สวัสดี 👋🏽"}}"#),
+        metadata: Metadata {
+            correlation_id: Uuid::now_v7(),
+            causation_id: Some(Uuid::now_v7()),
+            actor: Some("member:test".into()),
+        },
+    }
+}
+
+fn events(count: usize) -> Vec<NewEvent> {
+    (0..count).map(event).collect()
+}
+
+struct Fixture {
+    store: Arc<dyn EventStore>,
+    db: Database,
+    _owner: TestDatabase,
+}
+
+async fn fixture(backend: Backend) -> Option<Fixture> {
+    let owner = TestDatabase::create(backend).await?;
+    let db = owner.connect().await;
+    let store = db.event_store().await.expect("open the event store");
+    Some(Fixture {
+        store,
+        db,
+        _owner: owner,
+    })
+}
+
+async fn count_all(store: &dyn EventStore) -> usize {
+    let mut after = None;
+    let mut count = 0;
+    loop {
+        let page = store.read_all(after, 1000).await.expect("read $all");
+        let Some(last) = page.last() else {
+            return count;
+        };
+        after = Some(last.position);
+        count += page.len();
+    }
+}
+
+async fn expected_revisions_are_enforced(f: Fixture) {
+    let s = stream("order");
+    let first = f
+        .store
+        .append(&s, ExpectedRevision::NoStream, events(2))
+        .await
+        .expect("create");
+    assert_eq!((first.revision, first.duplicate), (1, false));
+
+    let err = f
+        .store
+        .append(&s, ExpectedRevision::NoStream, events(1))
+        .await
+        .expect_err("stream exists");
+    assert!(
+        matches!(
+            err,
+            StoreError::WrongExpectedRevision {
+                actual: Some(1),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = f
+        .store
+        .append(&s, ExpectedRevision::Exact(0), events(1))
+        .await
+        .expect_err("stale");
+    assert!(
+        matches!(
+            err,
+            StoreError::WrongExpectedRevision {
+                actual: Some(1),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = f
+        .store
+        .append(&stream("order"), ExpectedRevision::Exact(0), events(1))
+        .await
+        .expect_err("missing");
+    assert!(
+        matches!(err, StoreError::WrongExpectedRevision { actual: None, .. }),
+        "{err:?}"
+    );
+
+    let next = f
+        .store
+        .append(&s, ExpectedRevision::Exact(1), events(1))
+        .await
+        .expect("in order");
+    assert_eq!(next.revision, 2);
+    assert!(next.position > first.position);
+    let any = f
+        .store
+        .append(&s, ExpectedRevision::Any, events(1))
+        .await
+        .expect("any");
+    assert_eq!(any.revision, 3);
+    assert_eq!(
+        count_all(&*f.store).await,
+        4,
+        "refused appends wrote nothing"
+    );
+}
+
+async fn appends_are_atomic_and_read_back_exactly(f: Fixture) {
+    let s = stream("conversation");
+    let written = events(5);
+    f.store
+        .append(&s, ExpectedRevision::NoStream, written.clone())
+        .await
+        .expect("append");
+    let read = f
+        .store
+        .read_stream(&s, 0, Direction::Forwards, 100)
+        .await
+        .expect("read");
+    assert_eq!(read.len(), 5);
+    for (i, (r, w)) in read.iter().zip(&written).enumerate() {
+        assert_eq!(r.id, w.id);
+        assert_eq!(r.revision, i as u64);
+        assert_eq!(r.stream, s);
+        assert_eq!(r.event_type, w.event_type);
+        assert_eq!(r.data, w.data, "data is stored byte for byte");
+        assert_eq!(r.metadata, w.metadata);
+    }
+    assert!(read.windows(2).all(|w| w[0].position < w[1].position));
+
+    // One bad event (an id used twice) fails the whole append.
+    let mut bad = events(3);
+    bad[2].id = bad[0].id;
+    let err = f
+        .store
+        .append(&s, ExpectedRevision::Any, bad)
+        .await
+        .expect_err("duplicate id inside an append");
+    assert!(matches!(err, StoreError::DuplicateIdInAppend(_)), "{err:?}");
+    assert!(matches!(
+        f.store.append(&s, ExpectedRevision::Any, vec![]).await,
+        Err(StoreError::EmptyAppend)
+    ));
+    assert_eq!(
+        f.store
+            .read_stream(&s, 0, Direction::Forwards, 100)
+            .await
+            .expect("read")
+            .len(),
+        5
+    );
+}
+
+async fn stored_ids_make_appends_idempotent(f: Fixture) {
+    let s = stream("conversation");
+    let batch = events(3);
+    let first = f
+        .store
+        .append(&s, ExpectedRevision::NoStream, batch.clone())
+        .await
+        .expect("first");
+    // Retried with a now-stale expectation: still a success, and nothing new.
+    let again = f
+        .store
+        .append(&s, ExpectedRevision::NoStream, batch.clone())
+        .await
+        .expect("retry");
+    assert_eq!(
+        again,
+        AppendOutcome {
+            duplicate: true,
+            ..first
+        }
+    );
+    // The same ids sent to another stream are not a second copy either.
+    let elsewhere = f
+        .store
+        .append(
+            &stream("conversation"),
+            ExpectedRevision::Any,
+            batch.clone(),
+        )
+        .await
+        .expect("elsewhere");
+    assert!(elsewhere.duplicate);
+    // A mix of stored and new ids is refused: ids were reused for other events.
+    let mut mixed = events(2);
+    mixed[0].id = batch[0].id;
+    let err = f
+        .store
+        .append(&s, ExpectedRevision::Any, mixed)
+        .await
+        .expect_err("mixed");
+    assert!(matches!(err, StoreError::PartiallyStored { .. }), "{err:?}");
+    assert_eq!(count_all(&*f.store).await, 3);
+}
+
+async fn streams_read_forwards_and_backwards(f: Fixture) {
+    let s = stream("contact");
+    f.store
+        .append(&s, ExpectedRevision::NoStream, events(10))
+        .await
+        .expect("append");
+    f.store
+        .append(&stream("contact"), ExpectedRevision::NoStream, events(3))
+        .await
+        .expect("other");
+    let revisions = |events: Vec<omnibox_store::RecordedEvent>| {
+        events.iter().map(|e| e.revision).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        revisions(
+            f.store
+                .read_stream(&s, 4, Direction::Forwards, 3)
+                .await
+                .expect("fwd")
+        ),
+        [4, 5, 6]
+    );
+    assert_eq!(
+        revisions(
+            f.store
+                .read_stream(&s, u64::MAX, Direction::Backwards, 3)
+                .await
+                .expect("bwd")
+        ),
+        [9, 8, 7]
+    );
+    assert_eq!(
+        revisions(
+            f.store
+                .read_stream(&s, 1, Direction::Backwards, 5)
+                .await
+                .expect("bwd")
+        ),
+        [1, 0]
+    );
+    assert!(f
+        .store
+        .read_stream(&stream("contact"), 0, Direction::Forwards, 5)
+        .await
+        .expect("none")
+        .is_empty());
+}
+
+async fn all_reads_in_pages_in_position_order(f: Fixture) {
+    let a = stream("a");
+    let b = stream("b");
+    let mut ids = Vec::new();
+    for round in 0..5 {
+        for s in [&a, &b] {
+            let batch = events(round + 1);
+            ids.extend(batch.iter().map(|e| e.id));
+            f.store
+                .append(s, ExpectedRevision::Any, batch)
+                .await
+                .expect("append");
+        }
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = f.store.read_all(after, 4).await.expect("page");
+        assert!(page.len() <= 4);
+        let Some(last) = page.last() else { break };
+        after = Some(last.position);
+        seen.extend(page);
+    }
+    assert_eq!(seen.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+    assert!(seen.windows(2).all(|w| w[0].position < w[1].position));
+    // Positions survive a round trip through text (cursors in GraphQL).
+    let middle = seen[7].position;
+    let resumed = f
+        .store
+        .read_all(Some(middle.to_string().parse().expect("parse")), 100)
+        .await
+        .expect("resume");
+    assert_eq!(resumed.first().map(|e| e.id), Some(seen[8].id));
+}
+
+async fn subscriptions_catch_up_then_go_live(f: Fixture) {
+    let s = stream("live");
+    f.store
+        .append(&s, ExpectedRevision::NoStream, events(3))
+        .await
+        .expect("history");
+    let mut subscription = Subscription::new(f.store.clone(), None, 2);
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        got.extend(subscription.next_batch().await.expect("catch up"));
+    }
+    let store = f.store.clone();
+    let writer = tokio::spawn(async move {
+        for n in 0..5 {
+            store
+                .append(&s, ExpectedRevision::Any, vec![event(n)])
+                .await
+                .expect("live append");
+        }
+    });
+    while got.len() < 8 {
+        let batch = tokio::time::timeout(Duration::from_secs(30), subscription.next_batch())
+            .await
+            .expect("a live event arrives")
+            .expect("read");
+        got.extend(batch);
+    }
+    writer.await.expect("writer");
+    assert_eq!(got.len(), 8);
+    assert!(got.windows(2).all(|w| w[0].position < w[1].position));
+    assert_eq!(got.iter().map(|e| e.id).collect::<HashSet<_>>().len(), 8);
+}
+
+async fn concurrent_single_appends_are_each_durable_when_acknowledged(f: Fixture) {
+    const APPENDS: usize = 400;
+    // An independent reader: a second store opened on the same database sees
+    // only what was committed.
+    let observer = f.db.event_store().await.expect("second store");
+    let mut tasks = Vec::new();
+    for n in 0..APPENDS {
+        let store = f.store.clone();
+        let observer = observer.clone();
+        tasks.push(tokio::spawn(async move {
+            let s = stream("webhook");
+            let e = event(n);
+            let id = e.id;
+            store
+                .append(&s, ExpectedRevision::NoStream, vec![e])
+                .await
+                .expect("append");
+            let seen = observer
+                .read_stream(&s, 0, Direction::Forwards, 10)
+                .await
+                .expect("read");
+            assert_eq!(
+                seen.iter().map(|e| e.id).collect::<Vec<_>>(),
+                [id],
+                "acknowledged before committed"
+            );
+            id
+        }));
+    }
+    let mut ids = HashSet::new();
+    for task in tasks {
+        ids.insert(task.await.expect("task"));
+    }
+    assert_eq!(ids.len(), APPENDS);
+    assert_eq!(count_all(&*f.store).await, APPENDS);
+}
+
+async fn concurrent_appends_to_one_stream_never_fork_it(f: Fixture) {
+    let s = stream("contended");
+    f.store
+        .append(&s, ExpectedRevision::NoStream, events(1))
+        .await
+        .expect("create");
+    let mut tasks = Vec::new();
+    for n in 0..50 {
+        let store = f.store.clone();
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            // Optimistic loop, as the command layer does it.
+            loop {
+                let head = store
+                    .read_stream(&s, u64::MAX, Direction::Backwards, 1)
+                    .await
+                    .expect("head")[0]
+                    .revision;
+                match store
+                    .append(&s, ExpectedRevision::Exact(head), vec![event(n)])
+                    .await
+                {
+                    Ok(outcome) => return outcome.revision,
+                    Err(StoreError::WrongExpectedRevision { .. }) => continue,
+                    Err(other) => panic!("{other}"),
+                }
+            }
+        }));
+    }
+    let mut revisions = Vec::new();
+    for task in tasks {
+        revisions.push(task.await.expect("task"));
+    }
+    revisions.sort_unstable();
+    assert_eq!(revisions, (1..=50).collect::<Vec<u64>>());
+}
+
+/// Many independent writers (separate stores: separate pools, as separate
+/// processes would have) append while a reader follows `$all`. The reader
+/// must see every committed event exactly once, in the final order of the
+/// log: no event may appear behind its cursor after it passed.
+async fn a_reader_following_all_under_concurrent_writers_skips_nothing(f: Fixture) {
+    const WRITERS: usize = 8;
+    const TASKS_PER_WRITER: usize = 10;
+    const EVENTS_PER_TASK: usize = 125;
+    const TOTAL: usize = WRITERS * TASKS_PER_WRITER * EVENTS_PER_TASK;
+
+    let mut subscription =
+        Subscription::new(f.db.event_store().await.expect("reader store"), None, 500);
+    let reader = tokio::spawn(async move {
+        let mut seen = Vec::with_capacity(TOTAL);
+        while seen.len() < TOTAL {
+            let batch = tokio::time::timeout(Duration::from_secs(120), subscription.next_batch())
+                .await
+                .expect("the reader keeps up")
+                .expect("read");
+            seen.extend(batch.into_iter().map(|e| (e.position, e.id)));
+        }
+        seen
+    });
+    let mut tasks = Vec::new();
+    for _ in 0..WRITERS {
+        let store = f.db.event_store().await.expect("writer store");
+        for _ in 0..TASKS_PER_WRITER {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let streams: Vec<StreamName> = (0..5).map(|_| stream("conversation")).collect();
+                for n in 0..EVENTS_PER_TASK {
+                    store
+                        .append(&streams[n % 5], ExpectedRevision::Any, vec![event(n)])
+                        .await
+                        .expect("append");
+                }
+            }));
+        }
+    }
+    for task in tasks {
+        task.await.expect("writer task");
+    }
+    let seen = reader.await.expect("reader");
+
+    let mut final_order = Vec::with_capacity(TOTAL);
+    let mut after = None;
+    loop {
+        let page = f.store.read_all(after, 1000).await.expect("read");
+        let Some(last) = page.last() else { break };
+        after = Some(last.position);
+        final_order.extend(page.into_iter().map(|e| (e.position, e.id)));
+    }
+    assert_eq!(final_order.len(), TOTAL);
+    assert_eq!(seen.len(), TOTAL, "the reader saw each event once");
+    assert!(
+        seen == final_order,
+        "the reader's sequence differs from the log's final order"
+    );
+}
+
+macro_rules! conformance {
+    ($($test:ident),+ $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                let f = super::fixture(super::Backend::Sqlite).await.expect("sqlite is always there");
+                super::$test(f).await;
+            })+
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                if let Some(f) = super::fixture(super::Backend::Postgres).await {
+                    super::$test(f).await;
+                }
+            })+
+        }
+    };
+}
+
+conformance!(
+    expected_revisions_are_enforced,
+    appends_are_atomic_and_read_back_exactly,
+    stored_ids_make_appends_idempotent,
+    streams_read_forwards_and_backwards,
+    all_reads_in_pages_in_position_order,
+    subscriptions_catch_up_then_go_live,
+    concurrent_single_appends_are_each_durable_when_acknowledged,
+    concurrent_appends_to_one_stream_never_fork_it,
+    a_reader_following_all_under_concurrent_writers_skips_nothing,
+);
