@@ -1,1 +1,210 @@
-fn main() {}
+//! `omnibox`: the server and its operator commands.
+//!
+//! Every command reads the same configuration (environment variables, see
+//! the README) and talks to the same database. Logs go to stderr; commands
+//! that answer something (bootstrap, replay, export-schema) print it on
+//! stdout, so their output can be piped.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use omnibox_api::commands::{execute, Actor};
+use omnibox_api::{auth, server, AppState, Config};
+use omnibox_domain::ids::{MemberId, OrgId};
+use omnibox_domain::org::{self, Email, NewMember, OrgCommand, Organization, Role};
+use omnibox_domain::{Clock, SystemClock};
+use omnibox_store::{Direction, StreamName};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "omnibox", version, about = "Event-sourced shared inbox for LINE Official Accounts and Facebook Pages")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve HTTP (webhooks, GraphQL, health, metrics) on OMNIBOX_LISTEN.
+    Serve,
+    /// Bring the database schema up to date, then exit.
+    Migrate,
+    /// Create an organization and its OWNER; print {"orgId","userId","token"}.
+    Bootstrap {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        owner: String,
+    },
+    /// Rebuild read models from the start of the log.
+    Rebuild {
+        /// Only this projection (default: all).
+        #[arg(long)]
+        projection: Option<String>,
+    },
+    /// Print a stream's events as NDJSON, oldest first.
+    Replay {
+        #[arg(long)]
+        stream: String,
+    },
+    /// Print the GraphQL schema (SDL).
+    ExportSchema,
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_env("OMNIBOX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if std::env::var("OMNIBOX_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    if let Command::ExportSchema = command {
+        print!("{}", omnibox_api::graphql::sdl());
+        return Ok(());
+    }
+    let config = Config::from_env()?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    match command {
+        Command::Serve => serve(config, clock).await,
+        Command::Migrate => {
+            let db = omnibox_store::Database::connect(&config.database_url).await?;
+            db.migrate().await?;
+            tracing::info!(backend = db.backend(), "database schema is up to date");
+            Ok(())
+        }
+        Command::Bootstrap { org, owner } => bootstrap(config, clock, &org, &owner).await,
+        Command::Rebuild { projection } => rebuild(config, clock, projection.as_deref()).await,
+        Command::Replay { stream } => replay(config, clock, &stream).await,
+        Command::ExportSchema => Ok(()),
+    }
+}
+
+async fn serve(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
+    tracing::info!(?config, "starting");
+    let listen = config.listen;
+    let app = AppState::open(config, clock).await?;
+    app.start_projections();
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, backend = app.db.backend(), "listening");
+    server::serve(app, listener, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+async fn bootstrap(config: Config, clock: Arc<dyn Clock>, org_name: &str, owner: &str) -> anyhow::Result<()> {
+    let email = Email::parse(owner)?;
+    let app = AppState::open(config, clock.clone()).await?;
+    let org_id = OrgId::generate();
+    let issued = auth::issue_token();
+    let owner = NewMember {
+        member_id: MemberId::generate(),
+        email,
+        role: Role::Owner,
+        token_sha256: issued.hash,
+    };
+    let user_id = owner.member_id;
+    let command = OrgCommand::Create {
+        org_id,
+        name: org_name.to_owned(),
+        owner,
+    };
+    let now = clock.now();
+    execute::<Organization, _>(&*app.store, org_id.0, &Actor::new("system:bootstrap"), |state| {
+        org::decide(state, command.clone(), now)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Make the token usable at once, even before a server has caught up.
+    app.projections.catch_up().await?;
+    println!(
+        "{}",
+        serde_json::json!({ "orgId": org_id, "userId": user_id, "token": issued.token })
+    );
+    Ok(())
+}
+
+async fn rebuild(config: Config, clock: Arc<dyn Clock>, only: Option<&str>) -> anyhow::Result<()> {
+    let app = AppState::open(config, clock).await?;
+    let runners = app.projections.runners();
+    let selected: Vec<_> = runners.iter().filter(|r| only.is_none_or(|name| r.name() == name)).collect();
+    if selected.is_empty() {
+        let known: Vec<_> = runners.iter().map(|r| r.name()).collect();
+        anyhow::bail!("no projection {:?}; known: {}", only.unwrap_or_default(), known.join(", "));
+    }
+    for runner in selected {
+        let applied = runner.rebuild().await?;
+        eprintln!("rebuilt {}: {applied} events applied", runner.name());
+    }
+    Ok(())
+}
+
+async fn replay(config: Config, clock: Arc<dyn Clock>, stream: &str) -> anyhow::Result<()> {
+    let stream = StreamName::parse(stream)?;
+    let app = AppState::open(config, clock).await?;
+    let mut from = 0;
+    loop {
+        let events = app.store.read_stream(&stream, from, Direction::Forwards, 1000).await?;
+        for event in &events {
+            let data: serde_json::Value = serde_json::from_str(&event.data)?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "position": event.position.to_string(),
+                    "stream": event.stream.as_str(),
+                    "revision": event.revision,
+                    "type": event.event_type,
+                    "recordedAt": event.recorded_at,
+                    "id": event.id,
+                    "data": data,
+                    "metadata": event.metadata,
+                })
+            );
+        }
+        match events.last() {
+            Some(last) if events.len() == 1000 => from = last.revision + 1,
+            _ => return Ok(()),
+        }
+    }
+}

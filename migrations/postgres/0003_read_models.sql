@@ -1,2 +1,25 @@
--- read models (filled in by the projections crate)
-CREATE TABLE projection_checkpoints (name TEXT PRIMARY KEY, commit_position BIGINT NOT NULL, prepare_position BIGINT NOT NULL);
+-- Read models: derived from the log, rebuilt from it at will.
+-- Each projector's checkpoint lives here, updated in the same transaction as
+-- its writes, so a crash can neither apply an event twice nor skip one.
+CREATE TABLE projection_checkpoints (
+    name             TEXT   PRIMARY KEY,
+    commit_position  BIGINT NOT NULL,
+    prepare_position BIGINT NOT NULL
+);
+
+CREATE TABLE rm_organizations (
+    org_id     UUID        PRIMARY KEY,
+    name       TEXT        NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE rm_members (
+    member_id    UUID        PRIMARY KEY,
+    org_id       UUID        NOT NULL,
+    email        TEXT        NOT NULL,
+    role         TEXT        NOT NULL,
+    available    BOOLEAN     NOT NULL,
+    token_sha256 TEXT        NOT NULL UNIQUE,
+    added_at     TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX rm_members_by_org ON rm_members (org_id, email);

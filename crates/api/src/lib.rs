@@ -1,1 +1,23 @@
-//! placeholder
+//! Omnibox's HTTP server.
+//!
+//! Everything a client or a platform talks to enters here: GraphQL (queries,
+//! mutations, subscriptions over WebSocket), health and metrics, and (in
+//! later modules) the platforms' webhooks. Handlers turn requests into
+//! commands for the domain, append the resulting events, and answer from
+//! the read models; no handler writes a read model itself.
+//!
+//! [`server::router`] shows a request's whole life: the layers it passes
+//! and the routes it can reach.
+
+pub mod auth;
+pub mod commands;
+pub mod config;
+mod error;
+pub mod graphql;
+pub mod metrics;
+pub mod server;
+mod state;
+
+pub use config::Config;
+pub use error::ApiError;
+pub use state::AppState;

@@ -4,7 +4,7 @@
 /// A webhook body whose signature cannot be trusted; nothing from it may be stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
-    /// The request carried no signature header at all (not from the platform, or a proxy dropped it).
+    /// No signature header at all: not from the platform, or a proxy dropped it.
     #[error("signature header is missing")]
     Missing,
     /// The header is present but not in the platform's format.

@@ -3,7 +3,7 @@
 //! This crate owns everything that must be right *before* a webhook body is
 //! trusted: signature checks over the raw bytes ([`signature`]), the Facebook
 //! subscription handshake, and parsing each platform's payload into
-//! platform-shaped Rust types ([`facebook`], [`line`]). It does no I/O and
+//! platform-shaped Rust types ([`facebook`], [`line`](mod@line)). It does no I/O and
 //! produces no domain events: mapping parsed items to commands is the API
 //! crate's job, so the platform quirks (sticker duplicates, echoes, standby,
 //! redeliveries) are resolved here once and tested against the fixtures.

@@ -100,7 +100,10 @@ mod tests {
     #[test]
     fn facebook_signature_errors_are_distinct() {
         let header = facebook_header(BODY);
-        assert_eq!(verify_facebook_signature(SECRET, Some(&header), BODY), Ok(()));
+        assert_eq!(
+            verify_facebook_signature(SECRET, Some(&header), BODY),
+            Ok(())
+        );
         assert_eq!(
             verify_facebook_signature(SECRET, None, BODY),
             Err(SignatureError::Missing)
@@ -124,7 +127,10 @@ mod tests {
         mac.update(BODY);
         let header = STANDARD.encode(mac.finalize().into_bytes());
         assert_eq!(verify_line_signature(SECRET, Some(&header), BODY), Ok(()));
-        assert_eq!(verify_line_signature(SECRET, None, BODY), Err(SignatureError::Missing));
+        assert_eq!(
+            verify_line_signature(SECRET, None, BODY),
+            Err(SignatureError::Missing)
+        );
         for malformed in ["", "not base64!", "c2hvcnQ="] {
             assert_eq!(
                 verify_line_signature(SECRET, Some(malformed), BODY),
@@ -162,7 +168,10 @@ mod tests {
             answer(Some("unsubscribe"), Some(token), Some("1")),
             Err(HandshakeError::NotSubscribe)
         );
-        assert_eq!(answer(None, Some(token), Some("1")), Err(HandshakeError::NotSubscribe));
+        assert_eq!(
+            answer(None, Some(token), Some("1")),
+            Err(HandshakeError::NotSubscribe)
+        );
         assert_eq!(
             answer(Some("subscribe"), Some(token), None),
             Err(HandshakeError::MissingChallenge)

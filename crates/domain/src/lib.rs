@@ -10,6 +10,7 @@
 pub mod channel_kind;
 pub mod clock;
 pub mod ids;
+pub mod org;
 pub mod policy;
 
 pub use channel_kind::ChannelKind;

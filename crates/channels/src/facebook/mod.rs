@@ -3,4 +3,6 @@
 
 mod webhook;
 
-pub use webhook::{parse_webhook, Attachment, AttachmentKind, Coordinates, Event, EventKind, Message};
+pub use webhook::{
+    parse_webhook, Attachment, AttachmentKind, Coordinates, Event, EventKind, Message,
+};

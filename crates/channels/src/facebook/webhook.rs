@@ -117,8 +117,9 @@ pub fn parse_webhook(body: &[u8]) -> Result<Vec<Event>, ParseError> {
     }
     let mut events = Vec::new();
     for entry in body.entry {
-        let items = entry.messaging.into_iter().map(|item| (false, item));
-        for (standby, item) in items.chain(entry.standby.into_iter().map(|item| (true, item))) {
+        let items = entry.messaging.into_iter().map(|item| (item, false));
+        let items = items.chain(entry.standby.into_iter().map(|item| (item, true)));
+        for (item, standby) in items {
             events.push(Event {
                 page_id: entry.id.clone(),
                 standby,
@@ -280,7 +281,7 @@ impl RawItem {
             }
         } else {
             EventKind::Unsupported {
-                kind: self.other.into_iter().next().map(|(key, _)| key).unwrap_or_default(),
+                kind: self.other.keys().next().cloned().unwrap_or_default(),
             }
         })
     }
@@ -328,10 +329,9 @@ impl From<RawAttachment> for Attachment {
 fn collapse_stickers(attachments: impl Iterator<Item = Attachment>) -> Vec<Attachment> {
     let mut kept: Vec<Attachment> = Vec::new();
     for attachment in attachments {
-        let duplicate = attachment.sticker_id.and_then(|id| {
-            kept.iter_mut()
-                .find(|seen| seen.sticker_id == Some(id))
-        });
+        let duplicate = attachment
+            .sticker_id
+            .and_then(|id| kept.iter_mut().find(|seen| seen.sticker_id == Some(id)));
         match duplicate {
             Some(seen) => seen.url = seen.url.take().or(attachment.url),
             None => kept.push(attachment),

@@ -8,9 +8,9 @@ use super::{
 };
 use crate::ChannelKind;
 
-/// The most bubbles one reply may have: LINE takes at most 5 message objects
-/// per request, and Facebook replies follow the same rule so that the inbox
-/// behaves alike on both.
+/// The most bubbles one reply may have, on both platforms (a product rule).
+/// It is also LINE's limit of message objects per request, so a LINE reply
+/// is always one request; Facebook takes one request per bubble.
 pub const MAX_BUBBLES: usize = 5;
 
 /// One bubble as an agent or a template writes it.
@@ -29,7 +29,7 @@ pub enum CheckedBubble {
     Text(String),
     Attachment {
         attachment: AttachmentRef,
-        kind: OutboundAttachmentKind,
+        attachment_kind: OutboundAttachmentKind,
     },
 }
 
@@ -70,9 +70,9 @@ pub fn check_bubbles(
                 .map(|()| CheckedBubble::Text(text.clone()))
                 .map_err(|reason| BubbleRefused::Text { index, reason }),
             Bubble::Attachment(attachment) => check_attachment(kind, attachment)
-                .map(|kind| CheckedBubble::Attachment {
+                .map(|attachment_kind| CheckedBubble::Attachment {
                     attachment: attachment.clone(),
-                    kind,
+                    attachment_kind,
                 })
                 .map_err(|reason| BubbleRefused::Attachment { index, reason }),
         })
@@ -131,7 +131,7 @@ mod tests {
                     CheckedBubble::Text("see attached".to_owned()),
                     CheckedBubble::Attachment {
                         attachment: pdf(),
-                        kind: OutboundAttachmentKind::File,
+                        attachment_kind: OutboundAttachmentKind::File,
                     },
                 ]),
             ),

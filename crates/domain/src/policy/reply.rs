@@ -79,10 +79,10 @@ pub enum ReplyRefused {
     /// The window was not computed by [`window`](super::window()) for this
     /// channel's kind: a bug in the caller, refused rather than guessed at.
     #[error(
-        "a {} channel cannot be in the {} window phase (or its window lacks end times); \
-         compute the window for this channel's kind",
-        .kind.as_str(),
-        .phase.as_str()
+        "this {} window does not fit a {} channel; compute the window from the \
+         channel's kind and the customer's last message",
+        .phase.as_str(),
+        .kind.as_str()
     )]
     WindowMismatch {
         kind: ChannelKind,
@@ -105,11 +105,11 @@ fn window_closed(closed_at: Option<DateTime<Utc>>) -> String {
 
 /// Decides whether a reply may be sent in `window`, and with which tag.
 ///
-/// Refusing here, before anything is sent, is what keeps a Page out of
-/// trouble: Meta answers a reply outside the window with an error, but a
-/// promotional or automated message sent under HUMAN_AGENT is delivered and
-/// then counts against the Page in a policy review. When a human reply is
-/// also promotional, the author is reported first.
+/// Decided before anything is sent: Meta refuses a reply outside the window
+/// only when it arrives, possibly after earlier bubbles went out, and cannot
+/// check at all whether a tagged message was promotional or automated. So
+/// Omnibox checks, and the [`ReplyAllowance`] is the record that it did.
+/// When an automated reply is also promotional, the automation is reported.
 pub fn decide_reply(
     kind: ChannelKind,
     window: &Window,
@@ -164,6 +164,7 @@ mod tests {
     use super::*;
     use crate::policy::window;
     use AuthorKind::{Automated, Human};
+    use ChannelKind::{Facebook, Line};
 
     fn t(rfc3339: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(rfc3339)
@@ -176,202 +177,126 @@ mod tests {
     const HUMAN_AGENT_END: &str = "2026-11-30T02:10:05Z";
 
     fn facebook_at(at: &str) -> Window {
-        window(ChannelKind::Facebook, Some(t(LAST)), t(at))
-    }
-
-    fn allowance(
-        phase: WindowPhase,
-        tag: Option<MessageTag>,
-        messaging_type: Option<MessagingType>,
-        author: AuthorKind,
-        promotional: bool,
-    ) -> ReplyAllowance {
-        ReplyAllowance {
-            phase,
-            tag,
-            messaging_type,
-            author,
-            promotional,
-        }
+        window(Facebook, Some(t(LAST)), t(at))
     }
 
     #[test]
     fn decides_by_phase_author_and_content() {
         use MessagingType::{MessageTag as Tagged, Response};
         use WindowPhase::*;
-        let tagged = Some(MessageTag::HumanAgent);
-        let line = window(ChannelKind::Line, None, t(LAST));
+        let human_agent_tag = Some(MessageTag::HumanAgent);
+        let line = window(Line, None, t(LAST));
         let standard = facebook_at("2026-11-24T02:10:04Z");
         let human_agent = facebook_at(STANDARD_END);
         let closed = facebook_at(HUMAN_AGENT_END);
-        let never_wrote = window(ChannelKind::Facebook, None, t(LAST));
-        let after_standard = ReplyRefused::PromotionalNotAllowed {
+        let never_wrote = window(Facebook, None, t(LAST));
+        let no_promotion = ReplyRefused::PromotionalNotAllowed {
             standard_window_ended_at: t(STANDARD_END),
             human_agent_window_ends_at: t(HUMAN_AGENT_END),
         };
-        let automated = ReplyRefused::AutomatedNotAllowed {
+        let no_automation = ReplyRefused::AutomatedNotAllowed {
             standard_window_ended_at: t(STANDARD_END),
             human_agent_window_ends_at: t(HUMAN_AGENT_END),
         };
-        // given (kind, window) / when (promotional, author) / then
+        let closed_at = |closed_at| ReplyRefused::WindowClosed { closed_at };
+        // given (kind, window) / when (promotional, author) / then (phase, tag, messaging type)
+        #[rustfmt::skip]
         let cases = [
-            (
-                ChannelKind::Line,
-                line,
-                true,
-                Automated,
-                Ok(allowance(Unlimited, None, None, Automated, true)),
-            ),
-            (
-                ChannelKind::Line,
-                line,
-                false,
-                Human,
-                Ok(allowance(Unlimited, None, None, Human, false)),
-            ),
-            (
-                ChannelKind::Facebook,
-                standard,
-                true,
-                Automated,
-                Ok(allowance(Standard, None, Some(Response), Automated, true)),
-            ),
-            (
-                ChannelKind::Facebook,
-                standard,
-                false,
-                Human,
-                Ok(allowance(Standard, None, Some(Response), Human, false)),
-            ),
-            (
-                ChannelKind::Facebook,
-                human_agent,
-                false,
-                Human,
-                Ok(allowance(HumanAgent, tagged, Some(Tagged), Human, false)),
-            ),
-            (
-                ChannelKind::Facebook,
-                human_agent,
-                true,
-                Human,
-                Err(after_standard),
-            ),
-            (
-                ChannelKind::Facebook,
-                human_agent,
-                false,
-                Automated,
-                Err(automated),
-            ),
-            (
-                ChannelKind::Facebook,
-                human_agent,
-                true,
-                Automated,
-                Err(automated),
-            ),
-            (
-                ChannelKind::Facebook,
-                closed,
-                false,
-                Human,
-                Err(ReplyRefused::WindowClosed {
-                    closed_at: Some(t(HUMAN_AGENT_END)),
-                }),
-            ),
-            (
-                ChannelKind::Facebook,
-                never_wrote,
-                false,
-                Human,
-                Err(ReplyRefused::WindowClosed { closed_at: None }),
-            ),
+            (Line, line, true, Automated, Ok((Unlimited, None, None))),
+            (Line, line, false, Human, Ok((Unlimited, None, None))),
+            (Facebook, standard, true, Automated, Ok((Standard, None, Some(Response)))),
+            (Facebook, standard, false, Human, Ok((Standard, None, Some(Response)))),
+            (Facebook, human_agent, false, Human, Ok((HumanAgent, human_agent_tag, Some(Tagged)))),
+            (Facebook, human_agent, true, Human, Err(no_promotion)),
+            (Facebook, human_agent, false, Automated, Err(no_automation)),
+            (Facebook, human_agent, true, Automated, Err(no_automation)),
+            (Facebook, closed, false, Human, Err(closed_at(Some(t(HUMAN_AGENT_END))))),
+            (Facebook, never_wrote, false, Human, Err(closed_at(None))),
         ];
         for (kind, window, promotional, author, then) in cases {
-            assert_eq!(
-                decide_reply(kind, &window, promotional, author),
-                then,
+            let decision = decide_reply(kind, &window, promotional, author);
+            let context = format!(
                 "{kind:?} {:?} promotional={promotional} {author:?}",
                 window.phase
+            );
+            if let Ok(allowance) = decision {
+                assert_eq!(
+                    (allowance.author, allowance.promotional),
+                    (author, promotional),
+                    "{context}"
+                );
+            }
+            assert_eq!(
+                decision.map(|allowance| (
+                    allowance.phase,
+                    allowance.tag,
+                    allowance.messaging_type
+                )),
+                then,
+                "{context}"
             );
         }
     }
 
     #[test]
     fn refuses_a_window_of_the_wrong_kind() {
-        let facebook = facebook_at(LAST);
-        let line = window(ChannelKind::Line, None, t(LAST));
         let human_agent_without_ends = Window {
             phase: WindowPhase::HumanAgent,
             standard_ends_at: None,
             human_agent_ends_at: None,
         };
         let cases = [
-            (ChannelKind::Line, facebook),
-            (ChannelKind::Facebook, line),
-            (ChannelKind::Facebook, human_agent_without_ends),
+            (Line, facebook_at(LAST)),
+            (Facebook, window(Line, None, t(LAST))),
+            (Facebook, human_agent_without_ends),
         ];
         for (kind, window) in cases {
+            let phase = window.phase;
             assert_eq!(
                 decide_reply(kind, &window, false, Human),
-                Err(ReplyRefused::WindowMismatch {
-                    kind,
-                    phase: window.phase
-                })
+                Err(ReplyRefused::WindowMismatch { kind, phase })
             );
         }
     }
 
     #[test]
     fn refusals_say_which_rule_and_until_when() {
+        // given (window) / when (promotional, author) / then (message)
         let cases = [
             (
-                decide_reply(
-                    ChannelKind::Facebook,
-                    &facebook_at(STANDARD_END),
-                    true,
-                    Human,
-                ),
+                facebook_at(STANDARD_END),
+                true,
+                Human,
                 "promotional content is not allowed now: the 24-hour window closed at \
                  2026-11-24T02:10:05Z; only a human agent may reply, without promotional \
                  content, until 2026-11-30T02:10:05Z",
             ),
             (
-                decide_reply(
-                    ChannelKind::Facebook,
-                    &facebook_at(STANDARD_END),
-                    false,
-                    Automated,
-                ),
+                facebook_at(STANDARD_END),
+                false,
+                Automated,
                 "automated replies are not allowed now: the 24-hour window closed at \
                  2026-11-24T02:10:05Z; only a human agent may reply, without promotional \
                  content, until 2026-11-30T02:10:05Z",
             ),
             (
-                decide_reply(
-                    ChannelKind::Facebook,
-                    &facebook_at(HUMAN_AGENT_END),
-                    false,
-                    Human,
-                ),
+                facebook_at(HUMAN_AGENT_END),
+                false,
+                Human,
                 "the messaging window closed at 2026-11-30T02:10:05Z, 7 days after the \
                  customer's last message; no reply is possible until the customer writes again",
             ),
             (
-                decide_reply(
-                    ChannelKind::Facebook,
-                    &window(ChannelKind::Facebook, None, t(LAST)),
-                    false,
-                    Human,
-                ),
+                window(Facebook, None, t(LAST)),
+                false,
+                Human,
                 "the customer has not written yet; a Facebook Page may only reply after the \
                  customer's first message",
             ),
         ];
-        for (decision, message) in cases {
+        for (window, promotional, author, message) in cases {
             assert_eq!(
-                decision.map_err(|refused| refused.to_string()),
+                decide_reply(Facebook, &window, promotional, author).map_err(|e| e.to_string()),
                 Err(message.to_owned())
             );
         }
@@ -379,13 +304,8 @@ mod tests {
 
     #[test]
     fn allowance_serializes_as_evidence() {
-        let allowed = decide_reply(
-            ChannelKind::Facebook,
-            &facebook_at(STANDARD_END),
-            false,
-            Human,
-        )
-        .expect("human reply in HUMAN_AGENT");
+        let allowed = decide_reply(Facebook, &facebook_at(STANDARD_END), false, Human)
+            .expect("human reply in HUMAN_AGENT");
         let json = serde_json::json!({
             "phase": "HUMAN_AGENT",
             "tag": "HUMAN_AGENT",

@@ -42,6 +42,7 @@ mod tests {
     use super::*;
     use crate::policy::{AttachmentRef, AttachmentRefused, TextRefused};
     use ChannelKind::{Facebook, Line};
+    use TemplateRefused::FacebookAttachment;
 
     fn text(text: &str) -> Bubble {
         Bubble::Text(text.to_owned())
@@ -68,51 +69,28 @@ mod tests {
                 },
             }))
         };
+        let line_refuses_pdf = TemplateRefused::Bubbles(BubbleRefused::Attachment {
+            index: 0,
+            reason: AttachmentRefused::TypeNotAllowed {
+                kind: Line,
+                file_name: "a.pdf".to_owned(),
+            },
+        });
         // given (kind) / when (bubbles) / then
+        #[rustfmt::skip]
         let cases = [
             (Facebook, vec![hello.clone()], Ok(())),
             (Facebook, vec![hello.clone(); 5], Ok(())),
             (Facebook, vec![text(&"a".repeat(1999))], Ok(())),
-            (
-                Facebook,
-                vec![text(&"a".repeat(2000))],
-                too_long(Facebook, 2000),
-            ),
-            (
-                Facebook,
-                vec![hello.clone(), attachment("a.png")],
-                Err(TemplateRefused::FacebookAttachment { index: 1 }),
-            ),
+            (Facebook, vec![text(&"a".repeat(2000))], too_long(Facebook, 2000)),
+            (Facebook, vec![hello.clone(), attachment("a.png")], Err(FacebookAttachment { index: 1 })),
             (Facebook, vec![], Err(BubbleRefused::NoBubbles.into())),
-            (
-                Facebook,
-                vec![hello.clone(); 6],
-                Err(BubbleRefused::TooMany { count: 6 }.into()),
-            ),
+            (Facebook, vec![hello.clone(); 6], Err(BubbleRefused::TooMany { count: 6 }.into())),
             (Line, vec![text(&"a".repeat(5000))], Ok(())),
             (Line, vec![text(&"a".repeat(5001))], too_long(Line, 5001)),
-            (
-                Line,
-                vec![hello.clone(), attachment("a.png"), attachment("a.mp4")],
-                Ok(()),
-            ),
-            (
-                Line,
-                vec![attachment("a.pdf")],
-                Err(BubbleRefused::Attachment {
-                    index: 0,
-                    reason: AttachmentRefused::TypeNotAllowed {
-                        kind: Line,
-                        file_name: "a.pdf".to_owned(),
-                    },
-                }
-                .into()),
-            ),
-            (
-                Line,
-                vec![hello.clone(); 6],
-                Err(BubbleRefused::TooMany { count: 6 }.into()),
-            ),
+            (Line, vec![hello.clone(), attachment("a.png"), attachment("a.mp4")], Ok(())),
+            (Line, vec![attachment("a.pdf")], Err(line_refuses_pdf)),
+            (Line, vec![hello.clone(); 6], Err(BubbleRefused::TooMany { count: 6 }.into())),
         ];
         for (kind, bubbles, then) in cases {
             assert_eq!(check_template(kind, &bubbles), then, "{kind:?} {bubbles:?}");

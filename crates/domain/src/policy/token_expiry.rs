@@ -54,27 +54,13 @@ mod tests {
     fn expires_90_days_after_the_later_of_authorization_and_send() {
         let authorized = t("2026-01-01T00:00:00Z");
         // given (kind, last authorized, last sent) / then (expires at)
+        #[rustfmt::skip]
         let cases = [
             (Line, authorized, Some(t("2026-02-01T00:00:00Z")), None),
             (Facebook, authorized, None, Some(t("2026-04-01T00:00:00Z"))),
-            (
-                Facebook,
-                authorized,
-                Some(t("2026-02-01T00:00:00Z")),
-                Some(t("2026-05-02T00:00:00Z")),
-            ),
-            (
-                Facebook,
-                authorized,
-                Some(t("2025-12-01T00:00:00Z")),
-                Some(t("2026-04-01T00:00:00Z")),
-            ),
-            (
-                Facebook,
-                authorized,
-                Some(authorized),
-                Some(t("2026-04-01T00:00:00Z")),
-            ),
+            (Facebook, authorized, Some(t("2026-02-01T00:00:00Z")), Some(t("2026-05-02T00:00:00Z"))),
+            (Facebook, authorized, Some(t("2025-12-01T00:00:00Z")), Some(t("2026-04-01T00:00:00Z"))),
+            (Facebook, authorized, Some(authorized), Some(t("2026-04-01T00:00:00Z"))),
         ];
         for (kind, authorized, sent, then) in cases {
             assert_eq!(

@@ -107,6 +107,7 @@ impl Window {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ChannelKind::{Facebook, Line};
 
     fn t(rfc3339: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(rfc3339)
@@ -123,52 +124,18 @@ mod tests {
         use WindowPhase::*;
         let nanosecond = TimeDelta::nanoseconds(1);
         // given (kind, last customer message) / when (at) / then (phase)
+        #[rustfmt::skip]
         let cases = [
-            (ChannelKind::Line, None, t(LAST), Unlimited),
-            (
-                ChannelKind::Line,
-                Some(t(LAST)),
-                t("2027-06-01T00:00:00Z"),
-                Unlimited,
-            ),
-            (ChannelKind::Facebook, None, t(LAST), Closed),
-            (
-                ChannelKind::Facebook,
-                Some(t(LAST)),
-                t("2026-11-23T02:10:04Z"),
-                Standard,
-            ),
-            (ChannelKind::Facebook, Some(t(LAST)), t(LAST), Standard),
-            (
-                ChannelKind::Facebook,
-                Some(t(LAST)),
-                t(STANDARD_END) - nanosecond,
-                Standard,
-            ),
-            (
-                ChannelKind::Facebook,
-                Some(t(LAST)),
-                t(STANDARD_END),
-                HumanAgent,
-            ),
-            (
-                ChannelKind::Facebook,
-                Some(t(LAST)),
-                t(HUMAN_AGENT_END) - nanosecond,
-                HumanAgent,
-            ),
-            (
-                ChannelKind::Facebook,
-                Some(t(LAST)),
-                t(HUMAN_AGENT_END),
-                Closed,
-            ),
-            (
-                ChannelKind::Facebook,
-                Some(t(LAST)),
-                t("2027-01-01T00:00:00Z"),
-                Closed,
-            ),
+            (Line, None, t(LAST), Unlimited),
+            (Line, Some(t(LAST)), t("2027-06-01T00:00:00Z"), Unlimited),
+            (Facebook, None, t(LAST), Closed),
+            (Facebook, Some(t(LAST)), t("2026-11-23T02:10:04Z"), Standard),
+            (Facebook, Some(t(LAST)), t(LAST), Standard),
+            (Facebook, Some(t(LAST)), t(STANDARD_END) - nanosecond, Standard),
+            (Facebook, Some(t(LAST)), t(STANDARD_END), HumanAgent),
+            (Facebook, Some(t(LAST)), t(HUMAN_AGENT_END) - nanosecond, HumanAgent),
+            (Facebook, Some(t(LAST)), t(HUMAN_AGENT_END), Closed),
+            (Facebook, Some(t(LAST)), t("2027-01-01T00:00:00Z"), Closed),
         ];
         for (kind, last, at, phase) in cases {
             assert_eq!(
@@ -182,10 +149,10 @@ mod tests {
     #[test]
     fn ends_are_known_only_after_a_facebook_message() {
         let cases = [
-            (ChannelKind::Line, Some(t(LAST)), None, None),
-            (ChannelKind::Facebook, None, None, None),
+            (Line, Some(t(LAST)), None, None),
+            (Facebook, None, None, None),
             (
-                ChannelKind::Facebook,
+                Facebook,
                 Some(t(LAST)),
                 Some(t(STANDARD_END)),
                 Some(t(HUMAN_AGENT_END)),
@@ -207,14 +174,14 @@ mod tests {
     #[test]
     fn deadlines_saturate_instead_of_overflowing() {
         let last = DateTime::<Utc>::MAX_UTC - TimeDelta::hours(1);
-        let window = window(ChannelKind::Facebook, Some(last), last);
+        let window = window(Facebook, Some(last), last);
         assert_eq!(window.phase, WindowPhase::Standard);
         assert_eq!(window.human_agent_ends_at, Some(DateTime::<Utc>::MAX_UTC));
     }
 
     #[test]
     fn serializes_with_the_api_names() {
-        let window = window(ChannelKind::Facebook, Some(t(LAST)), t(STANDARD_END));
+        let window = window(Facebook, Some(t(LAST)), t(STANDARD_END));
         assert_eq!(
             serde_json::to_value(window).expect("serializable"),
             serde_json::json!({

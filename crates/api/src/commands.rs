@@ -1,0 +1,150 @@
+//! Running a command: load an aggregate, decide, append, retry on conflict.
+//!
+//! The domain decides with pure functions; this module gives them a
+//! consistent state and makes the decision stick. Two commands racing on one
+//! stream both read revision N; the first append wins, the second gets a
+//! conflict, re-reads and decides again on the new state, a bounded number
+//! of times.
+
+use omnibox_domain::org::{OrgEvent, Organization};
+use omnibox_store::{Direction, EventStore, ExpectedRevision, Metadata, NewEvent, Position, StoreError, StreamName};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use uuid::Uuid;
+
+/// Attempts before a command on a very contended stream gives up.
+const MAX_ATTEMPTS: usize = 5;
+const PAGE: usize = 512;
+
+/// An event-sourced aggregate: state folded from one stream.
+pub trait Aggregate: Default + Send {
+    type Event: Serialize + DeserializeOwned + Send + Sync;
+    const CATEGORY: &'static str;
+    fn evolve(&mut self, event: &Self::Event);
+    fn event_type(event: &Self::Event) -> &'static str;
+}
+
+impl Aggregate for Organization {
+    type Event = OrgEvent;
+    const CATEGORY: &'static str = omnibox_domain::ids::OrgId::CATEGORY;
+    fn evolve(&mut self, event: &OrgEvent) {
+        Organization::evolve(self, event);
+    }
+    fn event_type(event: &OrgEvent) -> &'static str {
+        event.event_type()
+    }
+}
+
+/// Who is acting and on behalf of which request.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub correlation_id: Uuid,
+    pub actor: String,
+}
+
+impl Actor {
+    pub fn new(actor: impl Into<String>) -> Self {
+        Self {
+            correlation_id: Uuid::now_v7(),
+            actor: actor.into(),
+        }
+    }
+}
+
+/// What a command did.
+#[derive(Debug)]
+pub struct Executed<E> {
+    pub events: Vec<E>,
+    /// Where the last event landed; `None` when the decision was "nothing to do".
+    pub position: Option<Position>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E> {
+    /// The domain said no.
+    #[error(transparent)]
+    Rejected(E),
+    #[error("the stream kept changing under the command; try again")]
+    Contended,
+    #[error("a stored event cannot be read: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Loads `A` from its stream `<category>-<id>`, returning it with its revision.
+pub async fn load<A: Aggregate>(store: &dyn EventStore, id: Uuid) -> Result<(A, Option<u64>), CommandError<std::convert::Infallible>> {
+    let stream = stream_name::<A>(id)?;
+    let mut state = A::default();
+    let mut revision = None;
+    loop {
+        let from = revision.map_or(0, |r: u64| r + 1);
+        let page = store.read_stream(&stream, from, Direction::Forwards, PAGE).await?;
+        for recorded in &page {
+            let event: A::Event = serde_json::from_str(&recorded.data)
+                .map_err(|e| CommandError::Corrupt(format!("{} revision {}: {e}", recorded.stream, recorded.revision)))?;
+            state.evolve(&event);
+            revision = Some(recorded.revision);
+        }
+        if page.len() < PAGE {
+            return Ok((state, revision));
+        }
+    }
+}
+
+fn stream_name<A: Aggregate>(id: Uuid) -> Result<StreamName, StoreError> {
+    StreamName::new(A::CATEGORY, id).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Decides `decide` against the current state of aggregate `id` and appends
+/// what it returns, retrying from a fresh read when another writer got there first.
+pub async fn execute<A, E>(
+    store: &dyn EventStore,
+    id: Uuid,
+    actor: &Actor,
+    decide: impl Fn(&A) -> Result<Vec<A::Event>, E>,
+) -> Result<Executed<A::Event>, CommandError<E>>
+where
+    A: Aggregate,
+{
+    let stream = stream_name::<A>(id)?;
+    for _ in 0..MAX_ATTEMPTS {
+        let (state, revision) = load::<A>(store, id).await.map_err(|e| match e {
+            CommandError::Store(e) => CommandError::Store(e),
+            CommandError::Corrupt(e) => CommandError::Corrupt(e),
+            CommandError::Contended => CommandError::Contended,
+            CommandError::Rejected(never) => match never {},
+        })?;
+        let events = decide(&state).map_err(CommandError::Rejected)?;
+        if events.is_empty() {
+            return Ok(Executed { events, position: None });
+        }
+        let new_events = events
+            .iter()
+            .map(|event| {
+                Ok(NewEvent {
+                    id: Uuid::now_v7(),
+                    event_type: A::event_type(event).to_owned(),
+                    data: serde_json::to_string(event).map_err(|e| CommandError::Corrupt(e.to_string()))?,
+                    metadata: Metadata {
+                        correlation_id: actor.correlation_id,
+                        causation_id: None,
+                        actor: Some(actor.actor.clone()),
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>, CommandError<E>>>()?;
+        let expected = revision.map_or(ExpectedRevision::NoStream, ExpectedRevision::Exact);
+        match store.append(&stream, expected, new_events).await {
+            Ok(outcome) => {
+                return Ok(Executed {
+                    events,
+                    position: Some(outcome.position),
+                })
+            }
+            Err(StoreError::WrongExpectedRevision { .. }) => continue,
+            Err(other) => return Err(other.into()),
+        }
+    }
+    Err(CommandError::Contended)
+}

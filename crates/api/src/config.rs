@@ -1,0 +1,134 @@
+//! Configuration, read from the environment (see the README's table).
+
+use std::net::SocketAddr;
+
+/// The default database: an SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://omnibox.db";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name} is not valid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+/// Everything the server needs to start. Secrets are kept out of `Debug`.
+#[derive(Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub listen: SocketAddr,
+    pub public_url: String,
+    /// Base64 of the 32-byte key that seals stored platform secrets.
+    pub secret_key: Option<String>,
+    pub facebook_app_secret: Option<String>,
+    pub facebook_verify_token: Option<String>,
+    pub facebook_graph_url: String,
+    pub line_api_url: String,
+    pub line_data_url: String,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("listen", &self.listen)
+            .field("public_url", &self.public_url)
+            .field("facebook_graph_url", &self.facebook_graph_url)
+            .field("line_api_url", &self.line_api_url)
+            .field("line_data_url", &self.line_data_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A database URL without its password, for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Config {
+    /// Reads `OMNIBOX_*` variables through `get` (the process environment in
+    /// production, a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let non_empty = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let listen_text = non_empty("OMNIBOX_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen: SocketAddr = listen_text.parse().map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
+            name: "OMNIBOX_LISTEN",
+            reason: format!("{listen_text:?}: {e} (expected host:port, e.g. 127.0.0.1:8080)"),
+        })?;
+        let line_api_url = non_empty("OMNIBOX_LINE_API_URL");
+        Ok(Self {
+            database_url: non_empty("OMNIBOX_DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+            public_url: non_empty("OMNIBOX_PUBLIC_URL")
+                .map(|url| url.trim_end_matches('/').to_owned())
+                .unwrap_or_else(|| format!("http://{listen}")),
+            listen,
+            secret_key: non_empty("OMNIBOX_SECRET_KEY"),
+            facebook_app_secret: non_empty("OMNIBOX_FACEBOOK_APP_SECRET"),
+            facebook_verify_token: non_empty("OMNIBOX_FACEBOOK_VERIFY_TOKEN"),
+            facebook_graph_url: non_empty("OMNIBOX_FACEBOOK_GRAPH_URL")
+                .unwrap_or_else(|| "https://graph.facebook.com/v25.0".to_owned()),
+            line_data_url: non_empty("OMNIBOX_LINE_DATA_URL")
+                .or_else(|| line_api_url.clone())
+                .unwrap_or_else(|| "https://api-data.line.me".to_owned()),
+            line_api_url: line_api_url.unwrap_or_else(|| "https://api.line.me".to_owned()),
+        })
+    }
+
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_run_on_sqlite_on_loopback() {
+        let c = config(&[]).expect("defaults");
+        assert_eq!(c.database_url, "sqlite://omnibox.db");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.public_url, "http://127.0.0.1:8080");
+        assert_eq!(c.line_data_url, "https://api-data.line.me");
+    }
+
+    #[test]
+    fn line_data_url_falls_back_to_the_api_url() {
+        let c = config(&[("OMNIBOX_LINE_API_URL", "http://127.0.0.1:9000")]).expect("config");
+        assert_eq!(c.line_data_url, "http://127.0.0.1:9000");
+        let c = config(&[("OMNIBOX_PUBLIC_URL", "https://inbox.example.com/")]).expect("config");
+        assert_eq!(c.public_url, "https://inbox.example.com");
+    }
+
+    #[test]
+    fn a_bad_listen_address_is_a_clear_error() {
+        let err = config(&[("OMNIBOX_LISTEN", "localhost")]).err().expect("refused");
+        assert!(err.to_string().contains("OMNIBOX_LISTEN"), "{err}");
+    }
+
+    #[test]
+    fn database_passwords_stay_out_of_logs() {
+        assert_eq!(redact_url("postgres://app:hunter2@db:5432/omnibox"), "postgres://app:***@db:5432/omnibox");
+        assert_eq!(redact_url("sqlite://omnibox.db"), "sqlite://omnibox.db");
+        let c = config(&[("OMNIBOX_DATABASE_URL", "postgres://a:hunter2@h/d"), ("OMNIBOX_FACEBOOK_APP_SECRET", "s3cr3t")])
+            .expect("config");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("s3cr3t"), "{shown}");
+    }
+}

@@ -1,0 +1,68 @@
+//! The one place where errors become the codes of the external contract.
+
+use async_graphql::ErrorExtensions;
+
+/// An error a client can act on, with its `extensions.code`.
+///
+/// Deliberately not `Display`: async-graphql turns any `Display` error into
+/// a bare message, and every error here must keep its code.
+#[derive(Debug)]
+pub enum ApiError {
+    Unauthenticated,
+    Forbidden(String),
+    NotFound(String),
+    Validation(String),
+    Conflict(String),
+    /// Something broke on our side; the details go to the log, not the client.
+    Internal,
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthenticated => "UNAUTHENTICATED",
+            ApiError::Forbidden(_) => "FORBIDDEN",
+            ApiError::NotFound(_) => "NOT_FOUND",
+            ApiError::Validation(_) => "VALIDATION",
+            ApiError::Conflict(_) => "CONFLICT",
+            ApiError::Internal => "INTERNAL",
+        }
+    }
+
+    /// What a person reads.
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::Unauthenticated => "a valid bearer token is required (Authorization: Bearer <token>)".into(),
+            ApiError::Forbidden(message)
+            | ApiError::NotFound(message)
+            | ApiError::Validation(message)
+            | ApiError::Conflict(message) => message.clone(),
+            ApiError::Internal => "internal error; the server log has the details".into(),
+        }
+    }
+
+    /// Logs `error` and hides it from the client.
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!(%error, "request failed");
+        ApiError::Internal
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        ApiError::internal(error)
+    }
+}
+
+impl From<omnibox_store::StoreError> for ApiError {
+    fn from(error: omnibox_store::StoreError) -> Self {
+        ApiError::internal(error)
+    }
+}
+
+impl From<ApiError> for async_graphql::Error {
+    fn from(error: ApiError) -> Self {
+        let code = error.code();
+        async_graphql::Error::new(error.message()).extend_with(|_, e| e.set("code", code))
+    }
+}

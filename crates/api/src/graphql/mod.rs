@@ -1,0 +1,56 @@
+//! The GraphQL API: one schema, split by concern.
+//!
+//! Resolvers find the request's [`Session`] (set by the HTTP layer from the
+//! bearer token, or by the WebSocket's `connection_init`) and the
+//! [`AppState`] in the context. A member only ever sees its own
+//! organization: every read is scoped by the session's org id, and another
+//! organization's ids answer NOT_FOUND.
+
+mod history;
+mod members;
+
+use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
+
+use crate::auth::Session;
+use crate::{ApiError, AppState};
+
+pub use members::Member;
+
+#[derive(MergedObject, Default)]
+pub struct QueryRoot(members::MembersQuery, history::HistoryQuery);
+
+#[derive(MergedObject, Default)]
+pub struct MutationRoot(members::MembersMutation);
+
+#[derive(MergedSubscription, Default)]
+pub struct SubscriptionRoot(members::MembersSubscription);
+
+pub type OmniboxSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
+
+/// Deep or huge queries are refused before they run.
+const MAX_DEPTH: usize = 16;
+const MAX_COMPLEXITY: usize = 5_000;
+
+pub fn schema(state: Option<AppState>) -> OmniboxSchema {
+    let builder = Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default())
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY);
+    match state {
+        Some(state) => builder.data(state).finish(),
+        None => builder.finish(),
+    }
+}
+
+/// The schema's SDL, as committed in `schema/schema.graphql`.
+pub fn sdl() -> String {
+    schema(None).sdl()
+}
+
+/// The member making the request, or UNAUTHENTICATED.
+pub(crate) fn session<'a>(ctx: &'a Context<'_>) -> Result<&'a Session, ApiError> {
+    ctx.data_opt::<Session>().ok_or(ApiError::Unauthenticated)
+}
+
+pub(crate) fn state<'a>(ctx: &'a Context<'_>) -> Result<&'a AppState, ApiError> {
+    ctx.data::<AppState>().map_err(|e| ApiError::internal(e.message))
+}

@@ -1,0 +1,174 @@
+//! Prometheus metrics: what the server did, how often and how fast.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use omnibox_store::{AppendOutcome, Direction, EventStore, ExpectedRevision, NewEvent, Position, RecordedEvent, StoreError, StreamName};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+type Labels = Vec<(&'static str, String)>;
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to ~3 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+/// The server's metrics, rendered at `GET /metrics`.
+pub struct Metrics {
+    registry: Registry,
+    http_requests: Family<Labels, Counter>,
+    http_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    appends: Family<Labels, Counter>,
+    events_appended: Counter,
+    append_duration: Histogram,
+    webhooks_unknown_target: Family<Labels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("omnibox");
+        let http_requests = Family::<Labels, Counter>::default();
+        registry.register("http_requests", "HTTP requests answered, by method, route and status", http_requests.clone());
+        let http_duration = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register("http_request_duration_seconds", "Time to answer an HTTP request, by route", http_duration.clone());
+        let appends = Family::<Labels, Counter>::default();
+        registry.register("appends", "Appends to the event log, by outcome (written, duplicate, conflict, error)", appends.clone());
+        let events_appended = Counter::default();
+        registry.register("events_appended", "Events written to the log", events_appended.clone());
+        let append_duration = latency_histogram();
+        registry.register("append_duration_seconds", "Time from asking for an append to its durable commit", append_duration.clone());
+        let webhooks_unknown_target = Family::<Labels, Counter>::default();
+        registry.register(
+            "webhooks_unknown_target",
+            "Webhook deliveries for a page or channel that no organization has connected, by platform",
+            webhooks_unknown_target.clone(),
+        );
+        Self {
+            registry,
+            http_requests,
+            http_duration,
+            appends,
+            events_appended,
+            append_duration,
+            webhooks_unknown_target,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+
+    pub fn webhook_for_unknown_target(&self, platform: &'static str) {
+        self.webhooks_unknown_target.get_or_create(&vec![("platform", platform.to_owned())]).inc();
+    }
+}
+
+/// Counts and times every request by its route template (not its raw path,
+/// which would make one series per id).
+pub async fn track_requests(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics
+        .http_requests
+        .get_or_create(&vec![("method", method), ("route", route.clone()), ("status", status)])
+        .inc();
+    metrics
+        .http_duration
+        .get_or_create(&vec![("route", route)])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// An event store that reports its appends to [`Metrics`].
+pub struct InstrumentedStore {
+    inner: Arc<dyn EventStore>,
+    metrics: Arc<Metrics>,
+}
+
+impl InstrumentedStore {
+    pub fn new(inner: Arc<dyn EventStore>, metrics: Arc<Metrics>) -> Self {
+        Self { inner, metrics }
+    }
+}
+
+#[async_trait]
+impl EventStore for InstrumentedStore {
+    async fn append(
+        &self,
+        stream: &StreamName,
+        expected: ExpectedRevision,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, StoreError> {
+        let started = Instant::now();
+        let count = events.len() as u64;
+        let result = self.inner.append(stream, expected, events).await;
+        let outcome = match &result {
+            Ok(AppendOutcome { duplicate: false, .. }) => {
+                self.events_appended(count);
+                "written"
+            }
+            Ok(_) => "duplicate",
+            Err(StoreError::WrongExpectedRevision { .. }) => "conflict",
+            Err(_) => "error",
+        };
+        self.metrics.appends.get_or_create(&vec![("outcome", outcome.to_owned())]).inc();
+        self.metrics.append_duration.observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamName,
+        from: u64,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_stream(stream, from, direction, limit).await
+    }
+
+    async fn read_all(&self, after: Option<Position>, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_all(after, limit).await
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.changes()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+}
+
+impl InstrumentedStore {
+    fn events_appended(&self, count: u64) {
+        self.metrics.events_appended.inc_by(count);
+    }
+}

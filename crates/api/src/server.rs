@@ -1,0 +1,217 @@
+//! The HTTP server, top to bottom: routes, layers, and the life of a request.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_graphql::http::{WebSocketProtocols, WsMessage};
+use async_graphql::Data;
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, SEC_WEBSOCKET_PROTOCOL};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{middleware, Router};
+use futures_util::{SinkExt, StreamExt};
+
+use crate::auth::{authenticate, bearer};
+use crate::graphql::{schema, OmniboxSchema};
+use crate::metrics::track_requests;
+use crate::{ApiError, AppState};
+
+/// Close code for a WebSocket whose `connection_init` carried no valid token.
+const CLOSE_FORBIDDEN: u16 = 4403;
+
+#[derive(Clone)]
+struct Server {
+    app: AppState,
+    schema: OmniboxSchema,
+}
+
+/// Every route, behind the metrics layer.
+pub fn router(app: AppState) -> Router {
+    let server = Server {
+        schema: schema(Some(app.clone())),
+        app: app.clone(),
+    };
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/graphql", get(graphql_get).post(graphql_post))
+        .with_state(server)
+        .layer(middleware::from_fn_with_state(app.metrics.clone(), track_requests))
+}
+
+/// Serves `router(app)` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    app: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await
+}
+
+/// 200 when the event store answers, 503 when it does not.
+async fn healthz(State(server): State<Server>) -> Response {
+    match server.app.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "health check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "event store unavailable\n").into_response()
+        }
+    }
+}
+
+async fn metrics(State(server): State<Server>) -> Response {
+    (
+        [(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        server.app.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Queries and mutations. The bearer token, if any, becomes the session;
+/// resolvers that need one answer UNAUTHENTICATED without it.
+async fn graphql_post(State(server): State<Server>, headers: HeaderMap, request: GraphQLRequest) -> GraphQLResponse {
+    let mut request = request.into_inner();
+    let token = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer);
+    if let Some(token) = token {
+        match authenticate(&server.app.db, token).await {
+            Ok(session) => request = request.data(session),
+            Err(error) => return async_graphql::Response::from_errors(vec![error_to_server(error)]).into(),
+        }
+    }
+    server.schema.execute(request).await.into()
+}
+
+fn error_to_server(error: ApiError) -> async_graphql::ServerError {
+    let error: async_graphql::Error = error.into();
+    let mut error = error.into_server_error(async_graphql::Pos::default());
+    // The error is about the request, not a place in the query.
+    error.locations.clear();
+    error
+}
+
+/// GraphiQL for a browser, or a WebSocket for subscriptions.
+async fn graphql_get(State(server): State<Server>, request: Request) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    let protocol = parts
+        .headers
+        .get(SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|offered| offered.split(',').find_map(|p| p.trim().parse::<WebSocketProtocols>().ok()));
+    match WebSocketUpgrade::from_request_parts(&mut parts, &server).await {
+        Ok(upgrade) => {
+            let Some(protocol) = protocol else {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    "offer the graphql-transport-ws or graphql-ws subprotocol",
+                )
+                    .into_response();
+            };
+            upgrade
+                .protocols(["graphql-transport-ws", "graphql-ws"])
+                .on_upgrade(move |socket| subscriptions(socket, server, protocol))
+        }
+        Err(_) => Html(GRAPHIQL).into_response(),
+    }
+}
+
+/// One subscription connection. Authentication happens in
+/// `connection_init`; a bad token closes the socket with 4403.
+async fn subscriptions(socket: WebSocket, server: Server, protocol: WebSocketProtocols) {
+    let (mut sink, stream) = socket.split();
+    let input = stream
+        .take_while(|message| std::future::ready(message.is_ok()))
+        .filter_map(|message| {
+            std::future::ready(match message {
+                Ok(Message::Text(text)) => Some(text.as_str().as_bytes().to_vec()),
+                Ok(Message::Binary(bytes)) => Some(bytes.to_vec()),
+                _ => None,
+            })
+        });
+    let refused = Arc::new(AtomicBool::new(false));
+    let db = server.app.db.clone();
+    let flag = refused.clone();
+    let on_init = move |payload: serde_json::Value| async move {
+        let token = payload
+            .get("Authorization")
+            .or_else(|| payload.get("authorization"))
+            .and_then(|v| v.as_str())
+            .and_then(bearer);
+        let session = match token {
+            Some(token) => authenticate(&db, token).await,
+            None => Err(ApiError::Unauthenticated),
+        };
+        match session {
+            Ok(session) => {
+                let mut data = Data::default();
+                data.insert(session);
+                Ok(data)
+            }
+            Err(error) => {
+                flag.store(true, Ordering::SeqCst);
+                Err(error.into())
+            }
+        }
+    };
+    let mut output = async_graphql::http::WebSocket::new(server.schema.clone(), input, protocol)
+        .on_connection_init(on_init)
+        .keepalive_timeout(None);
+    while let Some(message) = output.next().await {
+        let message = match message {
+            WsMessage::Text(text) => Message::Text(text.into()),
+            WsMessage::Close(code, reason) => {
+                let code = if refused.load(Ordering::SeqCst) { CLOSE_FORBIDDEN } else { code };
+                Message::Close(Some(CloseFrame { code, reason: reason.into() }))
+            }
+        };
+        if sink.send(message).await.is_err() {
+            return;
+        }
+    }
+    if refused.load(Ordering::SeqCst) {
+        // The legacy protocol answers a refused init with an error message
+        // only; close the socket so the client is not left waiting.
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code: CLOSE_FORBIDDEN,
+                reason: "Forbidden".into(),
+            })))
+            .await;
+    }
+}
+
+const GRAPHIQL: &str = r#"<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>Omnibox GraphiQL</title>
+  <link rel="stylesheet" href="https://unpkg.com/graphiql@3/graphiql.min.css">
+  <style>body { margin: 0; height: 100vh; } #graphiql { height: 100vh; }</style>
+</head>
+<body>
+  <div id="graphiql">Loading GraphiQL… (it needs unpkg.com; any GraphQL client can POST to this URL instead)</div>
+  <script crossorigin src="https://unpkg.com/react@18/umd/react.production.min.js"></script>
+  <script crossorigin src="https://unpkg.com/react-dom@18/umd/react-dom.production.min.js"></script>
+  <script crossorigin src="https://unpkg.com/graphiql@3/graphiql.min.js"></script>
+  <script>
+    const url = window.location.href.split('?')[0];
+    const wsUrl = url.replace(/^http/, 'ws');
+    const headers = () => {
+      const token = localStorage.getItem('omnibox-token');
+      return token ? { Authorization: 'Bearer ' + token } : {};
+    };
+    const fetcher = GraphiQL.createFetcher({ url, subscriptionUrl: wsUrl, headers: headers(),
+      wsConnectionParams: headers() });
+    ReactDOM.createRoot(document.getElementById('graphiql')).render(
+      React.createElement(GraphiQL, { fetcher, defaultHeaders: JSON.stringify(headers(), null, 2),
+        defaultQuery: '# Put {"Authorization": "Bearer <token>"} in Headers below, or run\n# localStorage.setItem("omnibox-token", "<token>") in the console.\n{ me { email role } }\n' }));
+  </script>
+</body>
+</html>
+"#;

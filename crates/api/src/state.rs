@@ -1,0 +1,104 @@
+//! What every handler shares: the store, the read models, the clock, …
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use omnibox_domain::Clock;
+use omnibox_projections::members::MembersProjector;
+use omnibox_projections::{ProjectionRunner, Projections, UpdateBus};
+use omnibox_store::secrets::{KeySource, SecretKey, Secrets};
+use omnibox_store::{Database, EventStore, Position};
+
+use crate::metrics::{InstrumentedStore, Metrics};
+use crate::Config;
+
+/// How long a mutation waits for the read models to show its own write.
+const READ_YOUR_WRITES_TIMEOUT: Duration = Duration::from_secs(10);
+/// Live updates kept for a subscriber that has not read them yet.
+const BUS_CAPACITY: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database: {0}")]
+    Store(#[from] omnibox_store::StoreError),
+    #[error("secret key: {0}")]
+    Secret(#[from] omnibox_store::secrets::SecretError),
+    #[error("read models: {0}")]
+    Projection(#[from] omnibox_projections::ProjectionError),
+}
+
+/// Shared by every request; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub config: Config,
+    pub db: Database,
+    pub store: Arc<dyn EventStore>,
+    pub secrets: Secrets,
+    pub projections: Projections,
+    pub bus: UpdateBus,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Connects to the configured database, brings its schema up to date,
+    /// opens the log and the secrets, and catches the read models up.
+    /// Projectors are not started: call [`AppState::start_projections`].
+    pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
+        let db = Database::connect(&config.database_url).await?;
+        db.migrate().await?;
+        let (key, source) = SecretKey::configured_or_dev(config.secret_key.as_deref(), &db.data_dir())?;
+        if let KeySource::DevFile { path, created } = &source {
+            tracing::warn!(
+                path = %path.display(),
+                created,
+                "OMNIBOX_SECRET_KEY is not set: platform secrets are encrypted with a development key kept beside the database. \
+                 Set OMNIBOX_SECRET_KEY (32 random bytes, base64) in production."
+            );
+        }
+        let secrets = Secrets::new(db.clone(), &key);
+        let metrics = Arc::new(Metrics::new());
+        let store: Arc<dyn EventStore> = Arc::new(InstrumentedStore::new(db.event_store().await?, metrics.clone()));
+        let (bus, _) = tokio::sync::broadcast::channel(BUS_CAPACITY);
+        let projections = Projections::new(vec![ProjectionRunner::new(
+            db.clone(),
+            store.clone(),
+            Arc::new(MembersProjector),
+            bus.clone(),
+        )]);
+        projections.catch_up().await?;
+        Ok(Self(Arc::new(Inner {
+            config,
+            db,
+            store,
+            secrets,
+            projections,
+            bus,
+            clock,
+            metrics,
+        })))
+    }
+
+    /// Starts following the log with every projector.
+    pub fn start_projections(&self) {
+        self.projections.spawn();
+    }
+
+    /// Waits until the read models show `position` (a mutation's own write).
+    pub async fn read_your_writes(&self, position: Option<Position>) {
+        if let Some(position) = position {
+            if !self.projections.wait_for(position, READ_YOUR_WRITES_TIMEOUT).await {
+                tracing::warn!(%position, "read models are behind; answering from what they show");
+            }
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! Running projectors: checkpoints, batches, catch-up, live following.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use omnibox_domain::ids::OrgId;
+use omnibox_store::{Database, EventStore, Position, RecordedEvent, StoreError, Subscription};
+use sqlx::Row;
+use tokio::sync::watch;
+
+use crate::{execute, fetch_optional_tx, Change, LiveUpdate, ReadTx, UpdateBus};
+
+/// Events per transaction during catch-up and live following.
+const BATCH: usize = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// The projection met an event it cannot apply. It stops here rather
+    /// than skip the event: a read model with a hole is worse than a late one.
+    #[error("projection {projection} cannot apply event {event_id} ({event_type}) at position {position}: {reason}")]
+    BadEvent {
+        projection: &'static str,
+        position: Position,
+        event_id: uuid::Uuid,
+        event_type: String,
+        reason: String,
+    },
+    #[error("read-model database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("event store error: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Why one event could not be applied, before the runtime names the event.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+}
+
+/// Turns events into read-model rows.
+#[async_trait]
+pub trait Projector: Send + Sync + 'static {
+    /// Unique, stable: the checkpoint's key.
+    fn name(&self) -> &'static str;
+
+    /// The tables this projector owns (emptied by a rebuild).
+    fn tables(&self) -> &'static [&'static str];
+
+    /// Applies one event inside the batch's transaction, noting what changed
+    /// (and for which organization) in `changes`.
+    async fn apply(
+        &self,
+        tx: &mut ReadTx,
+        event: &RecordedEvent,
+        changes: &mut Vec<(OrgId, Change)>,
+    ) -> Result<(), ApplyError>;
+}
+
+/// Runs one projector against the log.
+pub struct ProjectionRunner {
+    db: Database,
+    store: Arc<dyn EventStore>,
+    projector: Arc<dyn Projector>,
+    bus: UpdateBus,
+    position: watch::Sender<Position>,
+}
+
+enum Batch {
+    Applied,
+    /// Another process moved the checkpoint first; it is now here.
+    Lost(Position),
+}
+
+impl ProjectionRunner {
+    pub fn new(db: Database, store: Arc<dyn EventStore>, projector: Arc<dyn Projector>, bus: UpdateBus) -> Self {
+        Self {
+            db,
+            store,
+            projector,
+            bus,
+            position: watch::Sender::new(Position::default()),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.projector.name()
+    }
+
+    /// The position this projection's read model reflects.
+    pub fn position(&self) -> watch::Receiver<Position> {
+        self.position.subscribe()
+    }
+
+    async fn checkpoint(&self) -> Result<Position, sqlx::Error> {
+        let name = self.projector.name();
+        let mut tx = ReadTx::begin(&self.db).await?;
+        execute!(
+            &mut tx,
+            "INSERT INTO projection_checkpoints (name, commit_position, prepare_position) VALUES ($1, 0, 0)
+             ON CONFLICT (name) DO NOTHING",
+            name
+        )?;
+        let position = fetch_optional_tx!(
+            &mut tx,
+            "SELECT commit_position, prepare_position FROM projection_checkpoints WHERE name = $1",
+            [name],
+            |row| Ok(Position::new(row.try_get::<i64, _>(0)? as u64, row.try_get::<i64, _>(1)? as u64))
+        )?
+        .unwrap_or_default();
+        tx.commit().await?;
+        Ok(position)
+    }
+
+    /// Applies everything in the log now; returns how many events it applied.
+    pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
+        let mut position = self.checkpoint().await?;
+        self.position.send_replace(position);
+        let mut applied = 0;
+        loop {
+            let events = self.store.read_all(Some(position), BATCH).await?;
+            if events.is_empty() {
+                return Ok(applied);
+            }
+            match self.apply_batch(position, &events).await? {
+                Batch::Applied => {
+                    applied += events.len() as u64;
+                    position = events.last().map_or(position, |e| e.position);
+                }
+                Batch::Lost(now) => position = now,
+            }
+        }
+    }
+
+    /// Catches up, then follows the log until an error stops it.
+    pub async fn run(self) -> Result<(), ProjectionError> {
+        let mut position = self.checkpoint().await?;
+        self.position.send_replace(position);
+        let mut subscription = Subscription::new(self.store.clone(), Some(position), BATCH);
+        loop {
+            let events = subscription.next_batch().await?;
+            match self.apply_batch(position, &events).await? {
+                Batch::Applied => position = events.last().map_or(position, |e| e.position),
+                Batch::Lost(now) => {
+                    position = now;
+                    subscription = Subscription::new(self.store.clone(), Some(position), BATCH);
+                }
+            }
+        }
+    }
+
+    /// Runs until stopped, restarting after transient failures (database
+    /// down) with a pause; stops for good on an event it cannot apply.
+    pub async fn run_forever(self: Arc<Self>) {
+        loop {
+            let runner = ProjectionRunner {
+                db: self.db.clone(),
+                store: self.store.clone(),
+                projector: self.projector.clone(),
+                bus: self.bus.clone(),
+                position: self.position.clone(),
+            };
+            match runner.run().await {
+                Err(error @ ProjectionError::BadEvent { .. }) => {
+                    tracing::error!(projection = self.name(), %error, "projection stopped");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(projection = self.name(), %error, "projection failed; restarting in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Ok(()) => return,
+            }
+        }
+    }
+
+    async fn apply_batch(&self, from: Position, events: &[RecordedEvent]) -> Result<Batch, ProjectionError> {
+        let Some(to) = events.last().map(|e| e.position) else {
+            return Ok(Batch::Applied);
+        };
+        let name = self.projector.name();
+        let mut tx = ReadTx::begin(&self.db).await?;
+        // The checkpoint moves first: on SQLite that takes the write lock, and
+        // everywhere it is the compare-and-set that lets only one process apply this batch.
+        let moved = execute!(
+            &mut tx,
+            "UPDATE projection_checkpoints SET commit_position = $1, prepare_position = $2
+             WHERE name = $3 AND commit_position = $4 AND prepare_position = $5",
+            to.commit as i64,
+            to.prepare as i64,
+            name,
+            from.commit as i64,
+            from.prepare as i64
+        )?;
+        if moved == 0 {
+            tx.rollback().await?;
+            let now = self.checkpoint().await?;
+            self.position.send_replace(now);
+            return Ok(Batch::Lost(now));
+        }
+        let mut updates = Vec::new();
+        let mut changes = Vec::new();
+        for event in events {
+            self.projector
+                .apply(&mut tx, event, &mut changes)
+                .await
+                .map_err(|error| ProjectionError::BadEvent {
+                    projection: name,
+                    position: event.position,
+                    event_id: event.id,
+                    event_type: event.event_type.clone(),
+                    reason: error.to_string(),
+                })?;
+            updates.extend(changes.drain(..).map(|(org_id, change)| LiveUpdate {
+                org_id,
+                position: event.position,
+                change,
+            }));
+        }
+        tx.commit().await?;
+        self.position.send_replace(to);
+        for update in updates {
+            // No subscriber is not an error.
+            let _ = self.bus.send(update);
+        }
+        Ok(Batch::Applied)
+    }
+
+    /// Empties this projection's tables and checkpoint, then replays the whole log.
+    pub async fn rebuild(&self) -> Result<u64, ProjectionError> {
+        let mut tx = ReadTx::begin(&self.db).await?;
+        for table in self.projector.tables() {
+            execute!(&mut tx, &format!("DELETE FROM {table}"))?;
+        }
+        execute!(&mut tx, "DELETE FROM projection_checkpoints WHERE name = $1", self.projector.name())?;
+        tx.commit().await?;
+        self.catch_up().await
+    }
+}
+
+/// Every projector of the process, and a way to wait until they all reflect a position.
+#[derive(Clone)]
+pub struct Projections {
+    runners: Vec<Arc<ProjectionRunner>>,
+}
+
+impl Projections {
+    pub fn new(runners: Vec<ProjectionRunner>) -> Self {
+        Self {
+            runners: runners.into_iter().map(Arc::new).collect(),
+        }
+    }
+
+    pub fn runners(&self) -> &[Arc<ProjectionRunner>] {
+        &self.runners
+    }
+
+    /// Starts every projector on the runtime.
+    pub fn spawn(&self) {
+        for runner in &self.runners {
+            tokio::spawn(runner.clone().run_forever());
+        }
+    }
+
+    /// Brings every read model up to the end of the log, once.
+    pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
+        let mut applied = 0;
+        for runner in &self.runners {
+            applied += runner.catch_up().await?;
+        }
+        Ok(applied)
+    }
+
+    /// Waits until every read model reflects `position` (so a client reads
+    /// its own write), or `timeout` passes. Returns whether it got there.
+    pub async fn wait_for(&self, position: Position, timeout: Duration) -> bool {
+        let all = async {
+            for runner in &self.runners {
+                let mut seen = runner.position();
+                if seen.wait_for(|p| *p >= position).await.is_err() {
+                    return false;
+                }
+            }
+            true
+        };
+        tokio::time::timeout(timeout, all).await.unwrap_or(false)
+    }
+}
