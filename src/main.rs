@@ -19,7 +19,11 @@ use omnibox_store::{Direction, StreamName};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "omnibox", version, about = "Event-sourced shared inbox for LINE Official Accounts and Facebook Pages")]
+#[command(
+    name = "omnibox",
+    version,
+    about = "Event-sourced shared inbox for LINE Official Accounts and Facebook Pages"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -120,10 +124,11 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}
@@ -133,7 +138,12 @@ async fn shutdown_signal() {
     let _ = interrupt.await;
 }
 
-async fn bootstrap(config: Config, clock: Arc<dyn Clock>, org_name: &str, owner: &str) -> anyhow::Result<()> {
+async fn bootstrap(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    org_name: &str,
+    owner: &str,
+) -> anyhow::Result<()> {
     let email = Email::parse(owner)?;
     let app = AppState::open(config, clock.clone()).await?;
     let org_id = OrgId::generate();
@@ -151,9 +161,12 @@ async fn bootstrap(config: Config, clock: Arc<dyn Clock>, org_name: &str, owner:
         owner,
     };
     let now = clock.now();
-    execute::<Organization, _>(&*app.store, org_id.0, &Actor::new("system:bootstrap"), |state| {
-        org::decide(state, command.clone(), now)
-    })
+    execute::<Organization, _>(
+        &*app.store,
+        org_id.0,
+        &Actor::new("system:bootstrap"),
+        |state| org::decide(state, command.clone(), now),
+    )
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     // Make the token usable at once, even before a server has caught up.
@@ -168,10 +181,17 @@ async fn bootstrap(config: Config, clock: Arc<dyn Clock>, org_name: &str, owner:
 async fn rebuild(config: Config, clock: Arc<dyn Clock>, only: Option<&str>) -> anyhow::Result<()> {
     let app = AppState::open(config, clock).await?;
     let runners = app.projections.runners();
-    let selected: Vec<_> = runners.iter().filter(|r| only.is_none_or(|name| r.name() == name)).collect();
+    let selected: Vec<_> = runners
+        .iter()
+        .filter(|r| only.is_none_or(|name| r.name() == name))
+        .collect();
     if selected.is_empty() {
         let known: Vec<_> = runners.iter().map(|r| r.name()).collect();
-        anyhow::bail!("no projection {:?}; known: {}", only.unwrap_or_default(), known.join(", "));
+        anyhow::bail!(
+            "no projection {:?}; known: {}",
+            only.unwrap_or_default(),
+            known.join(", ")
+        );
     }
     for runner in selected {
         let applied = runner.rebuild().await?;
@@ -185,7 +205,10 @@ async fn replay(config: Config, clock: Arc<dyn Clock>, stream: &str) -> anyhow::
     let app = AppState::open(config, clock).await?;
     let mut from = 0;
     loop {
-        let events = app.store.read_stream(&stream, from, Direction::Forwards, 1000).await?;
+        let events = app
+            .store
+            .read_stream(&stream, from, Direction::Forwards, 1000)
+            .await?;
         for event in &events {
             let data: serde_json::Value = serde_json::from_str(&event.data)?;
             println!(

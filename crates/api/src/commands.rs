@@ -7,7 +7,9 @@
 //! of times.
 
 use omnibox_domain::org::{OrgEvent, Organization};
-use omnibox_store::{Direction, EventStore, ExpectedRevision, Metadata, NewEvent, Position, StoreError, StreamName};
+use omnibox_store::{
+    Direction, EventStore, ExpectedRevision, Metadata, NewEvent, Position, StoreError, StreamName,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use uuid::Uuid;
@@ -73,16 +75,25 @@ pub enum CommandError<E> {
 }
 
 /// Loads `A` from its stream `<category>-<id>`, returning it with its revision.
-pub async fn load<A: Aggregate>(store: &dyn EventStore, id: Uuid) -> Result<(A, Option<u64>), CommandError<std::convert::Infallible>> {
+pub async fn load<A: Aggregate>(
+    store: &dyn EventStore,
+    id: Uuid,
+) -> Result<(A, Option<u64>), CommandError<std::convert::Infallible>> {
     let stream = stream_name::<A>(id)?;
     let mut state = A::default();
     let mut revision = None;
     loop {
         let from = revision.map_or(0, |r: u64| r + 1);
-        let page = store.read_stream(&stream, from, Direction::Forwards, PAGE).await?;
+        let page = store
+            .read_stream(&stream, from, Direction::Forwards, PAGE)
+            .await?;
         for recorded in &page {
-            let event: A::Event = serde_json::from_str(&recorded.data)
-                .map_err(|e| CommandError::Corrupt(format!("{} revision {}: {e}", recorded.stream, recorded.revision)))?;
+            let event: A::Event = serde_json::from_str(&recorded.data).map_err(|e| {
+                CommandError::Corrupt(format!(
+                    "{} revision {}: {e}",
+                    recorded.stream, recorded.revision
+                ))
+            })?;
             state.evolve(&event);
             revision = Some(recorded.revision);
         }
@@ -117,7 +128,10 @@ where
         })?;
         let events = decide(&state).map_err(CommandError::Rejected)?;
         if events.is_empty() {
-            return Ok(Executed { events, position: None });
+            return Ok(Executed {
+                events,
+                position: None,
+            });
         }
         let new_events = events
             .iter()
@@ -125,7 +139,8 @@ where
                 Ok(NewEvent {
                     id: Uuid::now_v7(),
                     event_type: A::event_type(event).to_owned(),
-                    data: serde_json::to_string(event).map_err(|e| CommandError::Corrupt(e.to_string()))?,
+                    data: serde_json::to_string(event)
+                        .map_err(|e| CommandError::Corrupt(e.to_string()))?,
                     metadata: Metadata {
                         correlation_id: actor.correlation_id,
                         causation_id: None,

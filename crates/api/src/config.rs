@@ -60,13 +60,19 @@ impl Config {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let non_empty = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         let listen_text = non_empty("OMNIBOX_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        let listen: SocketAddr = listen_text.parse().map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
-            name: "OMNIBOX_LISTEN",
-            reason: format!("{listen_text:?}: {e} (expected host:port, e.g. 127.0.0.1:8080)"),
-        })?;
+        let listen: SocketAddr =
+            listen_text
+                .parse()
+                .map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
+                    name: "OMNIBOX_LISTEN",
+                    reason: format!(
+                        "{listen_text:?}: {e} (expected host:port, e.g. 127.0.0.1:8080)"
+                    ),
+                })?;
         let line_api_url = non_empty("OMNIBOX_LINE_API_URL");
         Ok(Self {
-            database_url: non_empty("OMNIBOX_DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+            database_url: non_empty("OMNIBOX_DATABASE_URL")
+                .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
             public_url: non_empty("OMNIBOX_PUBLIC_URL")
                 .map(|url| url.trim_end_matches('/').to_owned())
                 .unwrap_or_else(|| format!("http://{listen}")),
@@ -95,7 +101,10 @@ mod tests {
     use super::*;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|name| vars.get(name).cloned())
     }
 
@@ -118,17 +127,26 @@ mod tests {
 
     #[test]
     fn a_bad_listen_address_is_a_clear_error() {
-        let err = config(&[("OMNIBOX_LISTEN", "localhost")]).err().expect("refused");
+        let err = config(&[("OMNIBOX_LISTEN", "localhost")]).expect_err("refused");
         assert!(err.to_string().contains("OMNIBOX_LISTEN"), "{err}");
     }
 
     #[test]
     fn database_passwords_stay_out_of_logs() {
-        assert_eq!(redact_url("postgres://app:hunter2@db:5432/omnibox"), "postgres://app:***@db:5432/omnibox");
+        assert_eq!(
+            redact_url("postgres://app:hunter2@db:5432/omnibox"),
+            "postgres://app:***@db:5432/omnibox"
+        );
         assert_eq!(redact_url("sqlite://omnibox.db"), "sqlite://omnibox.db");
-        let c = config(&[("OMNIBOX_DATABASE_URL", "postgres://a:hunter2@h/d"), ("OMNIBOX_FACEBOOK_APP_SECRET", "s3cr3t")])
-            .expect("config");
+        let c = config(&[
+            ("OMNIBOX_DATABASE_URL", "postgres://a:hunter2@h/d"),
+            ("OMNIBOX_FACEBOOK_APP_SECRET", "s3cr3t"),
+        ])
+        .expect("config");
         let shown = format!("{c:?}");
-        assert!(!shown.contains("hunter2") && !shown.contains("s3cr3t"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cr3t"),
+            "{shown}"
+        );
     }
 }

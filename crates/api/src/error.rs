@@ -32,7 +32,9 @@ impl ApiError {
     /// What a person reads.
     pub fn message(&self) -> String {
         match self {
-            ApiError::Unauthenticated => "a valid bearer token is required (Authorization: Bearer <token>)".into(),
+            ApiError::Unauthenticated => {
+                "a valid bearer token is required (Authorization: Bearer <token>)".into()
+            }
             ApiError::Forbidden(message)
             | ApiError::NotFound(message)
             | ApiError::Validation(message)

@@ -7,7 +7,10 @@ use async_trait::async_trait;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use omnibox_store::{AppendOutcome, Direction, EventStore, ExpectedRevision, NewEvent, Position, RecordedEvent, StoreError, StreamName};
+use omnibox_store::{
+    AppendOutcome, Direction, EventStore, ExpectedRevision, NewEvent, Position, RecordedEvent,
+    StoreError, StreamName,
+};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -43,15 +46,37 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("omnibox");
         let http_requests = Family::<Labels, Counter>::default();
-        registry.register("http_requests", "HTTP requests answered, by method, route and status", http_requests.clone());
-        let http_duration = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
-        registry.register("http_request_duration_seconds", "Time to answer an HTTP request, by route", http_duration.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by method, route and status",
+            http_requests.clone(),
+        );
+        let http_duration = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request, by route",
+            http_duration.clone(),
+        );
         let appends = Family::<Labels, Counter>::default();
-        registry.register("appends", "Appends to the event log, by outcome (written, duplicate, conflict, error)", appends.clone());
+        registry.register(
+            "appends",
+            "Appends to the event log, by outcome (written, duplicate, conflict, error)",
+            appends.clone(),
+        );
         let events_appended = Counter::default();
-        registry.register("events_appended", "Events written to the log", events_appended.clone());
+        registry.register(
+            "events_appended",
+            "Events written to the log",
+            events_appended.clone(),
+        );
         let append_duration = latency_histogram();
-        registry.register("append_duration_seconds", "Time from asking for an append to its durable commit", append_duration.clone());
+        registry.register(
+            "append_duration_seconds",
+            "Time from asking for an append to its durable commit",
+            append_duration.clone(),
+        );
         let webhooks_unknown_target = Family::<Labels, Counter>::default();
         registry.register(
             "webhooks_unknown_target",
@@ -77,13 +102,19 @@ impl Metrics {
     }
 
     pub fn webhook_for_unknown_target(&self, platform: &'static str) {
-        self.webhooks_unknown_target.get_or_create(&vec![("platform", platform.to_owned())]).inc();
+        self.webhooks_unknown_target
+            .get_or_create(&vec![("platform", platform.to_owned())])
+            .inc();
     }
 }
 
 /// Counts and times every request by its route template (not its raw path,
 /// which would make one series per id).
-pub async fn track_requests(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+pub async fn track_requests(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let method = request.method().to_string();
     let route = request
@@ -94,7 +125,11 @@ pub async fn track_requests(State(metrics): State<Arc<Metrics>>, request: Reques
     let status = response.status().as_u16().to_string();
     metrics
         .http_requests
-        .get_or_create(&vec![("method", method), ("route", route.clone()), ("status", status)])
+        .get_or_create(&vec![
+            ("method", method),
+            ("route", route.clone()),
+            ("status", status),
+        ])
         .inc();
     metrics
         .http_duration
@@ -127,7 +162,9 @@ impl EventStore for InstrumentedStore {
         let count = events.len() as u64;
         let result = self.inner.append(stream, expected, events).await;
         let outcome = match &result {
-            Ok(AppendOutcome { duplicate: false, .. }) => {
+            Ok(AppendOutcome {
+                duplicate: false, ..
+            }) => {
                 self.events_appended(count);
                 "written"
             }
@@ -135,8 +172,13 @@ impl EventStore for InstrumentedStore {
             Err(StoreError::WrongExpectedRevision { .. }) => "conflict",
             Err(_) => "error",
         };
-        self.metrics.appends.get_or_create(&vec![("outcome", outcome.to_owned())]).inc();
-        self.metrics.append_duration.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .appends
+            .get_or_create(&vec![("outcome", outcome.to_owned())])
+            .inc();
+        self.metrics
+            .append_duration
+            .observe(started.elapsed().as_secs_f64());
         result
     }
 
@@ -150,7 +192,11 @@ impl EventStore for InstrumentedStore {
         self.inner.read_stream(stream, from, direction, limit).await
     }
 
-    async fn read_all(&self, after: Option<Position>, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_all(
+        &self,
+        after: Option<Position>,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         self.inner.read_all(after, limit).await
     }
 

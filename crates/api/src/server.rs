@@ -40,7 +40,10 @@ pub fn router(app: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/graphql", get(graphql_get).post(graphql_post))
         .with_state(server)
-        .layer(middleware::from_fn_with_state(app.metrics.clone(), track_requests))
+        .layer(middleware::from_fn_with_state(
+            app.metrics.clone(),
+            track_requests,
+        ))
 }
 
 /// Serves `router(app)` on `listener` until `shutdown` resolves.
@@ -49,7 +52,9 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// 200 when the event store answers, 503 when it does not.
@@ -65,7 +70,10 @@ async fn healthz(State(server): State<Server>) -> Response {
 
 async fn metrics(State(server): State<Server>) -> Response {
     (
-        [(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         server.app.metrics.render(),
     )
         .into_response()
@@ -73,7 +81,11 @@ async fn metrics(State(server): State<Server>) -> Response {
 
 /// Queries and mutations. The bearer token, if any, becomes the session;
 /// resolvers that need one answer UNAUTHENTICATED without it.
-async fn graphql_post(State(server): State<Server>, headers: HeaderMap, request: GraphQLRequest) -> GraphQLResponse {
+async fn graphql_post(
+    State(server): State<Server>,
+    headers: HeaderMap,
+    request: GraphQLRequest,
+) -> GraphQLResponse {
     let mut request = request.into_inner();
     let token = headers
         .get(AUTHORIZATION)
@@ -82,7 +94,9 @@ async fn graphql_post(State(server): State<Server>, headers: HeaderMap, request:
     if let Some(token) = token {
         match authenticate(&server.app.db, token).await {
             Ok(session) => request = request.data(session),
-            Err(error) => return async_graphql::Response::from_errors(vec![error_to_server(error)]).into(),
+            Err(error) => {
+                return async_graphql::Response::from_errors(vec![error_to_server(error)]).into()
+            }
         }
     }
     server.schema.execute(request).await.into()
@@ -103,7 +117,11 @@ async fn graphql_get(State(server): State<Server>, request: Request) -> Response
         .headers
         .get(SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok())
-        .and_then(|offered| offered.split(',').find_map(|p| p.trim().parse::<WebSocketProtocols>().ok()));
+        .and_then(|offered| {
+            offered
+                .split(',')
+                .find_map(|p| p.trim().parse::<WebSocketProtocols>().ok())
+        });
     match WebSocketUpgrade::from_request_parts(&mut parts, &server).await {
         Ok(upgrade) => {
             let Some(protocol) = protocol else {
@@ -166,8 +184,15 @@ async fn subscriptions(socket: WebSocket, server: Server, protocol: WebSocketPro
         let message = match message {
             WsMessage::Text(text) => Message::Text(text.into()),
             WsMessage::Close(code, reason) => {
-                let code = if refused.load(Ordering::SeqCst) { CLOSE_FORBIDDEN } else { code };
-                Message::Close(Some(CloseFrame { code, reason: reason.into() }))
+                let code = if refused.load(Ordering::SeqCst) {
+                    CLOSE_FORBIDDEN
+                } else {
+                    code
+                };
+                Message::Close(Some(CloseFrame {
+                    code,
+                    reason: reason.into(),
+                }))
             }
         };
         if sink.send(message).await.is_err() {

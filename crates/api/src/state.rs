@@ -56,7 +56,8 @@ impl AppState {
     pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<Self, StartError> {
         let db = Database::connect(&config.database_url).await?;
         db.migrate().await?;
-        let (key, source) = SecretKey::configured_or_dev(config.secret_key.as_deref(), &db.data_dir())?;
+        let (key, source) =
+            SecretKey::configured_or_dev(config.secret_key.as_deref(), &db.data_dir())?;
         if let KeySource::DevFile { path, created } = &source {
             tracing::warn!(
                 path = %path.display(),
@@ -67,7 +68,10 @@ impl AppState {
         }
         let secrets = Secrets::new(db.clone(), &key);
         let metrics = Arc::new(Metrics::new());
-        let store: Arc<dyn EventStore> = Arc::new(InstrumentedStore::new(db.event_store().await?, metrics.clone()));
+        let store: Arc<dyn EventStore> = Arc::new(InstrumentedStore::new(
+            db.event_store().await?,
+            metrics.clone(),
+        ));
         let (bus, _) = tokio::sync::broadcast::channel(BUS_CAPACITY);
         let projections = Projections::new(vec![ProjectionRunner::new(
             db.clone(),
@@ -96,7 +100,11 @@ impl AppState {
     /// Waits until the read models show `position` (a mutation's own write).
     pub async fn read_your_writes(&self, position: Option<Position>) {
         if let Some(position) = position {
-            if !self.projections.wait_for(position, READ_YOUR_WRITES_TIMEOUT).await {
+            if !self
+                .projections
+                .wait_for(position, READ_YOUR_WRITES_TIMEOUT)
+                .await
+            {
                 tracing::warn!(%position, "read models are behind; answering from what they show");
             }
         }

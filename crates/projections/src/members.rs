@@ -34,7 +34,11 @@ impl Projector for MembersProjector {
             return Ok(());
         }
         match serde_json::from_str::<OrgEvent>(&event.data)? {
-            OrgEvent::OrganizationCreated { org_id, name, created_at } => {
+            OrgEvent::OrganizationCreated {
+                org_id,
+                name,
+                created_at,
+            } => {
                 execute!(
                     tx,
                     "INSERT INTO rm_organizations (org_id, name, created_at) VALUES ($1, $2, $3)",
@@ -43,7 +47,12 @@ impl Projector for MembersProjector {
                     created_at
                 )?;
             }
-            OrgEvent::MemberAdded { org_id, member, added_at, .. } => {
+            OrgEvent::MemberAdded {
+                org_id,
+                member,
+                added_at,
+                ..
+            } => {
                 execute!(
                     tx,
                     "INSERT INTO rm_members (member_id, org_id, email, role, available, token_sha256, added_at)
@@ -58,7 +67,12 @@ impl Projector for MembersProjector {
                 )?;
                 changes.push((org_id, Change::Member(member.member_id)));
             }
-            OrgEvent::MemberAvailabilityChanged { org_id, member_id, available, .. } => {
+            OrgEvent::MemberAvailabilityChanged {
+                org_id,
+                member_id,
+                available,
+                ..
+            } => {
                 execute!(
                     tx,
                     "UPDATE rm_members SET available = $1 WHERE member_id = $2",
@@ -98,21 +112,30 @@ where
         id: MemberId(row.try_get(0)?),
         org_id: OrgId(row.try_get(1)?),
         email: row.try_get(2)?,
-        role: Role::parse(&role).ok_or_else(|| sqlx::Error::Decode(format!("unknown role {role:?}").into()))?,
+        role: Role::parse(&role)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown role {role:?}").into()))?,
         available: row.try_get(4)?,
         added_at: row.try_get(5)?,
     })
 }
 
 /// The member whose API token hashes to `hash`.
-pub async fn member_by_token(db: &Database, hash: &TokenHash) -> Result<Option<MemberRow>, sqlx::Error> {
+pub async fn member_by_token(
+    db: &Database,
+    hash: &TokenHash,
+) -> Result<Option<MemberRow>, sqlx::Error> {
     let sql = format!("SELECT {MEMBER_COLUMNS} FROM rm_members WHERE token_sha256 = $1");
     fetch_optional!(db, &sql, [&hash.0], |row| member_row(row))
 }
 
 /// One member of `org`.
-pub async fn member(db: &Database, org: OrgId, id: MemberId) -> Result<Option<MemberRow>, sqlx::Error> {
-    let sql = format!("SELECT {MEMBER_COLUMNS} FROM rm_members WHERE org_id = $1 AND member_id = $2");
+pub async fn member(
+    db: &Database,
+    org: OrgId,
+    id: MemberId,
+) -> Result<Option<MemberRow>, sqlx::Error> {
+    let sql =
+        format!("SELECT {MEMBER_COLUMNS} FROM rm_members WHERE org_id = $1 AND member_id = $2");
     fetch_optional!(db, &sql, [org.0, id.0], |row| member_row(row))
 }
 

@@ -76,7 +76,12 @@ enum Batch {
 }
 
 impl ProjectionRunner {
-    pub fn new(db: Database, store: Arc<dyn EventStore>, projector: Arc<dyn Projector>, bus: UpdateBus) -> Self {
+    pub fn new(
+        db: Database,
+        store: Arc<dyn EventStore>,
+        projector: Arc<dyn Projector>,
+        bus: UpdateBus,
+    ) -> Self {
         Self {
             db,
             store,
@@ -108,7 +113,10 @@ impl ProjectionRunner {
             &mut tx,
             "SELECT commit_position, prepare_position FROM projection_checkpoints WHERE name = $1",
             [name],
-            |row| Ok(Position::new(row.try_get::<i64, _>(0)? as u64, row.try_get::<i64, _>(1)? as u64))
+            |row| Ok(Position::new(
+                row.try_get::<i64, _>(0)? as u64,
+                row.try_get::<i64, _>(1)? as u64
+            ))
         )?
         .unwrap_or_default();
         tx.commit().await?;
@@ -177,7 +185,11 @@ impl ProjectionRunner {
         }
     }
 
-    async fn apply_batch(&self, from: Position, events: &[RecordedEvent]) -> Result<Batch, ProjectionError> {
+    async fn apply_batch(
+        &self,
+        from: Position,
+        events: &[RecordedEvent],
+    ) -> Result<Batch, ProjectionError> {
         let Some(to) = events.last().map(|e| e.position) else {
             return Ok(Batch::Applied);
         };
@@ -235,7 +247,11 @@ impl ProjectionRunner {
         for table in self.projector.tables() {
             execute!(&mut tx, &format!("DELETE FROM {table}"))?;
         }
-        execute!(&mut tx, "DELETE FROM projection_checkpoints WHERE name = $1", self.projector.name())?;
+        execute!(
+            &mut tx,
+            "DELETE FROM projection_checkpoints WHERE name = $1",
+            self.projector.name()
+        )?;
         tx.commit().await?;
         self.catch_up().await
     }

@@ -18,7 +18,9 @@ impl ReadTx {
     /// (`BEGIN IMMEDIATE`), so it waits its turn instead of failing half-way.
     pub async fn begin(db: &Database) -> Result<Self, sqlx::Error> {
         Ok(match db {
-            Database::Sqlite { pool, .. } => ReadTx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Database::Sqlite { pool, .. } => {
+                ReadTx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?)
+            }
             Database::Postgres { pool } => ReadTx::Postgres(pool.begin().await?),
         })
     }

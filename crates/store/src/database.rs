@@ -65,6 +65,9 @@ impl Database {
             let options = PgConnectOptions::from_str(url).map_err(|e| invalid(&e.to_string()))?;
             let pool = PgPoolOptions::new()
                 .max_connections(16)
+                // Broken connections surface as errors and are replaced; a
+                // ping before every use would cost a round trip per statement.
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(options)
                 .await?;

@@ -1,9 +1,9 @@
 //! The PostgreSQL backend, for several server processes sharing one log.
 //!
-//! Appends: a few writer tasks each take what is waiting in the process's
-//! queue and commit it as one transaction (three statements whatever the
-//! batch size: look up ids, look up stream heads, one `INSERT … UNNEST`).
-//! A batch that collides with another process (a unique violation) is
+//! Appends: two writer tasks each take what is waiting in the process's
+//! queue and write it with two statements whatever the batch size: one
+//! that reads stored ids and stream heads, one atomic `INSERT … UNNEST`.
+//! A batch that collides with a concurrent writer (a unique violation) is
 //! retried one append at a time, each re-deciding from fresh reads.
 //!
 //! `$all`: a plain sequence is not a safe cursor, because a transaction can
@@ -33,7 +33,7 @@ use crate::event::{
 };
 use crate::{EventStore, StoreError};
 
-const WRITERS: usize = 4;
+const WRITERS: usize = 2;
 const MAX_BATCH_APPENDS: usize = 512;
 const MAX_BATCH_EVENTS: usize = 4096;
 const QUEUE_DEPTH: usize = 16 * 1024;
@@ -236,7 +236,7 @@ async fn run_writer(pool: PgPool, queue: Queue, changes: Arc<watch::Sender<u64>>
             batch
         };
         let mut wrote = false;
-        match commit(&pool, &batch).await {
+        match commit(&pool, &batch, false).await {
             Ok(outcomes) => {
                 for (request, outcome) in batch.into_iter().zip(outcomes) {
                     wrote |= matches!(
@@ -266,24 +266,28 @@ async fn run_writer(pool: PgPool, queue: Queue, changes: Arc<watch::Sender<u64>>
         }
         if wrote {
             changes.send_modify(|n| *n = n.wrapping_add(1));
-            if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
-                .bind(&channel)
-                .execute(&pool)
-                .await
-            {
-                tracing::warn!(%error, "could not announce a commit; other processes will see it at their next poll");
-            }
+            // Announce without holding up the next batch.
+            let (pool, channel) = (pool.clone(), channel.clone());
+            tokio::spawn(async move {
+                if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(&channel)
+                    .execute(&pool)
+                    .await
+                {
+                    tracing::warn!(%error, "could not announce a commit; other processes will see it at their next poll");
+                }
+            });
         }
     }
 }
 
-/// One append in its own transaction, retried while it collides with
+/// One append alone, checked thoroughly, retried while it collides with
 /// concurrent writers (each retry re-reads ids and heads).
 async fn commit_alone(pool: &PgPool, request: &AppendRequest) -> Result<AppendOutcome, StoreError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match commit(pool, std::slice::from_ref(request)).await {
+        match commit(pool, std::slice::from_ref(request), true).await {
             Ok(mut outcomes) => return outcomes.pop().unwrap_or(Err(StoreError::WriterGone)),
             Err(error) if is_unique_violation(&error) && attempt < MAX_ATTEMPTS => {
                 tokio::time::sleep(Duration::from_millis(attempt as u64)).await;
@@ -297,43 +301,67 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }
 
-/// Decides and writes `batch` in one transaction. The outer error means
-/// nothing was committed; the inner results are each append's verdict.
+/// Decides and writes `batch` with two statements: one that reads the
+/// stored ids and the stream heads, and one `INSERT … UNNEST`, which is
+/// atomic on its own. Deciding outside a transaction is safe because the
+/// unique indexes on event id and (stream, revision) refuse any insert that
+/// a concurrent writer made stale; the caller then retries one append at a
+/// time, `thorough`ly. The fast path looks up only each append's first id
+/// (a retried append repeats it). The outer error means nothing was
+/// written; the inner results are each append's verdict.
 async fn commit(
     pool: &PgPool,
     batch: &[AppendRequest],
+    thorough: bool,
 ) -> Result<Vec<Result<AppendOutcome, StoreError>>, sqlx::Error> {
     let ids: Vec<Uuid> = batch
         .iter()
-        .flat_map(|r| r.events.iter().map(|e| e.id))
+        .flat_map(|r| {
+            r.events
+                .iter()
+                .take(if thorough { usize::MAX } else { 1 })
+                .map(|e| e.id)
+        })
         .collect();
     let mut streams: Vec<&str> = batch.iter().map(|r| r.stream.as_str()).collect();
     streams.sort_unstable();
     streams.dedup();
 
-    let mut tx = pool.begin().await?;
-    let stored: HashMap<Uuid, (i64, Position)> =
-        sqlx::query("SELECT event_id, revision, tx_id, seq FROM events WHERE event_id = ANY($1)")
-            .bind(&ids)
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|row| {
-                Ok((
-                    row.try_get(0)?,
-                    (row.try_get(1)?, position(row.try_get(2)?, row.try_get(3)?)),
-                ))
-            })
-            .collect::<Result<_, sqlx::Error>>()?;
-    let mut heads: HashMap<String, i64> = sqlx::query(
-        "SELECT stream, max(revision) FROM events WHERE stream = ANY($1) GROUP BY stream",
+    // Kind 0: a stored event (id, revision, position); kind 1: a stream's
+    // head, one backward index probe each (`max(…) GROUP BY` would scan
+    // whole streams).
+    let rows = sqlx::query(
+        "SELECT 0, event_id::text, revision, tx_id, seq FROM events WHERE event_id = ANY($1)
+         UNION ALL
+         SELECT 1, s.stream, head.revision, 0, 0 FROM UNNEST($2::text[]) AS s(stream)
+         CROSS JOIN LATERAL (SELECT revision FROM events e WHERE e.stream = s.stream
+                             ORDER BY revision DESC LIMIT 1) AS head",
     )
+    .bind(&ids)
     .bind(&streams)
-    .fetch_all(&mut *tx)
-    .await?
-    .iter()
-    .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-    .collect::<Result<_, sqlx::Error>>()?;
+    .fetch_all(pool)
+    .await?;
+    let mut stored: HashMap<Uuid, (i64, Position)> = HashMap::new();
+    let mut heads: HashMap<String, i64> = HashMap::new();
+    for row in &rows {
+        let kind: i32 = row.try_get(0)?;
+        let key: String = row.try_get(1)?;
+        let revision: i64 = row.try_get(2)?;
+        if kind == 0 {
+            let id = Uuid::parse_str(&key).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            stored.insert(id, (revision, position(row.try_get(3)?, row.try_get(4)?)));
+        } else {
+            heads.insert(key, revision);
+        }
+    }
+    if !thorough
+        && batch.iter().any(|r| {
+            r.events.len() > 1 && r.events.first().is_some_and(|e| stored.contains_key(&e.id))
+        })
+    {
+        // Only first ids were looked up; a retried multi-event append needs all of them.
+        return Box::pin(commit(pool, batch, true)).await;
+    }
 
     let mut outcomes: Vec<Option<Result<AppendOutcome, StoreError>>> =
         Vec::with_capacity(batch.len());
@@ -413,14 +441,12 @@ async fn commit(
         .bind(&col_type)
         .bind(&col_data)
         .bind(&col_meta)
-        .fetch_all(&mut *tx)
+        .fetch_all(pool)
         .await?;
         for row in &rows {
             written.insert(row.try_get(0)?, position(row.try_get(1)?, row.try_get(2)?));
         }
     }
-    tx.commit().await?;
-
     Ok(outcomes
         .into_iter()
         .zip(last_event_of)

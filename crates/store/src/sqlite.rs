@@ -10,6 +10,7 @@
 //! Reads go to a small pool of connections on blocking threads: WAL readers
 //! see the last commit and never wait for the writer.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -149,16 +150,27 @@ impl EventStore for SqliteEventStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let after = after.map_or(0, |p| clamp(p.prepare));
         self.read(move |conn| {
+            // Names are looked up once per stream per page rather than
+            // joined and parsed on every row.
             let mut statement = conn.prepare_cached(
-                "SELECT e.position, e.event_id, e.revision, e.event_type, e.data, e.metadata, e.recorded_at, s.name
-                 FROM events e JOIN streams s ON s.stream_id = e.stream_id
-                 WHERE e.position > ?1 ORDER BY e.position LIMIT ?2",
+                "SELECT position, event_id, revision, event_type, data, metadata, recorded_at, stream_id
+                 FROM events WHERE position > ?1 ORDER BY position LIMIT ?2",
             )?;
+            let mut name_of = conn.prepare_cached("SELECT name FROM streams WHERE stream_id = ?1")?;
+            let mut names: HashMap<i64, StreamName> = HashMap::new();
             let mut rows = statement.query(params![after, clamp_limit(limit)])?;
             let mut events = Vec::with_capacity(limit.min(4096));
             while let Some(row) = rows.next()? {
-                let name: String = row.get(7)?;
-                let stream = StreamName::parse(&name).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let stream_id: i64 = row.get(7)?;
+                let stream = match names.get(&stream_id) {
+                    Some(stream) => stream.clone(),
+                    None => {
+                        let name: String = name_of.query_row(params![stream_id], |r| r.get(0))?;
+                        let stream = StreamName::parse(&name).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                        names.insert(stream_id, stream.clone());
+                        stream
+                    }
+                };
                 events.push(decode(row, 0, stream)?);
             }
             Ok(events)
@@ -273,7 +285,7 @@ fn run_writer(
         }
         let recorded_at = Utc::now().timestamp_micros();
         let mut wrote = false;
-        match commit(&mut conn, &batch, recorded_at) {
+        match commit(&mut conn, &batch, recorded_at, false) {
             Ok(outcomes) => {
                 for (request, outcome) in batch.into_iter().zip(outcomes) {
                     wrote |= matches!(
@@ -289,13 +301,15 @@ fn run_writer(
             Err(error) => {
                 tracing::warn!(%error, appends = batch.len(), "group commit failed; retrying its appends one by one");
                 for request in batch {
-                    let outcome =
-                        match commit(&mut conn, std::slice::from_ref(&request), recorded_at) {
-                            Ok(mut outcomes) => {
-                                outcomes.pop().unwrap_or(Err(StoreError::WriterGone))
-                            }
-                            Err(error) => Err(StoreError::Sqlite(error)),
-                        };
+                    let outcome = match commit(
+                        &mut conn,
+                        std::slice::from_ref(&request),
+                        recorded_at,
+                        true,
+                    ) {
+                        Ok(mut outcomes) => outcomes.pop().unwrap_or(Err(StoreError::WriterGone)),
+                        Err(error) => Err(StoreError::Sqlite(error)),
+                    };
                     wrote |= matches!(
                         outcome,
                         Ok(AppendOutcome {
@@ -315,15 +329,17 @@ fn run_writer(
 
 /// Commits `batch` in one transaction. The outer error is SQLite failing
 /// (nothing committed); the inner results are each append's own verdict.
+/// `thorough` looks up every event id (the one-by-one retry path).
 fn commit(
     conn: &mut Connection,
     batch: &[AppendRequest],
     recorded_at: i64,
+    thorough: bool,
 ) -> rusqlite::Result<Vec<Result<AppendOutcome, StoreError>>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for request in batch {
-        outcomes.push(append_one(&tx, request, recorded_at)?);
+        outcomes.push(append_one(&tx, request, recorded_at, thorough)?);
     }
     tx.commit()?;
     Ok(outcomes)
@@ -333,12 +349,22 @@ fn append_one(
     tx: &rusqlite::Transaction<'_>,
     request: &AppendRequest,
     recorded_at: i64,
+    thorough: bool,
 ) -> rusqlite::Result<Result<AppendOutcome, StoreError>> {
+    // Fast path: only the first id is looked up (a retried append repeats
+    // its first event). If a later id alone is stored, the insert below hits
+    // the unique index, the batch fails, and the one-by-one retry takes the
+    // thorough path.
+    let checked = if thorough {
+        &request.events[..]
+    } else {
+        &request.events[..request.events.len().min(1)]
+    };
     let mut find =
         tx.prepare_cached("SELECT position, revision FROM events WHERE event_id = ?1")?;
     let mut stored: Option<(i64, i64)> = None;
     let mut stored_count = 0;
-    for event in &request.events {
+    for event in checked {
         if let Some(found) = find
             .query_row(params![event.id.as_bytes()], |row| {
                 Ok((row.get(0)?, row.get(1)?))
@@ -348,6 +374,10 @@ fn append_one(
             stored_count += 1;
             stored = stored.max(Some(found));
         }
+    }
+    if stored.is_some() && !thorough && request.events.len() > 1 {
+        // Some ids are stored: find out whether all are.
+        return append_one(tx, request, recorded_at, true);
     }
     if let Some((position, revision)) = stored {
         if stored_count < request.events.len() {

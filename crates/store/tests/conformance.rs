@@ -221,6 +221,15 @@ async fn stored_ids_make_appends_idempotent(f: Fixture) {
         .await
         .expect_err("mixed");
     assert!(matches!(err, StoreError::PartiallyStored { .. }), "{err:?}");
+    // Likewise when only a later event's id is stored.
+    let mut stored_last = events(2);
+    stored_last[1].id = batch[2].id;
+    let err = f
+        .store
+        .append(&s, ExpectedRevision::Any, stored_last)
+        .await
+        .expect_err("mixed, stored id last");
+    assert!(matches!(err, StoreError::PartiallyStored { .. }), "{err:?}");
     assert_eq!(count_all(&*f.store).await, 3);
 }
 

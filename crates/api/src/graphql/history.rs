@@ -48,12 +48,16 @@ impl HistoryQuery {
             return Err(not_found().into());
         }
         if !(1..=MAX_PAGE).contains(&first) {
-            return Err(ApiError::Validation(format!("first must be between 1 and {MAX_PAGE}")).into());
+            return Err(
+                ApiError::Validation(format!("first must be between 1 and {MAX_PAGE}")).into(),
+            );
         }
         let from = match after {
             Some(cursor) => cursor
                 .parse::<u64>()
-                .map_err(|_| ApiError::Validation(format!("{cursor:?} is not a cursor from this stream")))?
+                .map_err(|_| {
+                    ApiError::Validation(format!("{cursor:?} is not a cursor from this stream"))
+                })?
                 .saturating_add(1),
             None => 0,
         };

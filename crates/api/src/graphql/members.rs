@@ -86,7 +86,9 @@ impl MembersQuery {
     /// Everyone in the caller's organization, by e-mail address.
     async fn members(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Member>> {
         let me = &session(ctx)?.member;
-        let rows = read::members(&state(ctx)?.db, me.org_id).await.map_err(ApiError::from)?;
+        let rows = read::members(&state(ctx)?.db, me.org_id)
+            .await
+            .map_err(ApiError::from)?;
         Ok(rows.into_iter().map(Member::from).collect())
     }
 }
@@ -96,13 +98,19 @@ pub struct MembersMutation;
 
 fn org_error(error: CommandError<OrgError>) -> ApiError {
     match error {
-        CommandError::Rejected(error @ OrgError::Forbidden(_)) => ApiError::Forbidden(error.to_string()),
-        CommandError::Rejected(error @ OrgError::EmailTaken(_)) => ApiError::Conflict(error.to_string()),
+        CommandError::Rejected(error @ OrgError::Forbidden(_)) => {
+            ApiError::Forbidden(error.to_string())
+        }
+        CommandError::Rejected(error @ OrgError::EmailTaken(_)) => {
+            ApiError::Conflict(error.to_string())
+        }
         CommandError::Rejected(OrgError::NotFound | OrgError::MemberNotFound) => {
             ApiError::NotFound("no such member in your organization".into())
         }
         CommandError::Rejected(error) => ApiError::Validation(error.to_string()),
-        CommandError::Contended => ApiError::Conflict(CommandError::<OrgError>::Contended.to_string()),
+        CommandError::Contended => {
+            ApiError::Conflict(CommandError::<OrgError>::Contended.to_string())
+        }
         other => ApiError::internal(other),
     }
 }
@@ -113,9 +121,11 @@ async fn run(ctx: &Context<'_>, command: OrgCommand) -> Result<(OrgId, MemberId)
     let app = state(ctx)?;
     let now = app.clock.now();
     let actor = Actor::new(format!("member:{}", me.id));
-    let executed = execute::<Organization, _>(&*app.store, me.org_id.0, &actor, |org| org::decide(org, command.clone(), now))
-        .await
-        .map_err(org_error)?;
+    let executed = execute::<Organization, _>(&*app.store, me.org_id.0, &actor, |org| {
+        org::decide(org, command.clone(), now)
+    })
+    .await
+    .map_err(org_error)?;
     app.read_your_writes(executed.position).await;
     Ok((me.org_id, me.id))
 }
@@ -131,7 +141,12 @@ async fn member_row(ctx: &Context<'_>, org: OrgId, id: MemberId) -> Result<Membe
 impl MembersMutation {
     /// Adds a member to the caller's organization (OWNER or PRIMARY_ADMIN
     /// only; only an OWNER may add another OWNER) and issues their token.
-    async fn add_member(&self, ctx: &Context<'_>, email: String, role: Role) -> async_graphql::Result<MemberWithToken> {
+    async fn add_member(
+        &self,
+        ctx: &Context<'_>,
+        email: String,
+        role: Role,
+    ) -> async_graphql::Result<MemberWithToken> {
         let me = &session(ctx)?.member;
         if !me.role.can_administer() {
             return Err(ApiError::Forbidden(format!(
@@ -149,7 +164,14 @@ impl MembersMutation {
             role: role.into(),
             token_sha256: issued.hash,
         };
-        let (org, _) = run(ctx, OrgCommand::AddMember { by: me.id, member: new_member }).await?;
+        let (org, _) = run(
+            ctx,
+            OrgCommand::AddMember {
+                by: me.id,
+                member: new_member,
+            },
+        )
+        .await?;
         Ok(MemberWithToken {
             member: member_row(ctx, org, member_id).await?,
             token: issued.token,
@@ -157,9 +179,20 @@ impl MembersMutation {
     }
 
     /// Says whether the caller may be given new conversations automatically.
-    async fn set_availability(&self, ctx: &Context<'_>, available: bool) -> async_graphql::Result<Member> {
+    async fn set_availability(
+        &self,
+        ctx: &Context<'_>,
+        available: bool,
+    ) -> async_graphql::Result<Member> {
         let me = session(ctx)?.member.id;
-        let (org, me) = run(ctx, OrgCommand::SetAvailability { member_id: me, available }).await?;
+        let (org, me) = run(
+            ctx,
+            OrgCommand::SetAvailability {
+                member_id: me,
+                available,
+            },
+        )
+        .await?;
         Ok(member_row(ctx, org, me).await?)
     }
 }
@@ -171,7 +204,10 @@ pub struct MembersSubscription;
 impl MembersSubscription {
     /// Every change to a member of the caller's organization (added,
     /// availability), after the read model shows it.
-    async fn member_updates(&self, ctx: &Context<'_>) -> async_graphql::Result<impl Stream<Item = Member>> {
+    async fn member_updates(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<impl Stream<Item = Member>> {
         let org = session(ctx)?.member.org_id;
         let app = state(ctx)?.clone();
         let updates = BroadcastStream::new(app.bus.subscribe());
@@ -187,7 +223,13 @@ impl MembersSubscription {
             })
             .then(move |id| {
                 let app = app.clone();
-                async move { read::member(&app.db, org, id).await.ok().flatten().map(Member::from) }
+                async move {
+                    read::member(&app.db, org, id)
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(Member::from)
+                }
             })
             .filter_map(std::future::ready))
     }

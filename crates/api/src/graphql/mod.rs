@@ -32,9 +32,13 @@ const MAX_DEPTH: usize = 16;
 const MAX_COMPLEXITY: usize = 5_000;
 
 pub fn schema(state: Option<AppState>) -> OmniboxSchema {
-    let builder = Schema::build(QueryRoot::default(), MutationRoot::default(), SubscriptionRoot::default())
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY);
+    let builder = Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        SubscriptionRoot::default(),
+    )
+    .limit_depth(MAX_DEPTH)
+    .limit_complexity(MAX_COMPLEXITY);
     match state {
         Some(state) => builder.data(state).finish(),
         None => builder.finish(),
@@ -52,5 +56,6 @@ pub(crate) fn session<'a>(ctx: &'a Context<'_>) -> Result<&'a Session, ApiError>
 }
 
 pub(crate) fn state<'a>(ctx: &'a Context<'_>) -> Result<&'a AppState, ApiError> {
-    ctx.data::<AppState>().map_err(|e| ApiError::internal(e.message))
+    ctx.data::<AppState>()
+        .map_err(|e| ApiError::internal(e.message))
 }

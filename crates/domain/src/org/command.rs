@@ -7,9 +7,19 @@ use crate::ids::{MemberId, OrgId};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrgCommand {
     /// Creates the organization with its first owner (the CLI's `bootstrap`).
-    Create { org_id: OrgId, name: String, owner: NewMember },
-    AddMember { by: MemberId, member: NewMember },
-    SetAvailability { member_id: MemberId, available: bool },
+    Create {
+        org_id: OrgId,
+        name: String,
+        owner: NewMember,
+    },
+    AddMember {
+        by: MemberId,
+        member: NewMember,
+    },
+    SetAvailability {
+        member_id: MemberId,
+        available: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,9 +41,17 @@ pub enum OrgError {
 }
 
 /// Decides what a command does to `org`, as of `now`.
-pub fn decide(org: &Organization, command: OrgCommand, now: DateTime<Utc>) -> Result<Vec<OrgEvent>, OrgError> {
+pub fn decide(
+    org: &Organization,
+    command: OrgCommand,
+    now: DateTime<Utc>,
+) -> Result<Vec<OrgEvent>, OrgError> {
     match command {
-        OrgCommand::Create { org_id, name, owner } => {
+        OrgCommand::Create {
+            org_id,
+            name,
+            owner,
+        } => {
             if org.exists() {
                 return Err(OrgError::AlreadyExists);
             }
@@ -45,8 +63,17 @@ pub fn decide(org: &Organization, command: OrgCommand, now: DateTime<Utc>) -> Re
                 return Err(OrgError::OwnerRequired);
             }
             Ok(vec![
-                OrgEvent::OrganizationCreated { org_id, name, created_at: now },
-                OrgEvent::MemberAdded { org_id, member: owner, added_by: None, added_at: now },
+                OrgEvent::OrganizationCreated {
+                    org_id,
+                    name,
+                    created_at: now,
+                },
+                OrgEvent::MemberAdded {
+                    org_id,
+                    member: owner,
+                    added_by: None,
+                    added_at: now,
+                },
             ])
         }
         OrgCommand::AddMember { by, member } => {
@@ -58,15 +85,28 @@ pub fn decide(org: &Organization, command: OrgCommand, now: DateTime<Utc>) -> Re
             if org.members.iter().any(|m| m.email == member.email) {
                 return Err(OrgError::EmailTaken(member.email.to_string()));
             }
-            Ok(vec![OrgEvent::MemberAdded { org_id, member, added_by: Some(by), added_at: now }])
+            Ok(vec![OrgEvent::MemberAdded {
+                org_id,
+                member,
+                added_by: Some(by),
+                added_at: now,
+            }])
         }
-        OrgCommand::SetAvailability { member_id, available } => {
+        OrgCommand::SetAvailability {
+            member_id,
+            available,
+        } => {
             let org_id = org.id.ok_or(OrgError::NotFound)?;
             let member = org.member(member_id).ok_or(OrgError::MemberNotFound)?;
             if member.available == available {
                 return Ok(vec![]);
             }
-            Ok(vec![OrgEvent::MemberAvailabilityChanged { org_id, member_id, available, changed_at: now }])
+            Ok(vec![OrgEvent::MemberAvailabilityChanged {
+                org_id,
+                member_id,
+                available,
+                changed_at: now,
+            }])
         }
     }
 }
@@ -100,7 +140,11 @@ mod tests {
         let owner_id = owner.member_id;
         let events = decide(
             &Organization::default(),
-            OrgCommand::Create { org_id: OrgId::generate(), name: " Acme ".into(), owner },
+            OrgCommand::Create {
+                org_id: OrgId::generate(),
+                name: " Acme ".into(),
+                owner,
+            },
             now(),
         )
         .expect("created");
@@ -126,20 +170,59 @@ mod tests {
         let (mut history, owner) = created();
         let admin = new_member("admin@example.com", Role::PrimaryAdmin);
         let admin_id = admin.member_id;
-        history.extend(decide(&given(&history), OrgCommand::AddMember { by: owner, member: admin }, now()).expect("owner adds"));
+        history.extend(
+            decide(
+                &given(&history),
+                OrgCommand::AddMember {
+                    by: owner,
+                    member: admin,
+                },
+                now(),
+            )
+            .expect("owner adds"),
+        );
         let agent = new_member("agent@example.com", Role::Agent);
         let agent_id = agent.member_id;
-        history.extend(decide(&given(&history), OrgCommand::AddMember { by: admin_id, member: agent }, now()).expect("admin adds"));
+        history.extend(
+            decide(
+                &given(&history),
+                OrgCommand::AddMember {
+                    by: admin_id,
+                    member: agent,
+                },
+                now(),
+            )
+            .expect("admin adds"),
+        );
         let org = given(&history);
 
         let cases = [
-            (agent_id, new_member("new@example.com", Role::Agent), Err(OrgError::Forbidden(Role::Agent))),
-            (admin_id, new_member("new@example.com", Role::Owner), Err(OrgError::Forbidden(Role::PrimaryAdmin))),
-            (owner, new_member("AGENT@example.com", Role::Agent), Err(OrgError::EmailTaken("agent@example.com".into()))),
-            (MemberId::generate(), new_member("new@example.com", Role::Agent), Err(OrgError::MemberNotFound)),
+            (
+                agent_id,
+                new_member("new@example.com", Role::Agent),
+                Err(OrgError::Forbidden(Role::Agent)),
+            ),
+            (
+                admin_id,
+                new_member("new@example.com", Role::Owner),
+                Err(OrgError::Forbidden(Role::PrimaryAdmin)),
+            ),
+            (
+                owner,
+                new_member("AGENT@example.com", Role::Agent),
+                Err(OrgError::EmailTaken("agent@example.com".into())),
+            ),
+            (
+                MemberId::generate(),
+                new_member("new@example.com", Role::Agent),
+                Err(OrgError::MemberNotFound),
+            ),
         ];
         for (by, member, expected) in cases {
-            assert_eq!(decide(&org, OrgCommand::AddMember { by, member }, now()).map(|_| ()), expected);
+            assert_eq!(
+                decide(&org, OrgCommand::AddMember { by, member }, now()).map(|_| ()),
+                expected
+            );
         }
     }
 
@@ -147,9 +230,32 @@ mod tests {
     fn availability_changes_only_when_it_differs() {
         let (history, owner) = created();
         let org = given(&history);
-        assert_eq!(decide(&org, OrgCommand::SetAvailability { member_id: owner, available: true }, now()), Ok(vec![]));
-        let events = decide(&org, OrgCommand::SetAvailability { member_id: owner, available: false }, now()).expect("changed");
+        assert_eq!(
+            decide(
+                &org,
+                OrgCommand::SetAvailability {
+                    member_id: owner,
+                    available: true
+                },
+                now()
+            ),
+            Ok(vec![])
+        );
+        let events = decide(
+            &org,
+            OrgCommand::SetAvailability {
+                member_id: owner,
+                available: false,
+            },
+            now(),
+        )
+        .expect("changed");
         assert_eq!(events.len(), 1);
-        assert!(!given(&[history, events].concat()).member(owner).expect("member").available);
+        assert!(
+            !given(&[history, events].concat())
+                .member(owner)
+                .expect("member")
+                .available
+        );
     }
 }

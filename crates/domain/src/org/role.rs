@@ -57,7 +57,11 @@ mod tests {
             (Agent, Agent, false),
         ];
         for (granter, role, allowed) in table {
-            assert_eq!(granter.may_grant(role), allowed, "{granter:?} grants {role:?}");
+            assert_eq!(
+                granter.may_grant(role),
+                allowed,
+                "{granter:?} grants {role:?}"
+            );
         }
     }
 

@@ -39,7 +39,11 @@ impl Organization {
                 role: member.role,
                 available: true,
             }),
-            OrgEvent::MemberAvailabilityChanged { member_id, available, .. } => {
+            OrgEvent::MemberAvailabilityChanged {
+                member_id,
+                available,
+                ..
+            } => {
                 if let Some(member) = self.members.iter_mut().find(|m| m.id == *member_id) {
                     member.available = *available;
                 }

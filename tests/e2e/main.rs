@@ -1,0 +1,5 @@
+//! End-to-end tests: the real `omnibox` binary, a fresh database each, real
+//! HTTP and WebSocket clients.
+
+mod foundation;
+mod support;
