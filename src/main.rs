@@ -10,10 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use omnibox_api::commands::{execute, Actor};
-use omnibox_api::{auth, server, AppState, Config};
-use omnibox_domain::ids::{MemberId, OrgId};
-use omnibox_domain::org::{self, Email, NewMember, OrgCommand, Organization, Role};
+use omnibox_api::{server, AppState, Config};
 use omnibox_domain::{Clock, SystemClock};
 use omnibox_store::{Direction, StreamName};
 use tracing_subscriber::EnvFilter;
@@ -109,7 +106,7 @@ async fn serve(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
     tracing::info!(?config, "starting");
     let listen = config.listen;
     let app = AppState::open(config, clock).await?;
-    app.start_projections();
+    app.start_background();
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -144,37 +141,11 @@ async fn bootstrap(
     org_name: &str,
     owner: &str,
 ) -> anyhow::Result<()> {
-    let email = Email::parse(owner)?;
-    let app = AppState::open(config, clock.clone()).await?;
-    let org_id = OrgId::generate();
-    let issued = auth::issue_token();
-    let owner = NewMember {
-        member_id: MemberId::generate(),
-        email,
-        role: Role::Owner,
-        token_sha256: issued.hash,
-    };
-    let user_id = owner.member_id;
-    let command = OrgCommand::Create {
-        org_id,
-        name: org_name.to_owned(),
-        owner,
-    };
-    let now = clock.now();
-    execute::<Organization, _>(
-        &*app.store,
-        org_id.0,
-        &Actor::new("system:bootstrap"),
-        |state| org::decide(state, command.clone(), now),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    // Make the token usable at once, even before a server has caught up.
-    app.projections.catch_up().await?;
-    println!(
-        "{}",
-        serde_json::json!({ "orgId": org_id, "userId": user_id, "token": issued.token })
-    );
+    let app = AppState::open(config, clock).await?;
+    let created = omnibox_api::bootstrap::bootstrap(&app, org_name, owner)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    println!("{}", serde_json::to_string(&created)?);
     Ok(())
 }
 

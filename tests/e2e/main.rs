@@ -1,5 +1,7 @@
 //! End-to-end tests: the real `omnibox` binary, a fresh database each, real
 //! HTTP and WebSocket clients.
 
+mod channels;
 mod foundation;
+mod platform;
 mod support;

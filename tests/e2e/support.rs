@@ -155,6 +155,145 @@ impl Drop for Server {
     }
 }
 
+/// POSTs a GraphQL request to the server at `url`.
+pub async fn graphql(url: &str, token: Option<&str>, query: &str, variables: Value) -> Value {
+    let mut request = reqwest::Client::new()
+        .post(format!("{url}/graphql"))
+        .json(&json!({ "query": query, "variables": variables }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request
+        .send()
+        .await
+        .expect("POST /graphql")
+        .json()
+        .await
+        .expect("a JSON answer")
+}
+
+/// The server in this test's process, on a clock the test moves by hand,
+/// with a platform stand-in for Facebook and LINE.
+pub struct App {
+    pub state: omnibox_api::AppState,
+    pub url: String,
+    pub clock: Arc<omnibox_domain::ManualClock>,
+    pub platform: crate::platform::Platform,
+    pub config: omnibox_api::Config,
+    server: tokio::task::JoinHandle<()>,
+    _database: TestDatabase,
+}
+
+/// The instant every in-process test starts at.
+pub fn start_of_test() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339("2026-11-23T00:00:00Z")
+        .expect("instant")
+        .to_utc()
+}
+
+impl App {
+    pub async fn start(backend: Backend) -> Option<Self> {
+        let database = TestDatabase::create(backend).await?;
+        let platform = crate::platform::Platform::start().await;
+        let vars: std::collections::HashMap<&str, String> = [
+            ("OMNIBOX_DATABASE_URL", database.url.clone()),
+            ("OMNIBOX_LISTEN", "127.0.0.1:0".to_owned()),
+            ("OMNIBOX_PUBLIC_URL", "https://inbox.example.com".to_owned()),
+            ("OMNIBOX_SECRET_KEY", TEST_SECRET_KEY.to_owned()),
+            ("OMNIBOX_FACEBOOK_GRAPH_URL", platform.url.clone()),
+            ("OMNIBOX_LINE_API_URL", platform.url.clone()),
+        ]
+        .into_iter()
+        .collect();
+        let config =
+            omnibox_api::Config::from_lookup(|name| vars.get(name).cloned()).expect("config");
+        let clock = Arc::new(omnibox_domain::ManualClock::new(start_of_test()));
+        let state = omnibox_api::AppState::open(config.clone(), clock.clone())
+            .await
+            .expect("open");
+        state.projections.spawn();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let serving = state.clone();
+        let server = tokio::spawn(async move {
+            let _ = omnibox_api::server::serve(serving, listener, std::future::pending()).await;
+        });
+        Some(Self {
+            state,
+            url,
+            clock,
+            platform,
+            config,
+            server,
+            _database: database,
+        })
+    }
+
+    /// Another process's view of the same database (a restart).
+    pub async fn reopen(&self) -> omnibox_api::AppState {
+        omnibox_api::AppState::open(self.config.clone(), self.clock.clone())
+            .await
+            .expect("reopen")
+    }
+
+    pub async fn bootstrap(&self, org: &str, owner: &str) -> Bootstrapped {
+        let created = omnibox_api::bootstrap::bootstrap(&self.state, org, owner)
+            .await
+            .expect("bootstrap");
+        Bootstrapped {
+            org_id: created.org_id.to_string(),
+            user_id: created.user_id.to_string(),
+            token: created.token,
+        }
+    }
+
+    pub async fn graphql(&self, token: &str, query: &str, variables: Value) -> Value {
+        graphql(&self.url, Some(token), query, variables).await
+    }
+
+    /// Every event in the log, in order.
+    pub async fn events(&self) -> Vec<omnibox_store::RecordedEvent> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.state.store.read_all(after, 1000).await.expect("read");
+            let Some(last) = page.last() else { return all };
+            after = Some(last.position);
+            all.extend(page);
+        }
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Runs `$test(app)` against each backend, in process.
+macro_rules! in_process_on_both_backends {
+    ($($test:ident),+ $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                let app = $crate::support::App::start(omnibox_store::testing::Backend::Sqlite).await.expect("sqlite");
+                super::$test(app).await;
+            })+
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                if let Some(app) = $crate::support::App::start(omnibox_store::testing::Backend::Postgres).await {
+                    super::$test(app).await;
+                }
+            })+
+        }
+    };
+}
+pub(crate) use in_process_on_both_backends;
+
 /// The `extensions.code` of the first error, if any.
 pub fn error_code(answer: &Value) -> Option<&str> {
     answer["errors"][0]["extensions"]["code"].as_str()
@@ -181,3 +320,41 @@ macro_rules! on_both_backends {
     };
 }
 pub(crate) use on_both_backends;
+
+/// Everything the database holds, as text: the SQLite files' bytes, or every
+/// row of every table of the PostgreSQL schema.
+pub async fn database_dump(app: &App) -> String {
+    use sqlx::Row;
+    match &app.state.db {
+        omnibox_store::Database::Sqlite { path, .. } => {
+            let mut text = String::new();
+            for suffix in ["", "-wal"] {
+                let file = format!("{}{suffix}", path.display());
+                if let Ok(bytes) = std::fs::read(&file) {
+                    text.push_str(&String::from_utf8_lossy(&bytes));
+                }
+            }
+            text
+        }
+        omnibox_store::Database::Postgres { pool } => {
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()",
+            )
+            .fetch_all(pool)
+            .await
+            .expect("tables");
+            let mut text = String::new();
+            for table in tables {
+                let rows = sqlx::query(&format!("SELECT row_to_json(t)::text FROM {table} t"))
+                    .fetch_all(pool)
+                    .await
+                    .expect("rows");
+                for row in rows {
+                    text.push_str(&row.try_get::<String, _>(0).expect("text"));
+                    text.push('\n');
+                }
+            }
+            text
+        }
+    }
+}

@@ -6,6 +6,7 @@
 //! conflict, re-reads and decides again on the new state, a bounded number
 //! of times.
 
+use omnibox_domain::channel::{Channel, ChannelEvent, PageEvent, PageReservation};
 use omnibox_domain::org::{OrgEvent, Organization};
 use omnibox_store::{
     Direction, EventStore, ExpectedRevision, Metadata, NewEvent, Position, StoreError, StreamName,
@@ -37,11 +38,35 @@ impl Aggregate for Organization {
     }
 }
 
+impl Aggregate for Channel {
+    type Event = ChannelEvent;
+    const CATEGORY: &'static str = omnibox_domain::ids::ChannelId::CATEGORY;
+    fn evolve(&mut self, event: &ChannelEvent) {
+        Channel::evolve(self, event);
+    }
+    fn event_type(event: &ChannelEvent) -> &'static str {
+        event.event_type()
+    }
+}
+
+impl Aggregate for PageReservation {
+    type Event = PageEvent;
+    const CATEGORY: &'static str = "page";
+    fn evolve(&mut self, event: &PageEvent) {
+        PageReservation::evolve(self, event);
+    }
+    fn event_type(event: &PageEvent) -> &'static str {
+        event.event_type()
+    }
+}
+
 /// Who is acting and on behalf of which request.
 #[derive(Debug, Clone)]
 pub struct Actor {
     pub correlation_id: Uuid,
     pub actor: String,
+    /// The organization acted in, when there is one.
+    pub org: Option<omnibox_domain::ids::OrgId>,
 }
 
 impl Actor {
@@ -49,7 +74,21 @@ impl Actor {
         Self {
             correlation_id: Uuid::now_v7(),
             actor: actor.into(),
+            org: None,
         }
+    }
+
+    /// A member acting in their organization.
+    pub fn member(member: &omnibox_projections::members::MemberRow) -> Self {
+        Self {
+            org: Some(member.org_id),
+            ..Self::new(format!("member:{}", member.id))
+        }
+    }
+
+    /// Omnibox itself (timers, workers).
+    pub fn system(name: &str) -> Self {
+        Self::new(name)
     }
 }
 

@@ -13,6 +13,10 @@ pub enum ApiError {
     NotFound(String),
     Validation(String),
     Conflict(String),
+    /// The Facebook page belongs to another organization.
+    PageTaken(String),
+    /// The channel cannot send now (expired or disconnected).
+    ChannelNotConnected(String),
     /// Something broke on our side; the details go to the log, not the client.
     Internal,
 }
@@ -25,6 +29,8 @@ impl ApiError {
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Validation(_) => "VALIDATION",
             ApiError::Conflict(_) => "CONFLICT",
+            ApiError::PageTaken(_) => "PAGE_TAKEN",
+            ApiError::ChannelNotConnected(_) => "CHANNEL_NOT_CONNECTED",
             ApiError::Internal => "INTERNAL",
         }
     }
@@ -38,7 +44,9 @@ impl ApiError {
             ApiError::Forbidden(message)
             | ApiError::NotFound(message)
             | ApiError::Validation(message)
-            | ApiError::Conflict(message) => message.clone(),
+            | ApiError::Conflict(message)
+            | ApiError::PageTaken(message)
+            | ApiError::ChannelNotConnected(message) => message.clone(),
             ApiError::Internal => "internal error; the server log has the details".into(),
         }
     }

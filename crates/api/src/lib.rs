@@ -10,6 +10,8 @@
 //! and the routes it can reach.
 
 pub mod auth;
+pub mod bootstrap;
+pub mod channels;
 pub mod commands;
 pub mod config;
 mod error;

@@ -3,7 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use omnibox_channels::client::http_client;
+use omnibox_channels::facebook::GraphClient;
+use omnibox_channels::line::LineClient;
 use omnibox_domain::Clock;
+use omnibox_projections::channels::ChannelsProjector;
 use omnibox_projections::members::MembersProjector;
 use omnibox_projections::{ProjectionRunner, Projections, UpdateBus};
 use omnibox_store::secrets::{KeySource, SecretKey, Secrets};
@@ -25,6 +29,8 @@ pub enum StartError {
     Secret(#[from] omnibox_store::secrets::SecretError),
     #[error("read models: {0}")]
     Projection(#[from] omnibox_projections::ProjectionError),
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
 }
 
 /// Shared by every request; cheap to clone.
@@ -40,6 +46,8 @@ pub struct Inner {
     pub bus: UpdateBus,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
+    pub graph: GraphClient,
+    pub line: LineClient,
 }
 
 impl std::ops::Deref for AppState {
@@ -73,12 +81,16 @@ impl AppState {
             metrics.clone(),
         ));
         let (bus, _) = tokio::sync::broadcast::channel(BUS_CAPACITY);
-        let projections = Projections::new(vec![ProjectionRunner::new(
-            db.clone(),
-            store.clone(),
-            Arc::new(MembersProjector),
-            bus.clone(),
-        )]);
+        let runner = |projector: Arc<dyn omnibox_projections::Projector>| {
+            ProjectionRunner::new(db.clone(), store.clone(), projector, bus.clone())
+        };
+        let projections = Projections::new(vec![
+            runner(Arc::new(MembersProjector)),
+            runner(Arc::new(ChannelsProjector)),
+        ]);
+        let http = http_client()?;
+        let graph = GraphClient::new(http.clone(), &config.facebook_graph_url);
+        let line = LineClient::new(http, &config.line_api_url, &config.line_data_url);
         projections.catch_up().await?;
         Ok(Self(Arc::new(Inner {
             config,
@@ -89,12 +101,15 @@ impl AppState {
             bus,
             clock,
             metrics,
+            graph,
+            line,
         })))
     }
 
-    /// Starts following the log with every projector.
-    pub fn start_projections(&self) {
+    /// Starts following the log with every projector, and the timers.
+    pub fn start_background(&self) {
         self.projections.spawn();
+        tokio::spawn(crate::channels::run_expiry_timer(self.clone()));
     }
 
     /// Waits until the read models show `position` (a mutation's own write).

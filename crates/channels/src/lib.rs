@@ -3,11 +3,16 @@
 //! This crate owns everything that must be right *before* a webhook body is
 //! trusted: signature checks over the raw bytes ([`signature`]), the Facebook
 //! subscription handshake, and parsing each platform's payload into
-//! platform-shaped Rust types ([`facebook`], [`line`](mod@line)). It does no I/O and
-//! produces no domain events: mapping parsed items to commands is the API
-//! crate's job, so the platform quirks (sticker duplicates, echoes, standby,
-//! redeliveries) are resolved here once and tested against the fixtures.
+//! platform-shaped Rust types ([`facebook`], [`line`](mod@line)), and the
+//! platforms' HTTP APIs ([`client`], [`facebook::graph`], [`line::api`]):
+//! one shared HTTP client with timeouts, answers parsed into typed errors
+//! (Facebook `error.code`/`error_subcode`, LINE status and `message`), never
+//! matched on message text. It produces no domain events: mapping parsed
+//! items to commands is the API crate's job, so the platform quirks (sticker
+//! duplicates, echoes, standby, redeliveries) are resolved here once and
+//! tested against the fixtures.
 
+pub mod client;
 pub mod error;
 pub mod facebook;
 pub mod line;

@@ -19,4 +19,10 @@ impl ChannelKind {
             ChannelKind::Facebook => "FACEBOOK",
         }
     }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [ChannelKind::Line, ChannelKind::Facebook]
+            .into_iter()
+            .find(|k| k.as_str() == text)
+    }
 }

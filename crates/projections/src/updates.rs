@@ -1,6 +1,6 @@
 //! The live update bus: what changed, announced after the read model committed.
 
-use omnibox_domain::ids::{MemberId, OrgId};
+use omnibox_domain::ids::{ChannelId, MemberId, OrgId};
 use omnibox_store::Position;
 use tokio::sync::broadcast;
 
@@ -8,6 +8,7 @@ use tokio::sync::broadcast;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     Member(MemberId),
+    Channel(ChannelId),
 }
 
 /// One change, scoped to the organization allowed to see it, with the log

@@ -3,7 +3,8 @@
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
-use omnibox_domain::ids::OrgId;
+use omnibox_domain::ids::{ChannelId, OrgId};
+use omnibox_projections::channels;
 use omnibox_store::{Direction, StreamName};
 
 use super::{session, state};
@@ -43,8 +44,17 @@ impl HistoryQuery {
         let me = &session(ctx)?.member;
         let not_found = || ApiError::NotFound(format!("no stream {stream:?} in your organization"));
         let name = StreamName::parse(&stream).map_err(|e| ApiError::Validation(e.to_string()))?;
-        // Streams other than the organization's own join as their read models land.
-        if name.category() != OrgId::CATEGORY || name.id() != me.org_id.0 {
+        let app = state(ctx)?;
+        // A stream is readable when the read models say it is the caller's organization's.
+        let visible = match name.category() {
+            OrgId::CATEGORY => name.id() == me.org_id.0,
+            ChannelId::CATEGORY => channels::channel(&app.db, me.org_id, ChannelId(name.id()))
+                .await
+                .map_err(ApiError::from)?
+                .is_some(),
+            _ => false,
+        };
+        if !visible {
             return Err(not_found().into());
         }
         if !(1..=MAX_PAGE).contains(&first) {
@@ -61,7 +71,6 @@ impl HistoryQuery {
                 .saturating_add(1),
             None => 0,
         };
-        let app = state(ctx)?;
         let limit = first as usize;
         let mut events = app
             .store

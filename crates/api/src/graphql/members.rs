@@ -120,7 +120,7 @@ async fn run(ctx: &Context<'_>, command: OrgCommand) -> Result<(OrgId, MemberId)
     let me = &session(ctx)?.member;
     let app = state(ctx)?;
     let now = app.clock.now();
-    let actor = Actor::new(format!("member:{}", me.id));
+    let actor = Actor::member(me);
     let executed = execute::<Organization, _>(&*app.store, me.org_id.0, &actor, |org| {
         org::decide(org, command.clone(), now)
     })
@@ -216,6 +216,7 @@ impl MembersSubscription {
                 let wanted = match update {
                     Ok(update) if update.org_id == org => match update.change {
                         Change::Member(id) => Some(id),
+                        _ => None,
                     },
                     _ => None,
                 };

@@ -6,6 +6,7 @@
 //! organization: every read is scoped by the session's org id, and another
 //! organization's ids answer NOT_FOUND.
 
+mod channels;
 mod history;
 mod members;
 
@@ -17,13 +18,17 @@ use crate::{ApiError, AppState};
 pub use members::Member;
 
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(members::MembersQuery, history::HistoryQuery);
+pub struct QueryRoot(
+    members::MembersQuery,
+    channels::ChannelsQuery,
+    history::HistoryQuery,
+);
 
 #[derive(MergedObject, Default)]
-pub struct MutationRoot(members::MembersMutation);
+pub struct MutationRoot(members::MembersMutation, channels::ChannelsMutation);
 
 #[derive(MergedSubscription, Default)]
-pub struct SubscriptionRoot(members::MembersSubscription);
+pub struct SubscriptionRoot(members::MembersSubscription, channels::ChannelsSubscription);
 
 pub type OmniboxSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 

@@ -1,7 +1,10 @@
 //! LINE Messaging API: what an Official Account's webhook delivers, read into
 //! platform-shaped types. Verification lives in [`crate::signature`].
 
+pub mod api;
 mod webhook;
+
+pub use api::{BotInfo, LineClient};
 
 pub use webhook::{
     parse_webhook, ContentProvider, Emoji, Event, EventKind, File, ImageSet, Location, Media,

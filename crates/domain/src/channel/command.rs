@@ -1,6 +1,6 @@
 use chrono::{DateTime, Utc};
 
-use super::event::SecretRef;
+use super::event::{AssignmentMode, SecretRef};
 use super::page::{PageEvent, PageReservation};
 use super::{Channel, ChannelEvent, ChannelStatus, ExpiryReason};
 use crate::ids::{ChannelId, MemberId, OrgId};
@@ -35,6 +35,10 @@ pub enum ChannelCommand {
     Disconnect {
         by: Requester,
     },
+    SetAssignmentMode {
+        by: Requester,
+        mode: AssignmentMode,
+    },
     /// A send succeeded with the current token.
     RecordTokenUse {
         at: DateTime<Utc>,
@@ -55,6 +59,8 @@ pub enum ChannelError {
     PageTaken,
     #[error("the channel is disconnected; connect it again instead")]
     Disconnected,
+    #[error("agents cannot change how conversations are assigned")]
+    AgentsCannotConfigure,
 }
 
 fn require_admin(by: &Requester) -> Result<(), ChannelError> {
@@ -134,6 +140,22 @@ pub fn decide(
             Ok(vec![ChannelEvent::ChannelDisconnected {
                 channel_id: channel.id.ok_or(ChannelError::NotFound)?,
                 org_id: by.org_id,
+                by: by.member_id,
+                at: now,
+            }])
+        }
+        ChannelCommand::SetAssignmentMode { by, mode } => {
+            if by.role == Role::Agent {
+                return Err(ChannelError::AgentsCannotConfigure);
+            }
+            let channel = own(channel, &by)?;
+            if channel.assignment_mode == mode {
+                return Ok(vec![]);
+            }
+            Ok(vec![ChannelEvent::AssignmentModeChanged {
+                channel_id: channel.id.ok_or(ChannelError::NotFound)?,
+                org_id: by.org_id,
+                mode,
                 by: by.member_id,
                 at: now,
             }])

@@ -12,6 +12,32 @@ pub struct SecretRef {
     pub fingerprint: String,
 }
 
+/// How new conversations on a channel get an assignee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AssignmentMode {
+    /// Only by hand (or by QR code on LINE).
+    #[default]
+    Off,
+    /// Round robin among available agents.
+    RoundRobin,
+}
+
+impl AssignmentMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssignmentMode::Off => "OFF",
+            AssignmentMode::RoundRobin => "ROUND_ROBIN",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [AssignmentMode::Off, AssignmentMode::RoundRobin]
+            .into_iter()
+            .find(|m| m.as_str() == text)
+    }
+}
+
 /// Why a channel's connection expired.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "SCREAMING_SNAKE_CASE")]
@@ -65,6 +91,13 @@ pub enum ChannelEvent {
         by: MemberId,
         at: DateTime<Utc>,
     },
+    AssignmentModeChanged {
+        channel_id: ChannelId,
+        org_id: OrgId,
+        mode: AssignmentMode,
+        by: MemberId,
+        at: DateTime<Utc>,
+    },
 }
 
 impl ChannelEvent {
@@ -75,6 +108,7 @@ impl ChannelEvent {
             ChannelEvent::ChannelTokenUsed { .. } => "ChannelTokenUsed",
             ChannelEvent::ChannelConnectionExpired { .. } => "ChannelConnectionExpired",
             ChannelEvent::ChannelDisconnected { .. } => "ChannelDisconnected",
+            ChannelEvent::AssignmentModeChanged { .. } => "AssignmentModeChanged",
         }
     }
 
@@ -84,7 +118,8 @@ impl ChannelEvent {
             | ChannelEvent::ChannelReauthorized { org_id, .. }
             | ChannelEvent::ChannelTokenUsed { org_id, .. }
             | ChannelEvent::ChannelConnectionExpired { org_id, .. }
-            | ChannelEvent::ChannelDisconnected { org_id, .. } => *org_id,
+            | ChannelEvent::ChannelDisconnected { org_id, .. }
+            | ChannelEvent::AssignmentModeChanged { org_id, .. } => *org_id,
         }
     }
 
@@ -94,7 +129,8 @@ impl ChannelEvent {
             | ChannelEvent::ChannelReauthorized { channel_id, .. }
             | ChannelEvent::ChannelTokenUsed { channel_id, .. }
             | ChannelEvent::ChannelConnectionExpired { channel_id, .. }
-            | ChannelEvent::ChannelDisconnected { channel_id, .. } => *channel_id,
+            | ChannelEvent::ChannelDisconnected { channel_id, .. }
+            | ChannelEvent::AssignmentModeChanged { channel_id, .. } => *channel_id,
         }
     }
 }

@@ -12,6 +12,6 @@ mod page;
 mod state;
 
 pub use command::{claim_page, decide, ChannelCommand, ChannelError, Requester};
-pub use event::{ChannelEvent, ExpiryReason, SecretRef};
+pub use event::{AssignmentMode, ChannelEvent, ExpiryReason, SecretRef};
 pub use page::{page_reservation_id, PageEvent, PageReservation};
 pub use state::{Channel, ChannelStatus};

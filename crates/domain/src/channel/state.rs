@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::event::SecretRef;
+use super::event::{AssignmentMode, SecretRef};
 use super::ChannelEvent;
 use crate::ids::{ChannelId, OrgId};
 use crate::policy::{is_token_expired, token_expires_at};
@@ -53,6 +53,7 @@ pub struct Channel {
     pub last_used_at: Option<DateTime<Utc>>,
     pub access_token: Option<SecretRef>,
     pub channel_secret: Option<SecretRef>,
+    pub assignment_mode: AssignmentMode,
 }
 
 impl Channel {
@@ -124,6 +125,7 @@ impl Channel {
             ChannelEvent::ChannelDisconnected { .. } => {
                 self.recorded_status = Some(ChannelStatus::Disconnected)
             }
+            ChannelEvent::AssignmentModeChanged { mode, .. } => self.assignment_mode = *mode,
         }
     }
 }

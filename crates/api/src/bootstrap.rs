@@ -1,0 +1,60 @@
+//! Creating an organization with its first owner (`omnibox bootstrap`).
+
+use omnibox_domain::ids::{MemberId, OrgId};
+use omnibox_domain::org::{self, Email, NewMember, OrgCommand, Organization, Role};
+
+use crate::auth::issue_token;
+use crate::commands::{execute, Actor};
+use crate::{ApiError, AppState};
+
+/// What `bootstrap` prints: the new organization, its owner, and the
+/// owner's token (shown this once).
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Bootstrapped {
+    pub org_id: OrgId,
+    pub user_id: MemberId,
+    pub token: String,
+}
+
+/// Creates an organization and its OWNER, and brings the read models up to
+/// date so the token works at once, even before a server catches up.
+pub async fn bootstrap(
+    app: &AppState,
+    org_name: &str,
+    owner_email: &str,
+) -> Result<Bootstrapped, ApiError> {
+    let email = Email::parse(owner_email).map_err(|e| ApiError::Validation(e.to_string()))?;
+    let org_id = OrgId::generate();
+    let issued = issue_token();
+    let owner = NewMember {
+        member_id: MemberId::generate(),
+        email,
+        role: Role::Owner,
+        token_sha256: issued.hash,
+    };
+    let user_id = owner.member_id;
+    let command = OrgCommand::Create {
+        org_id,
+        name: org_name.to_owned(),
+        owner,
+    };
+    let now = app.clock.now();
+    execute::<Organization, _>(
+        &*app.store,
+        org_id.0,
+        &Actor::system("system:bootstrap"),
+        |state| org::decide(state, command.clone(), now),
+    )
+    .await
+    .map_err(|e| ApiError::Validation(e.to_string()))?;
+    app.projections
+        .catch_up()
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Bootstrapped {
+        org_id,
+        user_id,
+        token: issued.token,
+    })
+}

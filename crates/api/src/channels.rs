@@ -1,0 +1,454 @@
+//! Connecting, reauthorizing, expiring and disconnecting channels: the
+//! platform calls around each channel command.
+//!
+//! Order matters for "nothing appended on refusal": the token is checked
+//! with the platform first, then the page is claimed (one page, one
+//! organization), then the secrets are sealed and the channel event
+//! appended. A token the platform rejects leaves no trace.
+
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use omnibox_channels::client::PlatformError;
+use omnibox_domain::channel::{
+    self, claim_page, page_reservation_id, AssignmentMode, Channel, ChannelCommand, ChannelError,
+    ExpiryReason, PageReservation, Requester, SecretRef,
+};
+use omnibox_domain::ids::ChannelId;
+use omnibox_domain::ChannelKind;
+use omnibox_projections::channels::{self as read, ChannelRow};
+use omnibox_store::secrets::Secret;
+
+use crate::auth::Session;
+use crate::commands::{execute, Actor, CommandError};
+use crate::{ApiError, AppState};
+
+/// What a member asks to connect.
+pub struct ConnectRequest {
+    pub kind: ChannelKind,
+    pub external_id: String,
+    pub name: String,
+    pub access_token: String,
+    pub channel_secret: Option<String>,
+}
+
+fn requester(session: &Session) -> Requester {
+    Requester {
+        member_id: session.member.id,
+        org_id: session.member.org_id,
+        role: session.member.role,
+    }
+}
+
+fn require_admin(session: &Session) -> Result<(), ApiError> {
+    if session.member.role.can_administer() {
+        Ok(())
+    } else {
+        Err(channel_error(ChannelError::Forbidden(session.member.role)))
+    }
+}
+
+pub(crate) fn channel_error(error: ChannelError) -> ApiError {
+    match error {
+        ChannelError::Forbidden(_) | ChannelError::AgentsCannotConfigure => {
+            ApiError::Forbidden(error.to_string())
+        }
+        ChannelError::NotFound => ApiError::NotFound("no such channel in your organization".into()),
+        ChannelError::PageTaken => ApiError::PageTaken(error.to_string()),
+        ChannelError::Disconnected => ApiError::ChannelNotConnected(error.to_string()),
+    }
+}
+
+fn command_error(error: CommandError<ChannelError>) -> ApiError {
+    match error {
+        CommandError::Rejected(error) => channel_error(error),
+        CommandError::Contended => ApiError::Conflict(error.to_string()),
+        other => ApiError::internal(other),
+    }
+}
+
+/// A platform's refusal, as a person can act on it. Only the platform's
+/// own words and codes are shown, never the token.
+fn platform_error(platform: &str, error: PlatformError) -> ApiError {
+    match error {
+        PlatformError::Facebook { error, .. } => ApiError::Validation(format!(
+            "{platform} refused this token: {} (code {}{})",
+            error.message,
+            error.code,
+            error
+                .error_subcode
+                .map(|s| format!(", subcode {s}"))
+                .unwrap_or_default()
+        )),
+        PlatformError::Line { status, error } => ApiError::Validation(format!(
+            "{platform} refused this token: {} (HTTP {status})",
+            error.message
+        )),
+        other => ApiError::Validation(format!("{platform} could not check this token: {other}")),
+    }
+}
+
+fn text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
+    let value = value.trim();
+    if value.is_empty() || value.chars().count() > max {
+        return Err(ApiError::Validation(format!(
+            "{field} must be 1 to {max} characters"
+        )));
+    }
+    Ok(value.to_owned())
+}
+
+async fn seal(app: &AppState, purpose: &str, value: &str) -> Result<SecretRef, ApiError> {
+    let sealed = app
+        .secrets
+        .put(purpose, &Secret::new(value))
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(SecretRef {
+        id: sealed.id,
+        fingerprint: sealed.fingerprint,
+    })
+}
+
+async fn run(
+    app: &AppState,
+    actor: &Actor,
+    id: ChannelId,
+    command: ChannelCommand,
+) -> Result<(), ApiError> {
+    let now = app.clock.now();
+    let executed = execute::<Channel, _>(&*app.store, id.0, actor, |state| {
+        channel::decide(state, command.clone(), now)
+    })
+    .await
+    .map_err(command_error)?;
+    app.read_your_writes(executed.position).await;
+    Ok(())
+}
+
+async fn row(app: &AppState, session: &Session, id: ChannelId) -> Result<ChannelRow, ApiError> {
+    read::channel(&app.db, session.member.org_id, id)
+        .await?
+        .ok_or_else(|| channel_error(ChannelError::NotFound))
+}
+
+/// Connects (or reconnects) a channel to the caller's organization.
+pub async fn connect(
+    app: &AppState,
+    session: &Session,
+    request: ConnectRequest,
+) -> Result<ChannelRow, ApiError> {
+    require_admin(session)?;
+    let name = text("name", &request.name, 200)?;
+    let token = text("accessToken", &request.access_token, 4096)?;
+    let external_id = text("externalId", &request.external_id, 100)?;
+    let actor = Actor::member(&session.member);
+    let org = session.member.org_id;
+    let (channel_id, external_id, channel_secret) = match request.kind {
+        ChannelKind::Facebook => {
+            if !external_id.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ApiError::Validation(format!(
+                    "{external_id:?} is not a Facebook page id (digits only)"
+                )));
+            }
+            let page = app
+                .graph
+                .page(&external_id, &token)
+                .await
+                .map_err(|e| platform_error("Facebook", e))?;
+            if page.id != external_id {
+                return Err(ApiError::Validation(format!(
+                    "this token belongs to page {}, not {external_id}",
+                    page.id
+                )));
+            }
+            app.graph
+                .subscribe_app(&external_id, &token)
+                .await
+                .map_err(|e| platform_error("Facebook", e))?;
+            let channel_id = claim(app, &actor, &external_id).await?;
+            (channel_id, external_id, None)
+        }
+        ChannelKind::Line => {
+            let secret = request
+                .channel_secret
+                .as_deref()
+                .map(|s| text("channelSecret", s, 200))
+                .transpose()?
+                .ok_or_else(|| {
+                    ApiError::Validation(
+                        "a LINE channel needs its channelSecret (to check webhook signatures)"
+                            .into(),
+                    )
+                })?;
+            let bot = app
+                .line
+                .bot_info(&token)
+                .await
+                .map_err(|e| platform_error("LINE", e))?;
+            // The bot user id (the webhooks' `destination`) identifies a LINE channel.
+            let existing = read::channel_by_external_id(&app.db, ChannelKind::Line, &bot.user_id)
+                .await?
+                .filter(|row| row.org_id == org)
+                .map(|row| row.id);
+            (
+                existing.unwrap_or_else(ChannelId::generate),
+                bot.user_id,
+                Some(secret),
+            )
+        }
+    };
+    let access_token = seal(app, "channel access token", &token).await?;
+    let channel_secret = match channel_secret {
+        Some(secret) => Some(seal(app, "LINE channel secret", &secret).await?),
+        None => None,
+    };
+    let command = ChannelCommand::Connect {
+        by: requester(session),
+        channel_id,
+        kind: request.kind,
+        external_id,
+        name,
+        access_token,
+        channel_secret,
+    };
+    run(app, &actor, channel_id, command).await?;
+    row(app, session, channel_id).await
+}
+
+/// Claims a Facebook page for the caller's organization; the channel id it
+/// already has there, or a new one.
+async fn claim(app: &AppState, actor: &Actor, page_id: &str) -> Result<ChannelId, ApiError> {
+    let org = actor_org(actor)?;
+    let now = app.clock.now();
+    let fresh = ChannelId::generate();
+    let chosen = Mutex::new(fresh);
+    execute::<PageReservation, _>(&*app.store, page_reservation_id(page_id), actor, |page| {
+        let (events, channel_id) = claim_page(page, page_id, org, fresh, now)?;
+        *chosen.lock().unwrap_or_else(|p| p.into_inner()) = channel_id;
+        Ok(events)
+    })
+    .await
+    .map_err(command_error)?;
+    Ok(chosen.into_inner().unwrap_or_else(|p| p.into_inner()))
+}
+
+fn actor_org(actor: &Actor) -> Result<omnibox_domain::ids::OrgId, ApiError> {
+    actor
+        .org
+        .ok_or_else(|| ApiError::internal("a channel command without an organization"))
+}
+
+/// Replaces a channel's token after checking it; restarts the 90 days.
+pub async fn reauthorize(
+    app: &AppState,
+    session: &Session,
+    id: ChannelId,
+    access_token: &str,
+) -> Result<ChannelRow, ApiError> {
+    require_admin(session)?;
+    let token = text("accessToken", access_token, 4096)?;
+    let current = row(app, session, id).await?;
+    let name = match current.kind {
+        ChannelKind::Facebook => {
+            let page = app
+                .graph
+                .page(&current.external_id, &token)
+                .await
+                .map_err(|e| platform_error("Facebook", e))?;
+            if page.id != current.external_id {
+                return Err(ApiError::Validation(format!(
+                    "this token belongs to page {}, not {}",
+                    page.id, current.external_id
+                )));
+            }
+            app.graph
+                .subscribe_app(&current.external_id, &token)
+                .await
+                .map_err(|e| platform_error("Facebook", e))?;
+            current.name.clone()
+        }
+        ChannelKind::Line => {
+            let bot = app
+                .line
+                .bot_info(&token)
+                .await
+                .map_err(|e| platform_error("LINE", e))?;
+            if bot.user_id != current.external_id {
+                return Err(ApiError::Validation(
+                    "this token belongs to another LINE bot".into(),
+                ));
+            }
+            current.name.clone()
+        }
+    };
+    if current.recorded_status == channel::ChannelStatus::Disconnected {
+        return Err(channel_error(ChannelError::Disconnected));
+    }
+    let access_token = seal(app, "channel access token", &token).await?;
+    let actor = Actor::member(&session.member);
+    run(
+        app,
+        &actor,
+        id,
+        ChannelCommand::Reauthorize {
+            by: requester(session),
+            name,
+            access_token,
+        },
+    )
+    .await?;
+    row(app, session, id).await
+}
+
+/// Stops receiving and sending on a channel; its history stays.
+pub async fn disconnect(
+    app: &AppState,
+    session: &Session,
+    id: ChannelId,
+) -> Result<ChannelRow, ApiError> {
+    require_admin(session)?;
+    let current = row(app, session, id).await?;
+    let actor = Actor::member(&session.member);
+    run(
+        app,
+        &actor,
+        id,
+        ChannelCommand::Disconnect {
+            by: requester(session),
+        },
+    )
+    .await?;
+    if current.kind == ChannelKind::Facebook
+        && current.recorded_status != channel::ChannelStatus::Disconnected
+    {
+        // Best effort: an expired token cannot unsubscribe, and webhooks for
+        // a disconnected channel are answered and dropped anyway.
+        match app.secrets.get(current.access_token_secret).await {
+            Ok(token) => {
+                if let Err(error) = app
+                    .graph
+                    .unsubscribe_app(&current.external_id, token.expose())
+                    .await
+                {
+                    tracing::warn!(channel = %id, %error, "could not unsubscribe the page from webhooks");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(channel = %id, %error, "could not open the page token to unsubscribe")
+            }
+        }
+    }
+    row(app, session, id).await
+}
+
+pub async fn set_assignment_mode(
+    app: &AppState,
+    session: &Session,
+    id: ChannelId,
+    mode: AssignmentMode,
+) -> Result<ChannelRow, ApiError> {
+    row(app, session, id).await?;
+    let actor = Actor::member(&session.member);
+    run(
+        app,
+        &actor,
+        id,
+        ChannelCommand::SetAssignmentMode {
+            by: requester(session),
+            mode,
+        },
+    )
+    .await?;
+    row(app, session, id).await
+}
+
+/// The expiry timer's tick: expires every channel whose idle deadline has
+/// passed at the clock's `now`. Safe to run from several processes and
+/// after restarts: the channel decides, so each deadline expires once.
+pub async fn expire_due_channels(app: &AppState) -> Result<usize, ApiError> {
+    let now = app.clock.now();
+    let due = read::due_for_expiry(&app.db, now).await?;
+    let actor = Actor::system("system:expiry-timer");
+    let mut expired = 0;
+    for channel in due {
+        let Some(deadline) = channel.token_expires_at else {
+            continue;
+        };
+        let reason = ExpiryReason::IdleDeadline { deadline };
+        let executed = execute::<Channel, _>(&*app.store, channel.id.0, &actor, |state| {
+            channel::decide(
+                state,
+                ChannelCommand::Expire {
+                    reason: reason.clone(),
+                },
+                now,
+            )
+        })
+        .await
+        .map_err(command_error)?;
+        if !executed.events.is_empty() {
+            tracing::info!(channel = %channel.id, %deadline, "channel token expired");
+            expired += 1;
+        }
+        app.read_your_writes(executed.position).await;
+    }
+    Ok(expired)
+}
+
+/// The platform rejected a channel's token (Facebook OAuth error 190):
+/// the channel is EXPIRED at once, until reauthorized.
+pub async fn expire_rejected_token(
+    app: &AppState,
+    id: ChannelId,
+    code: i64,
+    subcode: Option<i64>,
+) -> Result<bool, ApiError> {
+    let now = app.clock.now();
+    let reason = ExpiryReason::TokenRejected { code, subcode };
+    let executed = execute::<Channel, _>(
+        &*app.store,
+        id.0,
+        &Actor::system("system:delivery"),
+        |state| {
+            channel::decide(
+                state,
+                ChannelCommand::Expire {
+                    reason: reason.clone(),
+                },
+                now,
+            )
+        },
+    )
+    .await
+    .map_err(command_error)?;
+    app.read_your_writes(executed.position).await;
+    Ok(!executed.events.is_empty())
+}
+
+/// How often the expiry timer looks, in production.
+pub const EXPIRY_TICK: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs the expiry timer until the process stops.
+pub async fn run_expiry_timer(app: AppState) {
+    let mut tick = tokio::time::interval(EXPIRY_TICK);
+    loop {
+        tick.tick().await;
+        if let Err(error) = expire_due_channels(&app).await {
+            tracing::warn!(
+                ?error,
+                "expiry timer tick failed; trying again at the next tick"
+            );
+        }
+    }
+}
+
+/// The instant `within_days` after `as_of`, for the watchlist.
+pub fn watch_until(as_of: DateTime<Utc>, within_days: i32) -> Result<DateTime<Utc>, ApiError> {
+    if !(0..=3650).contains(&within_days) {
+        return Err(ApiError::Validation(
+            "withinDays must be between 0 and 3650".into(),
+        ));
+    }
+    Ok(as_of + chrono::Duration::days(within_days.into()))
+}

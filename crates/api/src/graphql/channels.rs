@@ -1,0 +1,297 @@
+//! Channels: connect, reauthorize, disconnect; status and the expiry watchlist.
+
+use async_graphql::{Context, Enum, InputObject, Object, Subscription};
+use chrono::{DateTime, Utc};
+use futures_util::stream::{Stream, StreamExt};
+use omnibox_domain::channel::{self as domain, ChannelStatus as DomainStatus};
+use omnibox_domain::ids::ChannelId;
+use omnibox_projections::channels::{self as read, ChannelRow};
+use omnibox_projections::Change;
+use tokio_stream::wrappers::BroadcastStream;
+use uuid::Uuid;
+
+use super::{session, state};
+use crate::channels::{self as service, ConnectRequest};
+use crate::ApiError;
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum ChannelKind {
+    Line,
+    Facebook,
+}
+
+impl From<omnibox_domain::ChannelKind> for ChannelKind {
+    fn from(kind: omnibox_domain::ChannelKind) -> Self {
+        match kind {
+            omnibox_domain::ChannelKind::Line => ChannelKind::Line,
+            omnibox_domain::ChannelKind::Facebook => ChannelKind::Facebook,
+        }
+    }
+}
+
+impl From<ChannelKind> for omnibox_domain::ChannelKind {
+    fn from(kind: ChannelKind) -> Self {
+        match kind {
+            ChannelKind::Line => omnibox_domain::ChannelKind::Line,
+            ChannelKind::Facebook => omnibox_domain::ChannelKind::Facebook,
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum ChannelStatus {
+    Connected,
+    /// "Connection expired": still receives; replies wait for reauthorization.
+    Expired,
+    Disconnected,
+}
+
+impl From<DomainStatus> for ChannelStatus {
+    fn from(status: DomainStatus) -> Self {
+        match status {
+            DomainStatus::Connected => ChannelStatus::Connected,
+            DomainStatus::Expired => ChannelStatus::Expired,
+            DomainStatus::Disconnected => ChannelStatus::Disconnected,
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum AssignmentMode {
+    Off,
+    RoundRobin,
+}
+
+impl From<domain::AssignmentMode> for AssignmentMode {
+    fn from(mode: domain::AssignmentMode) -> Self {
+        match mode {
+            domain::AssignmentMode::Off => AssignmentMode::Off,
+            domain::AssignmentMode::RoundRobin => AssignmentMode::RoundRobin,
+        }
+    }
+}
+
+impl From<AssignmentMode> for domain::AssignmentMode {
+    fn from(mode: AssignmentMode) -> Self {
+        match mode {
+            AssignmentMode::Off => domain::AssignmentMode::Off,
+            AssignmentMode::RoundRobin => domain::AssignmentMode::RoundRobin,
+        }
+    }
+}
+
+/// A LINE Official Account or Facebook Page connected to the organization.
+pub struct Channel(pub ChannelRow);
+
+#[Object]
+impl Channel {
+    async fn id(&self) -> Uuid {
+        self.0.id.0
+    }
+
+    async fn kind(&self) -> ChannelKind {
+        self.0.kind.into()
+    }
+
+    /// The page id (Facebook) or the bot user id, the webhooks' `destination` (LINE).
+    async fn external_id(&self) -> &str {
+        &self.0.external_id
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// The connection's status at `asOf` (default: now). A token past its
+    /// 90-day deadline counts as EXPIRED even before the timer records it.
+    async fn status(
+        &self,
+        ctx: &Context<'_>,
+        as_of: Option<DateTime<Utc>>,
+    ) -> async_graphql::Result<ChannelStatus> {
+        let at = match as_of {
+            Some(at) => at,
+            None => state(ctx)?.clock.now(),
+        };
+        Ok(self.0.status_at(at).into())
+    }
+
+    /// When the Facebook page token stops working unless the channel sends
+    /// or is reauthorized first; null for LINE.
+    async fn token_expires_at(&self) -> Option<DateTime<Utc>> {
+        self.0.token_expires_at
+    }
+
+    async fn assignment_mode(&self) -> AssignmentMode {
+        self.0.assignment_mode.into()
+    }
+
+    /// Where the platform must send this channel's webhooks.
+    async fn webhook_url(&self, ctx: &Context<'_>) -> async_graphql::Result<String> {
+        let base = &state(ctx)?.config.public_url;
+        Ok(match self.0.kind {
+            omnibox_domain::ChannelKind::Line => format!("{base}/webhooks/line/{}", self.0.id),
+            omnibox_domain::ChannelKind::Facebook => format!("{base}/webhooks/facebook"),
+        })
+    }
+}
+
+#[derive(InputObject)]
+pub struct ConnectChannelInput {
+    pub kind: ChannelKind,
+    /// Facebook: the page id. LINE: the bot user id (checked against the token).
+    pub external_id: String,
+    pub name: String,
+    /// Never stored in plain text, never shown again.
+    pub access_token: String,
+    /// LINE only: the channel secret that signs webhooks.
+    pub channel_secret: Option<String>,
+}
+
+#[derive(Default)]
+pub struct ChannelsQuery;
+
+#[Object]
+impl ChannelsQuery {
+    async fn channels(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Channel>> {
+        let me = &session(ctx)?.member;
+        let rows = read::channels(&state(ctx)?.db, me.org_id)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(rows.into_iter().map(Channel).collect())
+    }
+
+    /// One channel of the caller's organization; NOT_FOUND for any other id.
+    async fn channel(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<Channel>> {
+        let me = &session(ctx)?.member;
+        let row = read::channel(&state(ctx)?.db, me.org_id, ChannelId(id))
+            .await
+            .map_err(ApiError::from)?;
+        match row {
+            Some(row) => Ok(Some(Channel(row))),
+            None => Err(ApiError::NotFound("no such channel in your organization".into()).into()),
+        }
+    }
+
+    /// The token-expiry watchlist: channels (not disconnected) whose token
+    /// expires within `withinDays` of `asOf` (default now), soonest first.
+    /// Already-expired tokens are included.
+    async fn expiring_channels(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 14)] within_days: i32,
+        as_of: Option<DateTime<Utc>>,
+    ) -> async_graphql::Result<Vec<Channel>> {
+        let me = &session(ctx)?.member;
+        let app = state(ctx)?;
+        let until = service::watch_until(as_of.unwrap_or_else(|| app.clock.now()), within_days)?;
+        let rows = read::expiring(&app.db, me.org_id, until)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(rows.into_iter().map(Channel).collect())
+    }
+}
+
+#[derive(Default)]
+pub struct ChannelsMutation;
+
+#[Object]
+impl ChannelsMutation {
+    /// Connects a LINE Official Account or Facebook Page (OWNER or
+    /// PRIMARY_ADMIN). The token is checked with the platform first; a
+    /// Facebook page belongs to at most one organization, for ever.
+    async fn connect_channel(
+        &self,
+        ctx: &Context<'_>,
+        input: ConnectChannelInput,
+    ) -> async_graphql::Result<Channel> {
+        let request = ConnectRequest {
+            kind: input.kind.into(),
+            external_id: input.external_id,
+            name: input.name,
+            access_token: input.access_token,
+            channel_secret: input.channel_secret,
+        };
+        Ok(Channel(
+            service::connect(state(ctx)?, session(ctx)?, request).await?,
+        ))
+    }
+
+    /// Replaces the channel's token (checked with the platform) and makes it
+    /// CONNECTED again; the 90 days start over.
+    async fn reauthorize_channel(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+        access_token: String,
+    ) -> async_graphql::Result<Channel> {
+        Ok(Channel(
+            service::reauthorize(state(ctx)?, session(ctx)?, ChannelId(id), &access_token).await?,
+        ))
+    }
+
+    /// Stops receiving and sending; conversations and messages stay readable.
+    async fn disconnect_channel(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+    ) -> async_graphql::Result<Channel> {
+        Ok(Channel(
+            service::disconnect(state(ctx)?, session(ctx)?, ChannelId(id)).await?,
+        ))
+    }
+
+    async fn set_assignment_mode(
+        &self,
+        ctx: &Context<'_>,
+        channel_id: Uuid,
+        mode: AssignmentMode,
+    ) -> async_graphql::Result<Channel> {
+        let row = service::set_assignment_mode(
+            state(ctx)?,
+            session(ctx)?,
+            ChannelId(channel_id),
+            mode.into(),
+        )
+        .await?;
+        Ok(Channel(row))
+    }
+}
+
+#[derive(Default)]
+pub struct ChannelsSubscription;
+
+#[Subscription]
+impl ChannelsSubscription {
+    /// Every change to one of the organization's channels (connected,
+    /// reauthorized, expired, disconnected, assignment mode), after the read
+    /// model shows it.
+    async fn channel_updates(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<impl Stream<Item = Channel>> {
+        let org = session(ctx)?.member.org_id;
+        let app = state(ctx)?.clone();
+        Ok(BroadcastStream::new(app.bus.subscribe())
+            .filter_map(move |update| {
+                std::future::ready(match update {
+                    Ok(update) if update.org_id == org => match update.change {
+                        Change::Channel(id) => Some(id),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+            })
+            .then(move |id| {
+                let app = app.clone();
+                async move {
+                    read::channel(&app.db, org, id)
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(Channel)
+                }
+            })
+            .filter_map(std::future::ready))
+    }
+}

@@ -1,0 +1,176 @@
+//! A local HTTP server playing the Facebook Graph API and the LINE API, with
+//! answers taken from the fixtures. Tests register pages, bots and tokens,
+//! and read back every request it received.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Value};
+
+/// One request the stand-in received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: Method,
+    pub path: String,
+    pub query: String,
+    pub authorization: Option<String>,
+}
+
+#[derive(Default)]
+struct World {
+    /// page id → (name, the one token that works for it)
+    pages: HashMap<String, (String, String)>,
+    /// LINE token → bot user id
+    bots: HashMap<String, String>,
+    requests: Vec<Recorded>,
+}
+
+#[derive(Clone, Default)]
+pub struct Platform {
+    world: Arc<Mutex<World>>,
+    pub url: String,
+}
+
+fn fixture(path: &str) -> Value {
+    let bytes =
+        std::fs::read(format!("{}/fixtures/{path}", env!("CARGO_MANIFEST_DIR"))).expect("fixture");
+    serde_json::from_slice(&bytes).expect("fixture JSON")
+}
+
+impl Platform {
+    pub async fn start() -> Self {
+        let mut platform = Platform::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        platform.url = format!("http://{}", listener.local_addr().expect("address"));
+        let app = Router::new()
+            .route("/v2/bot/info", get(bot_info))
+            .route("/{page_id}", get(page))
+            .route(
+                "/{page_id}/subscribed_apps",
+                post(subscription).delete(subscription),
+            )
+            .with_state(platform.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        platform
+    }
+
+    pub fn add_page(&self, page_id: &str, name: &str, token: &str) {
+        self.world()
+            .pages
+            .insert(page_id.into(), (name.into(), token.into()));
+    }
+
+    pub fn add_bot(&self, token: &str, user_id: &str) {
+        self.world().bots.insert(token.into(), user_id.into());
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.world().requests.clone()
+    }
+
+    fn world(&self) -> std::sync::MutexGuard<'_, World> {
+        self.world.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record(
+        &self,
+        method: Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        _body: Bytes,
+    ) -> Option<String> {
+        let authorization = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        self.world().requests.push(Recorded {
+            method,
+            path: uri.path().to_owned(),
+            query: uri.query().unwrap_or_default().to_owned(),
+            authorization: authorization.clone(),
+        });
+        authorization.and_then(|a| a.strip_prefix("Bearer ").map(str::to_owned))
+    }
+
+    fn page_token_ok(&self, page_id: &str, token: Option<&str>) -> Option<String> {
+        let world = self.world();
+        let (name, good) = world.pages.get(page_id)?;
+        (Some(good.as_str()) == token).then(|| name.clone())
+    }
+}
+
+/// Graph's answer to a token it does not accept: OAuth error 190.
+fn token_rejected() -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(fixture("facebook/error_token_expired.json")),
+    )
+        .into_response()
+}
+
+async fn page(
+    State(platform): State<Platform>,
+    Path(page_id): Path<String>,
+    Query(_query): Query<HashMap<String, String>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let token = platform.record(method, &uri, &headers, body);
+    match platform.page_token_ok(&page_id, token.as_deref()) {
+        Some(name) => axum::Json(json!({ "id": page_id, "name": name })).into_response(),
+        None => token_rejected(),
+    }
+}
+
+async fn subscription(
+    State(platform): State<Platform>,
+    Path(page_id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let token = platform.record(method, &uri, &headers, body);
+    match platform.page_token_ok(&page_id, token.as_deref()) {
+        Some(_) => axum::Json(json!({ "success": true })).into_response(),
+        None => token_rejected(),
+    }
+}
+
+async fn bot_info(
+    State(platform): State<Platform>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let token = platform.record(method, &uri, &headers, body);
+    let user_id = token.and_then(|t| platform.world().bots.get(&t).cloned());
+    match user_id {
+        Some(user_id) => axum::Json(json!({
+            "userId": user_id,
+            "basicId": "@siamshop",
+            "displayName": "Siam Shop",
+            "chatMode": "chat",
+            "markAsReadMode": "manual"
+        }))
+        .into_response(),
+        None => (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({ "message": "Authentication failed. Confirm that the access token in the authorization header is valid." })),
+        )
+            .into_response(),
+    }
+}
