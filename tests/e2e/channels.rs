@@ -591,6 +591,50 @@ async fn secrets_never_appear_in_plain_text(app: App) {
     assert!(log_text.contains("fingerprint"));
 }
 
+/// The real binary, logging at debug level, never logs a token or secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_the_logs() {
+    let platform = crate::platform::Platform::start().await;
+    platform.add_page(PAGE_A, "Page A", PAGE_TOKEN);
+    platform.add_bot(LINE_TOKEN, BOT);
+    let env = [
+        ("OMNIBOX_FACEBOOK_GRAPH_URL", platform.url.as_str()),
+        ("OMNIBOX_LINE_API_URL", platform.url.as_str()),
+        ("OMNIBOX_LOG", "debug"),
+    ];
+    let server = crate::support::Server::start_with(omnibox_store::testing::Backend::Sqlite, &env)
+        .await
+        .expect("server");
+    let owner = server.bootstrap("Siam Shop", "owner@example.com");
+    let facebook = json!({ "input": { "kind": "FACEBOOK", "externalId": PAGE_A, "name": "Page", "accessToken": PAGE_TOKEN } });
+    let line = json!({ "input": { "kind": "LINE", "externalId": BOT, "name": "LINE", "accessToken": LINE_TOKEN, "channelSecret": LINE_SECRET } });
+    let wrong = json!({ "input": { "kind": "FACEBOOK", "externalId": PAGE_B, "name": "Page", "accessToken": "EAAG-secret-but-wrong" } });
+    for input in [facebook, line, wrong] {
+        server
+            .graphql(Some(&owner.token), &connect_query(), input)
+            .await;
+    }
+    let connected = server
+        .graphql(Some(&owner.token), "{ channels { status } }", json!({}))
+        .await;
+    assert_eq!(
+        connected["data"]["channels"].as_array().map(Vec::len),
+        Some(2),
+        "{connected}"
+    );
+    let logs = server.logs();
+    assert!(logs.contains("DEBUG"), "debug logging is on");
+    for secret in [
+        PAGE_TOKEN,
+        LINE_TOKEN,
+        LINE_SECRET,
+        "EAAG-secret-but-wrong",
+        owner.token.as_str(),
+    ] {
+        assert!(!logs.contains(secret), "{secret} reached the logs");
+    }
+}
+
 impl App {
     fn clock_now(&self) -> chrono::DateTime<chrono::Utc> {
         omnibox_domain::Clock::now(&*self.clock)

@@ -42,9 +42,15 @@ impl Server {
     /// Starts a server on a fresh database of `backend`; `None` when
     /// PostgreSQL is unavailable and not required.
     pub async fn start(backend: Backend) -> Option<Self> {
+        Self::start_with(backend, &[]).await
+    }
+
+    /// Like [`Server::start`], with extra environment variables.
+    pub async fn start_with(backend: Backend, env: &[(&str, &str)]) -> Option<Self> {
         let database = TestDatabase::create(backend).await?;
         let database_url = database.url.clone();
         let mut child = omnibox(&database_url)
+            .envs(env.iter().copied())
             .arg("serve")
             .env("OMNIBOX_LISTEN", "127.0.0.1:0")
             .stdout(Stdio::null())
