@@ -1,0 +1,16 @@
+//! Conversations, messages and contacts, as the platforms report them.
+//!
+//! One conversation per (channel, customer thread): a LINE or Facebook user,
+//! or a LINE group or room. Its id is derived from that pair, and every
+//! event caused by a platform message gets an id derived from the message's
+//! platform id, so a redelivered or re-batched webhook can never create a
+//! second conversation or a second message: the store treats the repeated
+//! id as already written.
+
+mod event;
+mod ids;
+
+pub use event::{
+    AttachmentKind, ContactEvent, ConversationEvent, InboundAttachment, InboundEvent, MediaSource, Postback, Thread,
+};
+pub use ids::{contact_id, conversation_id, inbound_event_id};
