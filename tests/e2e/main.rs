@@ -3,5 +3,6 @@
 
 mod channels;
 mod foundation;
+mod inbound;
 mod platform;
 mod support;

@@ -10,6 +10,37 @@ use omnibox_store::testing::{Backend, TestDatabase};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
+/// The secrets the reference fixtures are signed with.
+pub const FACEBOOK_APP_SECRET: &str = "fixture-app-secret";
+pub const LINE_CHANNEL_SECRET: &str = "fixture-channel-secret";
+
+/// A fixture's exact bytes.
+pub fn fixture(path: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/fixtures/{path}", env!("CARGO_MANIFEST_DIR"))).expect("fixture")
+}
+
+fn hmac_sha256(key: &str, body: &[u8]) -> Vec<u8> {
+    use hmac::Mac;
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key.as_bytes()).expect("any key length");
+    mac.update(body);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// `X-Hub-Signature-256` for `body`.
+pub fn facebook_signature(body: &[u8]) -> String {
+    format!(
+        "sha256={}",
+        hex::encode(hmac_sha256(FACEBOOK_APP_SECRET, body))
+    )
+}
+
+/// `x-line-signature` for `body`.
+pub fn line_signature(body: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(hmac_sha256(LINE_CHANNEL_SECRET, body))
+}
+
 /// A fixed key for tests, so no development key file is written anywhere.
 pub const TEST_SECRET_KEY: &str = "dGVzdC1rZXktMzItYnl0ZXMtbG9uZy0tLS0tLS0tLS0=";
 
@@ -208,6 +239,14 @@ impl App {
             ("OMNIBOX_SECRET_KEY", TEST_SECRET_KEY.to_owned()),
             ("OMNIBOX_FACEBOOK_GRAPH_URL", platform.url.clone()),
             ("OMNIBOX_LINE_API_URL", platform.url.clone()),
+            (
+                "OMNIBOX_FACEBOOK_APP_SECRET",
+                FACEBOOK_APP_SECRET.to_owned(),
+            ),
+            (
+                "OMNIBOX_FACEBOOK_VERIFY_TOKEN",
+                "fixture-verify-token".to_owned(),
+            ),
         ]
         .into_iter()
         .collect();

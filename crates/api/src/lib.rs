@@ -16,9 +16,11 @@ pub mod commands;
 pub mod config;
 mod error;
 pub mod graphql;
+pub mod inbound;
 pub mod metrics;
 pub mod server;
 mod state;
+pub mod webhooks;
 
 pub use config::Config;
 pub use error::ApiError;

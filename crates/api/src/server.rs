@@ -7,18 +7,19 @@ use async_graphql::http::{WebSocketProtocols, WsMessage};
 use async_graphql::Data;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, SEC_WEBSOCKET_PROTOCOL};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{middleware, Router};
 use futures_util::{SinkExt, StreamExt};
 
 use crate::auth::{authenticate, bearer};
 use crate::graphql::{schema, OmniboxSchema};
 use crate::metrics::track_requests;
-use crate::{ApiError, AppState};
+use crate::{webhooks, ApiError, AppState};
 
 /// Close code for a WebSocket whose `connection_init` carried no valid token.
 const CLOSE_FORBIDDEN: u16 = 4403;
@@ -35,11 +36,20 @@ pub fn router(app: AppState) -> Router {
         schema: schema(Some(app.clone())),
         app: app.clone(),
     };
+    let webhooks = Router::new()
+        .route(
+            "/webhooks/facebook",
+            get(webhooks::facebook_verify).post(webhooks::facebook_receive),
+        )
+        .route("/webhooks/line/{channel_id}", post(webhooks::line_receive))
+        .layer(DefaultBodyLimit::max(webhooks::MAX_WEBHOOK_BODY))
+        .with_state(app.clone());
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/graphql", get(graphql_get).post(graphql_post))
         .with_state(server)
+        .merge(webhooks)
         .layer(middleware::from_fn_with_state(
             app.metrics.clone(),
             track_requests,

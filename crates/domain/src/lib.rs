@@ -10,6 +10,7 @@
 pub mod channel;
 pub mod channel_kind;
 pub mod clock;
+pub mod conversation;
 pub mod ids;
 pub mod org;
 pub mod policy;

@@ -290,6 +290,34 @@ impl Projections {
         Ok(applied)
     }
 
+    /// Applies events actively (no runner needs to be spawned) until every
+    /// read model reflects `position`, or `timeout` passes. On PostgreSQL a
+    /// just-committed event can stay below the read horizon for a moment
+    /// (another transaction still running), hence the retries.
+    pub async fn catch_up_to(
+        &self,
+        position: Position,
+        timeout: Duration,
+    ) -> Result<bool, ProjectionError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            self.catch_up().await?;
+            if self
+                .runners
+                .iter()
+                .all(|r| *r.position().borrow() >= position)
+            {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
     /// Waits until every read model reflects `position` (so a client reads
     /// its own write), or `timeout` passes. Returns whether it got there.
     pub async fn wait_for(&self, position: Position, timeout: Duration) -> bool {

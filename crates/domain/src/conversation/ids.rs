@@ -22,16 +22,27 @@ use crate::ids::{ChannelId, ContactId, ConversationId};
 const NAMESPACE: Uuid = Uuid::from_u128(0x6f6d_6e69_626f_7843_6f6e_7665_7273_6174);
 
 pub fn conversation_id(channel: ChannelId, thread: &Thread) -> ConversationId {
-    ConversationId(Uuid::new_v5(&NAMESPACE, format!("conversation:{channel}:{}", thread.key()).as_bytes()))
+    ConversationId(Uuid::new_v5(
+        &NAMESPACE,
+        format!("conversation:{channel}:{}", thread.key()).as_bytes(),
+    ))
 }
 
 pub fn contact_id(channel: ChannelId, platform_user_id: &str) -> ContactId {
-    ContactId(Uuid::new_v5(&NAMESPACE, format!("contact:{channel}:{platform_user_id}").as_bytes()))
+    ContactId(Uuid::new_v5(
+        &NAMESPACE,
+        format!("contact:{channel}:{platform_user_id}").as_bytes(),
+    ))
 }
 
 /// The id of the event caused by the platform item `platform_id` of `kind`
 /// on `channel`, stamped `at` by the platform.
-pub fn inbound_event_id(channel: ChannelId, kind: &str, platform_id: &str, at: DateTime<Utc>) -> Uuid {
+pub fn inbound_event_id(
+    channel: ChannelId,
+    kind: &str,
+    platform_id: &str,
+    at: DateTime<Utc>,
+) -> Uuid {
     let digest = Sha256::new()
         .chain_update(channel.0.as_bytes())
         .chain_update(kind.as_bytes())
@@ -56,11 +67,43 @@ mod tests {
     #[test]
     fn the_same_item_always_gets_the_same_id() {
         let channel = ChannelId(Uuid::from_u128(7));
-        let a = inbound_event_id(channel, "message", "537216233912020329", at(1_795_400_411_093));
-        assert_eq!(a, inbound_event_id(channel, "message", "537216233912020329", at(1_795_400_411_093)));
-        assert_ne!(a, inbound_event_id(channel, "message", "537216233912020330", at(1_795_400_411_093)));
-        assert_ne!(a, inbound_event_id(ChannelId(Uuid::from_u128(8)), "message", "537216233912020329", at(1_795_400_411_093)));
-        assert_ne!(a, inbound_event_id(channel, "echo", "537216233912020329", at(1_795_400_411_093)));
+        let a = inbound_event_id(
+            channel,
+            "message",
+            "537216233912020329",
+            at(1_795_400_411_093),
+        );
+        assert_eq!(
+            a,
+            inbound_event_id(
+                channel,
+                "message",
+                "537216233912020329",
+                at(1_795_400_411_093)
+            )
+        );
+        assert_ne!(
+            a,
+            inbound_event_id(
+                channel,
+                "message",
+                "537216233912020330",
+                at(1_795_400_411_093)
+            )
+        );
+        assert_ne!(
+            a,
+            inbound_event_id(
+                ChannelId(Uuid::from_u128(8)),
+                "message",
+                "537216233912020329",
+                at(1_795_400_411_093)
+            )
+        );
+        assert_ne!(
+            a,
+            inbound_event_id(channel, "echo", "537216233912020329", at(1_795_400_411_093))
+        );
         assert_eq!(a.get_version_num(), 8);
     }
 
@@ -78,7 +121,10 @@ mod tests {
         let user = Thread::User("7294018365520341".into());
         assert_eq!(conversation_id(a, &user), conversation_id(a, &user));
         assert_ne!(conversation_id(a, &user), conversation_id(b, &user));
-        assert_ne!(conversation_id(a, &user), conversation_id(a, &Thread::Group("7294018365520341".into())));
+        assert_ne!(
+            conversation_id(a, &user),
+            conversation_id(a, &Thread::Group("7294018365520341".into()))
+        );
         assert_eq!(contact_id(a, "U1"), contact_id(a, "U1"));
         assert_ne!(contact_id(a, "U1"), contact_id(b, "U1"));
     }

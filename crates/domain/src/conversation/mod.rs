@@ -11,6 +11,7 @@ mod event;
 mod ids;
 
 pub use event::{
-    AttachmentKind, ContactEvent, ConversationEvent, InboundAttachment, InboundEvent, MediaSource, Postback, Thread,
+    AttachmentKind, ContactEvent, ConversationEvent, InboundAttachment, InboundEvent, MediaSource,
+    Postback, Thread,
 };
 pub use ids::{contact_id, conversation_id, inbound_event_id};

@@ -1,0 +1,218 @@
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ChannelId, ContactId, ConversationId, OrgId};
+use crate::ChannelKind;
+
+/// Who a conversation is with: one platform user, or a LINE group or room.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Thread {
+    User(String),
+    Group(String),
+    Room(String),
+}
+
+impl Thread {
+    /// A stable text key, unique per thread on a channel.
+    pub fn key(&self) -> String {
+        match self {
+            Thread::User(id) => format!("user:{id}"),
+            Thread::Group(id) => format!("group:{id}"),
+            Thread::Room(id) => format!("room:{id}"),
+        }
+    }
+
+    /// The id the platform sends to (PSID, LINE userId, groupId or roomId).
+    pub fn platform_id(&self) -> &str {
+        match self {
+            Thread::User(id) | Thread::Group(id) | Thread::Room(id) => id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AttachmentKind {
+    Image,
+    Video,
+    Audio,
+    File,
+    Sticker,
+    Location,
+    Link,
+    Other,
+}
+
+/// Where an inbound attachment's bytes can be fetched, for a short while.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "from", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MediaSource {
+    /// A signed, expiring URL (Facebook CDN, LINE external provider).
+    Url { url: String },
+    /// LINE's content endpoint for this message.
+    LineContent { message_id: String },
+    /// Nothing to download (stickers, locations, links).
+    None,
+}
+
+/// An attachment as the platform described it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboundAttachment {
+    pub kind: AttachmentKind,
+    pub source: MediaSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// A shared link (LINK) or the sticker's platform id (STICKER).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latitude: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longitude: Option<f64>,
+}
+
+/// A button the customer tapped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Postback {
+    pub title: Option<String>,
+    pub payload: Option<String>,
+}
+
+/// What happened in a conversation (`conversation-<id>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum ConversationEvent {
+    /// The customer wrote, or tapped a button (`postback`): customer
+    /// activity that opens the messaging window.
+    MessageReceived {
+        conversation_id: ConversationId,
+        org_id: OrgId,
+        channel_id: ChannelId,
+        channel_kind: ChannelKind,
+        contact_id: ContactId,
+        thread: Thread,
+        /// The platform user who wrote (differs from the thread in groups).
+        author: Option<String>,
+        platform_message_id: String,
+        /// The platform's timestamp, never the time the webhook arrived.
+        sent_at: DateTime<Utc>,
+        text: Option<String>,
+        attachments: Vec<InboundAttachment>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        postback: Option<Postback>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        quick_reply_payload: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<String>,
+        /// LINE's single-use reply token (valid about a minute).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_token: Option<String>,
+        /// Delivered while another app controlled the thread.
+        #[serde(default)]
+        standby: bool,
+    },
+    /// The page sent a message (Facebook echo): ours, or another tool's.
+    MessageEchoed {
+        conversation_id: ConversationId,
+        org_id: OrgId,
+        channel_id: ChannelId,
+        platform_message_id: String,
+        sent_at: DateTime<Utc>,
+        app_id: Option<u64>,
+        metadata: Option<String>,
+        text: Option<String>,
+        attachments: Vec<InboundAttachment>,
+    },
+    /// Everything the page sent up to `watermark` reached the customer.
+    MessagesDelivered {
+        conversation_id: ConversationId,
+        org_id: OrgId,
+        channel_id: ChannelId,
+        watermark: DateTime<Utc>,
+        platform_message_ids: Vec<String>,
+    },
+    /// The customer read everything up to `watermark`.
+    MessagesRead {
+        conversation_id: ConversationId,
+        org_id: OrgId,
+        channel_id: ChannelId,
+        watermark: DateTime<Utc>,
+    },
+    /// The customer unsent a message (LINE); history keeps that it existed.
+    MessageUnsent {
+        conversation_id: ConversationId,
+        org_id: OrgId,
+        channel_id: ChannelId,
+        platform_message_id: String,
+        at: DateTime<Utc>,
+    },
+}
+
+impl ConversationEvent {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            ConversationEvent::MessageReceived { .. } => "MessageReceived",
+            ConversationEvent::MessageEchoed { .. } => "MessageEchoed",
+            ConversationEvent::MessagesDelivered { .. } => "MessagesDelivered",
+            ConversationEvent::MessagesRead { .. } => "MessagesRead",
+            ConversationEvent::MessageUnsent { .. } => "MessageUnsent",
+        }
+    }
+}
+
+/// What happened to a customer as a channel knows them (`contact-<id>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum ContactEvent {
+    /// Added the LINE account as a friend, or unblocked it.
+    ContactFollowed {
+        contact_id: ContactId,
+        org_id: OrgId,
+        channel_id: ChannelId,
+        platform_user_id: String,
+        unblocked: bool,
+        at: DateTime<Utc>,
+    },
+    /// Blocked the LINE account: pushes are accepted but not delivered.
+    ContactUnfollowed {
+        contact_id: ContactId,
+        org_id: OrgId,
+        channel_id: ChannelId,
+        platform_user_id: String,
+        at: DateTime<Utc>,
+    },
+}
+
+impl ContactEvent {
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            ContactEvent::ContactFollowed { .. } => "ContactFollowed",
+            ContactEvent::ContactUnfollowed { .. } => "ContactUnfollowed",
+        }
+    }
+}
+
+/// Webhook items with no conversation to go to (`inbound-<channel id>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum InboundEvent {
+    /// A kind Omnibox does not handle yet: kept, never dropped silently.
+    UnsupportedEventReceived {
+        org_id: OrgId,
+        channel_id: ChannelId,
+        kind: String,
+        platform_event_id: Option<String>,
+        at: Option<DateTime<Utc>>,
+    },
+}
+
+impl InboundEvent {
+    pub fn event_type(&self) -> &'static str {
+        "UnsupportedEventReceived"
+    }
+}

@@ -1,0 +1,435 @@
+//! Webhooks to events: every shape of the reference fixtures, through real
+//! HTTP, exactly once, durable before acknowledged.
+
+use serde_json::{json, Value};
+
+use crate::support::{
+    facebook_signature, fixture, in_process_on_both_backends, line_signature, App,
+};
+
+const PAGE_A: &str = "104729381650237";
+const PAGE_B: &str = "108813467701552";
+const BOT: &str = "Ua3f09c2e71b84d56e0f1a2b3c4d5e6f7";
+
+struct Inbox {
+    app: App,
+    owner: crate::support::Bootstrapped,
+    line_channel: String,
+}
+
+/// An organization with PAGE_A (and optionally PAGE_B) and the fixtures' LINE bot connected.
+async fn inbox(app: App, with_page_b: bool) -> Inbox {
+    let owner = app.bootstrap("Siam Shop", "owner@example.com").await;
+    let mut pages = vec![(PAGE_A, "EAAG-a")];
+    if with_page_b {
+        pages.push((PAGE_B, "EAAG-b"));
+    }
+    for (page, token) in pages {
+        app.platform.add_page(page, "Page", token);
+        let answer = app
+            .graphql(
+                &owner.token,
+                "mutation($i: ConnectChannelInput!) { connectChannel(input: $i) { id } }",
+                json!({ "i": { "kind": "FACEBOOK", "externalId": page, "name": "Page", "accessToken": token } }),
+            )
+            .await;
+        assert!(answer["errors"].is_null(), "{answer}");
+    }
+    app.platform.add_bot("line-token", BOT);
+    let line = app
+        .graphql(
+            &owner.token,
+            "mutation($i: ConnectChannelInput!) { connectChannel(input: $i) { id } }",
+            json!({ "i": { "kind": "LINE", "externalId": BOT, "name": "LINE", "accessToken": "line-token", "channelSecret": "fixture-channel-secret" } }),
+        )
+        .await;
+    let line_channel = line["data"]["connectChannel"]["id"]
+        .as_str()
+        .expect("line channel")
+        .to_owned();
+    Inbox {
+        app,
+        owner,
+        line_channel,
+    }
+}
+
+impl Inbox {
+    async fn post_facebook(&self, body: &[u8], signature: Option<&str>) -> u16 {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}/webhooks/facebook", self.app.url))
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+        if let Some(signature) = signature {
+            request = request.header("X-Hub-Signature-256", signature);
+        }
+        request.send().await.expect("POST").status().as_u16()
+    }
+
+    async fn facebook(&self, file: &str) -> u16 {
+        let body = fixture(file);
+        self.post_facebook(&body, Some(&facebook_signature(&body)))
+            .await
+    }
+
+    async fn post_line(&self, channel: &str, body: &[u8], signature: Option<&str>) -> u16 {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}/webhooks/line/{channel}", self.app.url))
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+        if let Some(signature) = signature {
+            request = request.header("x-line-signature", signature);
+        }
+        request.send().await.expect("POST").status().as_u16()
+    }
+
+    async fn line(&self, file: &str) -> u16 {
+        let body = fixture(file);
+        self.post_line(&self.line_channel, &body, Some(&line_signature(&body)))
+            .await
+    }
+
+    /// The inbound events in the log: (type, data).
+    async fn inbound(&self) -> Vec<(String, Value)> {
+        self.app
+            .events()
+            .await
+            .into_iter()
+            .filter(|e| ["conversation", "contact", "inbound"].contains(&e.stream.category()))
+            .map(|e| {
+                (
+                    e.event_type.clone(),
+                    serde_json::from_str(&e.data).expect("json"),
+                )
+            })
+            .collect()
+    }
+
+    async fn metric(&self, name: &str) -> String {
+        let text = reqwest::get(format!("{}/metrics", self.app.url))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn types(events: &[(String, Value)]) -> Vec<&str> {
+    events.iter().map(|(t, _)| t.as_str()).collect()
+}
+
+async fn facebook_handshake_answers_the_challenge_only_to_our_token(app: App) {
+    let base = format!("{}/webhooks/facebook", app.url);
+    let ok = reqwest::get(format!(
+        "{base}?hub.mode=subscribe&hub.verify_token=fixture-verify-token&hub.challenge=1158201444"
+    ))
+    .await
+    .expect("GET");
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.headers()["content-type"], "text/plain");
+    assert_eq!(ok.text().await.expect("body"), "1158201444");
+    for query in [
+        "hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=1",
+        "hub.mode=unsubscribe&hub.verify_token=fixture-verify-token&hub.challenge=1",
+    ] {
+        assert_eq!(
+            reqwest::get(format!("{base}?{query}"))
+                .await
+                .expect("GET")
+                .status(),
+            403,
+            "{query}"
+        );
+    }
+}
+
+async fn a_facebook_text_is_stored_exactly_once(app: App) {
+    let inbox = inbox(app, false).await;
+    assert_eq!(inbox.facebook("facebook/text_message.json").await, 200);
+    let events = inbox.inbound().await;
+    assert_eq!(types(&events), ["MessageReceived"]);
+    let message = &events[0].1;
+    assert_eq!(message["text"], "Hi! Do you ship to Chiang Mai? ขอบคุณค่ะ");
+    assert_eq!(message["sent_at"], "2026-11-23T02:10:05.412Z");
+    assert_eq!(
+        message["thread"],
+        json!({ "kind": "USER", "id": "7294018365520341" })
+    );
+    assert_eq!(message["channel_kind"], "FACEBOOK");
+
+    // Again, and five times at once: nothing new.
+    assert_eq!(inbox.facebook("facebook/text_message.json").await, 200);
+    let concurrent = futures_util::future::join_all(
+        (0..5).map(|_| inbox.facebook("facebook/text_message.json")),
+    )
+    .await;
+    assert!(concurrent.iter().all(|s| *s == 200), "{concurrent:?}");
+    // A retry re-batched with another entry.time (other bytes, same item) is the same message.
+    let mut rebatched: Value =
+        serde_json::from_slice(&fixture("facebook/text_message.json")).expect("json");
+    rebatched["entry"][0]["time"] = json!(1_795_399_999_999_i64);
+    let body = serde_json::to_vec(&rebatched).expect("json");
+    assert_eq!(
+        inbox
+            .post_facebook(&body, Some(&facebook_signature(&body)))
+            .await,
+        200
+    );
+    assert_eq!(inbox.inbound().await.len(), 1);
+}
+
+async fn bad_facebook_deliveries_store_nothing(app: App) {
+    let inbox = inbox(app, false).await;
+    let body = fixture("facebook/text_message.json");
+    let mut tampered = body.clone();
+    tampered[100] ^= 1;
+    assert_eq!(inbox.post_facebook(&body, None).await, 401);
+    assert_eq!(inbox.post_facebook(&body, Some("sha256=00")).await, 401);
+    assert_eq!(
+        inbox
+            .post_facebook(&tampered, Some(&facebook_signature(&body)))
+            .await,
+        401
+    );
+    let garbage = b"{\"object\":\"page\",\"entry\":[{";
+    assert_eq!(
+        inbox
+            .post_facebook(garbage, Some(&facebook_signature(garbage)))
+            .await,
+        400
+    );
+    let huge = vec![b' '; 5 * 1024 * 1024];
+    assert_eq!(
+        inbox
+            .post_facebook(&huge, Some(&facebook_signature(&huge)))
+            .await,
+        413
+    );
+    assert!(inbox.inbound().await.is_empty());
+    // The genuine delivery still goes through afterwards.
+    assert_eq!(
+        inbox
+            .post_facebook(&body, Some(&facebook_signature(&body)))
+            .await,
+        200
+    );
+    assert_eq!(inbox.inbound().await.len(), 1);
+}
+
+async fn unknown_pages_are_acknowledged_counted_and_dropped(app: App) {
+    let inbox = inbox(app, false).await;
+    // PAGE_B is not connected: its two items are dropped, PAGE_A's is kept.
+    assert_eq!(
+        inbox
+            .facebook("facebook/multiple_entries_batched.json")
+            .await,
+        200
+    );
+    let events = inbox.inbound().await;
+    assert_eq!(types(&events), ["MessageReceived"]);
+    assert_eq!(events[0].1["thread"]["id"], "6602957718843910");
+    assert!(inbox
+        .metric("omnibox_webhooks_unknown_target_total")
+        .await
+        .contains("platform=\"facebook\"} 1"));
+}
+
+async fn every_facebook_shape_is_recorded(app: App) {
+    let inbox = inbox(app, true).await;
+    for file in [
+        "facebook/text_message.json",
+        "facebook/image_attachment.json",
+        "facebook/multiple_entries_batched.json",
+        "facebook/echo_message.json",
+        "facebook/postback.json",
+        "facebook/delivery_and_read.json",
+        "facebook/sticker_transition.json",
+    ] {
+        for _ in 0..2 {
+            assert_eq!(inbox.facebook(file).await, 200, "{file}");
+        }
+    }
+    let events = inbox.inbound().await;
+    let count = |t: &str| events.iter().filter(|(ty, _)| ty == t).count();
+    // text, image, 3 batched, postback, sticker; echo; delivery; read.
+    assert_eq!(count("MessageReceived"), 7, "{:?}", types(&events));
+    assert_eq!(count("MessageEchoed"), 1);
+    assert_eq!(count("MessagesDelivered"), 1);
+    assert_eq!(count("MessagesRead"), 1);
+    let find = |pred: &dyn Fn(&Value) -> bool| {
+        events
+            .iter()
+            .map(|(_, d)| d)
+            .find(|d| pred(d))
+            .cloned()
+            .expect("event")
+    };
+    let image = find(&|d| d["attachments"][0]["kind"] == "IMAGE");
+    assert!(image["text"].is_null());
+    assert!(
+        image["attachments"][0]["source"]["url"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("https://"),
+        "{image}"
+    );
+    let sticker = find(&|d| d["attachments"][0]["kind"] == "STICKER");
+    assert_eq!(
+        sticker["attachments"].as_array().map(Vec::len),
+        Some(1),
+        "one sticker, not two pictures"
+    );
+    let postback = find(&|d| !d["postback"].is_null());
+    assert!(postback["postback"]["payload"].is_string());
+    let echo = find(&|d| !d["app_id"].is_null());
+    assert_eq!(
+        echo["metadata"],
+        "omnibox:msg:5b0e1c7a-3f2d-4e8b-9a61-7d2c4f0e9b13"
+    );
+    let conversations: std::collections::HashSet<_> = events
+        .iter()
+        .filter(|(t, _)| t == "MessageReceived")
+        .map(|(_, d)| d["conversation_id"].clone())
+        .collect();
+    assert_eq!(
+        conversations.len(),
+        4,
+        "PSID_1, PSID_2, PSID_B1 and PSID_B2"
+    );
+}
+
+async fn line_events_are_recorded_once_each(app: App) {
+    let inbox = inbox(app, false).await;
+    for file in [
+        "line/text_message.json",
+        "line/redelivery.json",
+        "line/text_message.json",
+    ] {
+        assert_eq!(inbox.line(file).await, 200, "{file}");
+    }
+    let events = inbox.inbound().await;
+    assert_eq!(
+        types(&events),
+        ["MessageReceived"],
+        "a redelivery is the same message"
+    );
+    assert_eq!(
+        events[0].1["text"],
+        "สวัสดีครับ ขอสอบถามเรื่องการจัดส่งไปเชียงใหม่ครับ"
+    );
+    assert_eq!(events[0].1["sent_at"], "2026-11-23T02:20:11.093Z");
+    assert!(events[0].1["reply_token"].is_string());
+
+    for file in [
+        "line/image_message.json",
+        "line/follow.json",
+        "line/unfollow.json",
+        "line/postback.json",
+        "line/multiple_events.json",
+        "line/group_message.json",
+        "line/verify_empty_events.json",
+    ] {
+        assert_eq!(inbox.line(file).await, 200, "{file}");
+        assert_eq!(inbox.line(file).await, 200, "{file} again");
+    }
+    let events = inbox.inbound().await;
+    let count = |t: &str| events.iter().filter(|(ty, _)| ty == t).count();
+    // text, image, postback, LU2's text, group text.
+    assert_eq!(count("MessageReceived"), 5, "{:?}", types(&events));
+    // follow (LU2) + unblock (LU4); unfollow (LU3) twice over two files, same user but distinct events.
+    assert_eq!(count("ContactFollowed"), 2);
+    assert_eq!(count("ContactUnfollowed"), 2);
+    let image = events
+        .iter()
+        .map(|(_, d)| d)
+        .find(|d| d["attachments"][0]["kind"] == "IMAGE")
+        .expect("image");
+    assert_eq!(image["attachments"][0]["source"]["from"], "LINE_CONTENT");
+    let group = events
+        .iter()
+        .map(|(_, d)| d)
+        .find(|d| d["thread"]["kind"] == "GROUP")
+        .expect("group message");
+    assert_eq!(group["thread"]["id"], "C5d2a8e1f3b7c9d0e4f6a2b8c1d3e5f7a");
+    assert_eq!(group["author"], "U1c7d3e9f0a2b4c6d8e0f1a3b5c7d9e1f");
+}
+
+async fn bad_or_unknown_line_deliveries_store_nothing(app: App) {
+    let inbox = inbox(app, false).await;
+    let body = fixture("line/text_message.json");
+    let channel = inbox.line_channel.clone();
+    assert_eq!(inbox.post_line(&channel, &body, None).await, 401);
+    assert_eq!(inbox.post_line(&channel, &body, Some("AAAA")).await, 401);
+    let unknown = uuid::Uuid::now_v7().to_string();
+    assert_eq!(
+        inbox
+            .post_line(&unknown, &body, Some(&line_signature(&body)))
+            .await,
+        200
+    );
+    assert_eq!(
+        inbox
+            .post_line("not-a-uuid", &body, Some(&line_signature(&body)))
+            .await,
+        200
+    );
+    assert!(inbox.inbound().await.is_empty());
+    assert!(inbox
+        .metric("omnibox_webhooks_unknown_target_total")
+        .await
+        .contains("platform=\"line\"} 2"));
+
+    // Disconnected: answered, dropped. Its history stays.
+    assert_eq!(inbox.line("line/image_message.json").await, 200);
+    inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            "mutation($id: UUID!) { disconnectChannel(id: $id) { id } }",
+            json!({ "id": channel }),
+        )
+        .await;
+    assert_eq!(inbox.line("line/text_message.json").await, 200);
+    assert_eq!(types(&inbox.inbound().await), ["MessageReceived"]);
+}
+
+async fn expired_channels_keep_receiving(app: App) {
+    let inbox = inbox(app, false).await;
+    let channels = inbox
+        .app
+        .graphql(&inbox.owner.token, "{ channels { id kind } }", json!({}))
+        .await;
+    let page = channels["data"]["channels"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["kind"] == "FACEBOOK"))
+        .and_then(|c| c["id"].as_str())
+        .expect("page channel")
+        .parse()
+        .expect("uuid");
+    omnibox_api::channels::expire_rejected_token(
+        &inbox.app.state,
+        omnibox_domain::ids::ChannelId(page),
+        190,
+        Some(463),
+    )
+    .await
+    .expect("expire");
+    assert_eq!(inbox.facebook("facebook/text_message.json").await, 200);
+    assert_eq!(types(&inbox.inbound().await), ["MessageReceived"]);
+}
+
+in_process_on_both_backends!(
+    facebook_handshake_answers_the_challenge_only_to_our_token,
+    a_facebook_text_is_stored_exactly_once,
+    bad_facebook_deliveries_store_nothing,
+    unknown_pages_are_acknowledged_counted_and_dropped,
+    every_facebook_shape_is_recorded,
+    line_events_are_recorded_once_each,
+    bad_or_unknown_line_deliveries_store_nothing,
+    expired_channels_keep_receiving,
+);
