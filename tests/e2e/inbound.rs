@@ -11,14 +11,14 @@ const PAGE_A: &str = "104729381650237";
 const PAGE_B: &str = "108813467701552";
 const BOT: &str = "Ua3f09c2e71b84d56e0f1a2b3c4d5e6f7";
 
-struct Inbox {
-    app: App,
-    owner: crate::support::Bootstrapped,
-    line_channel: String,
+pub struct Inbox {
+    pub app: App,
+    pub owner: crate::support::Bootstrapped,
+    pub line_channel: String,
 }
 
 /// An organization with PAGE_A (and optionally PAGE_B) and the fixtures' LINE bot connected.
-async fn inbox(app: App, with_page_b: bool) -> Inbox {
+pub async fn inbox(app: App, with_page_b: bool) -> Inbox {
     let owner = app.bootstrap("Siam Shop", "owner@example.com").await;
     let mut pages = vec![(PAGE_A, "EAAG-a")];
     if with_page_b {
@@ -66,7 +66,7 @@ impl Inbox {
         request.send().await.expect("POST").status().as_u16()
     }
 
-    async fn facebook(&self, file: &str) -> u16 {
+    pub async fn facebook(&self, file: &str) -> u16 {
         let body = fixture(file);
         self.post_facebook(&body, Some(&facebook_signature(&body)))
             .await
@@ -83,7 +83,7 @@ impl Inbox {
         request.send().await.expect("POST").status().as_u16()
     }
 
-    async fn line(&self, file: &str) -> u16 {
+    pub async fn line(&self, file: &str) -> u16 {
         let body = fixture(file);
         self.post_line(&self.line_channel, &body, Some(&line_signature(&body)))
             .await

@@ -4,5 +4,6 @@
 mod channels;
 mod foundation;
 mod inbound;
+mod inbox;
 mod platform;
 mod support;

@@ -298,6 +298,35 @@ impl App {
         graphql(&self.url, Some(token), query, variables).await
     }
 
+    /// Waits until every read model shows everything committed so far (a
+    /// webhook's 200 means committed; read models follow asynchronously).
+    pub async fn settle(&self) {
+        use sqlx::Row;
+        let head = match &self.state.db {
+            omnibox_store::Database::Sqlite { pool, .. } => sqlx::query("SELECT coalesce(max(position), 0) FROM events")
+                .fetch_one(pool)
+                .await
+                .map(|row| {
+                    let p = row.get::<i64, _>(0) as u64;
+                    omnibox_store::Position::new(p, p)
+                }),
+            omnibox_store::Database::Postgres { pool } => {
+                sqlx::query("SELECT coalesce(max(tx_id), 0), coalesce(max(seq), 0) FROM events WHERE tx_id = (SELECT max(tx_id) FROM events)")
+                    .fetch_one(pool)
+                    .await
+                    .map(|row| omnibox_store::Position::new(row.get::<i64, _>(0) as u64, row.get::<i64, _>(1) as u64))
+            }
+        }
+        .expect("head of the log");
+        assert!(
+            self.state
+                .projections
+                .wait_for(head, std::time::Duration::from_secs(30))
+                .await,
+            "read models did not catch up"
+        );
+    }
+
     /// Every event in the log, in order.
     pub async fn events(&self) -> Vec<omnibox_store::RecordedEvent> {
         let mut all = Vec::new();

@@ -40,7 +40,7 @@ pub async fn bootstrap(
         owner,
     };
     let now = app.clock.now();
-    execute::<Organization, _>(
+    let executed = execute::<Organization, _>(
         &*app.store,
         org_id.0,
         &Actor::system("system:bootstrap"),
@@ -48,10 +48,18 @@ pub async fn bootstrap(
     )
     .await
     .map_err(|e| ApiError::Validation(e.to_string()))?;
-    app.projections
-        .catch_up()
-        .await
-        .map_err(ApiError::internal)?;
+    if let Some(position) = executed.position {
+        let caught_up = app
+            .projections
+            .catch_up_to(position, std::time::Duration::from_secs(30))
+            .await
+            .map_err(ApiError::internal)?;
+        if !caught_up {
+            tracing::warn!(
+                "read models are still behind; the token works once a server catches up"
+            );
+        }
+    }
     Ok(Bootstrapped {
         org_id,
         user_id,

@@ -49,6 +49,17 @@ impl Aggregate for Channel {
     }
 }
 
+impl Aggregate for omnibox_domain::conversation::Conversation {
+    type Event = omnibox_domain::conversation::ConversationEvent;
+    const CATEGORY: &'static str = omnibox_domain::ids::ConversationId::CATEGORY;
+    fn evolve(&mut self, event: &Self::Event) {
+        omnibox_domain::conversation::Conversation::evolve(self, event);
+    }
+    fn event_type(event: &Self::Event) -> &'static str {
+        event.event_type()
+    }
+}
+
 impl Aggregate for PageReservation {
     type Event = PageEvent;
     const CATEGORY: &'static str = "page";

@@ -8,6 +8,7 @@ use omnibox_channels::facebook::GraphClient;
 use omnibox_channels::line::LineClient;
 use omnibox_domain::Clock;
 use omnibox_projections::channels::ChannelsProjector;
+use omnibox_projections::inbox::InboxProjector;
 use omnibox_projections::members::MembersProjector;
 use omnibox_projections::{ProjectionRunner, Projections, UpdateBus};
 use omnibox_store::secrets::{KeySource, SecretKey, Secrets};
@@ -87,6 +88,7 @@ impl AppState {
         let projections = Projections::new(vec![
             runner(Arc::new(MembersProjector)),
             runner(Arc::new(ChannelsProjector)),
+            runner(Arc::new(InboxProjector)),
         ]);
         let http = http_client()?;
         let graph = GraphClient::new(http.clone(), &config.facebook_graph_url);

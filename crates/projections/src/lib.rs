@@ -12,6 +12,7 @@
 //! Read models live in the same database as the log, as tables named `rm_*`.
 
 pub mod channels;
+pub mod inbox;
 pub mod members;
 pub mod runtime;
 #[macro_use]

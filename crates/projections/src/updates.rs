@@ -1,6 +1,6 @@
 //! The live update bus: what changed, announced after the read model committed.
 
-use omnibox_domain::ids::{ChannelId, MemberId, OrgId};
+use omnibox_domain::ids::{ChannelId, ConversationId, MemberId, OrgId};
 use omnibox_store::Position;
 use tokio::sync::broadcast;
 
@@ -9,6 +9,13 @@ use tokio::sync::broadcast;
 pub enum Change {
     Member(MemberId),
     Channel(ChannelId),
+    /// A conversation's row changed (read, assigned, resolved, delivery states).
+    Conversation(ConversationId),
+    /// A message was added or changed; its conversation's row changed too.
+    Message {
+        conversation: ConversationId,
+        message: uuid::Uuid,
+    },
 }
 
 /// One change, scoped to the organization allowed to see it, with the log

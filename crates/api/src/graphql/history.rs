@@ -39,7 +39,7 @@ impl HistoryQuery {
         ctx: &Context<'_>,
         stream: String,
         after: Option<String>,
-        #[graphql(default = 100)] first: i32,
+        #[graphql(default = 100)] first: Option<i32>,
     ) -> async_graphql::Result<Connection<String, Event>> {
         let me = &session(ctx)?.member;
         let not_found = || ApiError::NotFound(format!("no stream {stream:?} in your organization"));
@@ -57,6 +57,7 @@ impl HistoryQuery {
         if !visible {
             return Err(not_found().into());
         }
+        let first = first.unwrap_or(100);
         if !(1..=MAX_PAGE).contains(&first) {
             return Err(
                 ApiError::Validation(format!("first must be between 1 and {MAX_PAGE}")).into(),

@@ -7,6 +7,7 @@
 //! organization's ids answer NOT_FOUND.
 
 mod channels;
+mod conversations;
 mod history;
 mod members;
 
@@ -21,14 +22,23 @@ pub use members::Member;
 pub struct QueryRoot(
     members::MembersQuery,
     channels::ChannelsQuery,
+    conversations::ConversationsQuery,
     history::HistoryQuery,
 );
 
 #[derive(MergedObject, Default)]
-pub struct MutationRoot(members::MembersMutation, channels::ChannelsMutation);
+pub struct MutationRoot(
+    members::MembersMutation,
+    channels::ChannelsMutation,
+    conversations::ConversationsMutation,
+);
 
 #[derive(MergedSubscription, Default)]
-pub struct SubscriptionRoot(members::MembersSubscription, channels::ChannelsSubscription);
+pub struct SubscriptionRoot(
+    members::MembersSubscription,
+    channels::ChannelsSubscription,
+    conversations::ConversationsSubscription,
+);
 
 pub type OmniboxSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 

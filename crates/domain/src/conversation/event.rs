@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ChannelId, ContactId, ConversationId, OrgId};
+use crate::ids::{ChannelId, ContactId, ConversationId, MemberId, OrgId};
 use crate::ChannelKind;
 
 /// Who a conversation is with: one platform user, or a LINE group or room.
@@ -143,6 +143,38 @@ pub enum ConversationEvent {
         channel_id: ChannelId,
         watermark: DateTime<Utc>,
     },
+    /// A member read the conversation: its unread count starts again from 0.
+    ConversationMarkedRead {
+        conversation_id: ConversationId,
+        org_id: OrgId,
+        by: MemberId,
+        at: DateTime<Utc>,
+    },
+    ConversationAssigned {
+        conversation_id: ConversationId,
+        org_id: OrgId,
+        assignee: MemberId,
+        by: Option<MemberId>,
+        at: DateTime<Utc>,
+    },
+    ConversationUnassigned {
+        conversation_id: ConversationId,
+        org_id: OrgId,
+        by: MemberId,
+        at: DateTime<Utc>,
+    },
+    ConversationResolved {
+        conversation_id: ConversationId,
+        org_id: OrgId,
+        by: MemberId,
+        at: DateTime<Utc>,
+    },
+    ConversationReopened {
+        conversation_id: ConversationId,
+        org_id: OrgId,
+        by: MemberId,
+        at: DateTime<Utc>,
+    },
     /// The customer unsent a message (LINE); history keeps that it existed.
     MessageUnsent {
         conversation_id: ConversationId,
@@ -161,6 +193,61 @@ impl ConversationEvent {
             ConversationEvent::MessagesDelivered { .. } => "MessagesDelivered",
             ConversationEvent::MessagesRead { .. } => "MessagesRead",
             ConversationEvent::MessageUnsent { .. } => "MessageUnsent",
+            ConversationEvent::ConversationMarkedRead { .. } => "ConversationMarkedRead",
+            ConversationEvent::ConversationAssigned { .. } => "ConversationAssigned",
+            ConversationEvent::ConversationUnassigned { .. } => "ConversationUnassigned",
+            ConversationEvent::ConversationResolved { .. } => "ConversationResolved",
+            ConversationEvent::ConversationReopened { .. } => "ConversationReopened",
+        }
+    }
+
+    pub fn conversation_id(&self) -> ConversationId {
+        match self {
+            ConversationEvent::MessageReceived {
+                conversation_id, ..
+            }
+            | ConversationEvent::MessageEchoed {
+                conversation_id, ..
+            }
+            | ConversationEvent::MessagesDelivered {
+                conversation_id, ..
+            }
+            | ConversationEvent::MessagesRead {
+                conversation_id, ..
+            }
+            | ConversationEvent::MessageUnsent {
+                conversation_id, ..
+            }
+            | ConversationEvent::ConversationMarkedRead {
+                conversation_id, ..
+            }
+            | ConversationEvent::ConversationAssigned {
+                conversation_id, ..
+            }
+            | ConversationEvent::ConversationUnassigned {
+                conversation_id, ..
+            }
+            | ConversationEvent::ConversationResolved {
+                conversation_id, ..
+            }
+            | ConversationEvent::ConversationReopened {
+                conversation_id, ..
+            } => *conversation_id,
+        }
+    }
+
+    pub fn org_id(&self) -> OrgId {
+        match self {
+            ConversationEvent::MessageReceived { org_id, .. }
+            | ConversationEvent::MessageEchoed { org_id, .. }
+            | ConversationEvent::MessagesDelivered { org_id, .. }
+            | ConversationEvent::MessagesRead { org_id, .. }
+            | ConversationEvent::MessageUnsent { org_id, .. }
+            | ConversationEvent::ConversationMarkedRead { org_id, .. }
+            | ConversationEvent::ConversationAssigned { org_id, .. }
+            | ConversationEvent::ConversationUnassigned { org_id, .. }
+            | ConversationEvent::ConversationResolved { org_id, .. }
+            | ConversationEvent::ConversationReopened { org_id, .. } => *org_id,
         }
     }
 }

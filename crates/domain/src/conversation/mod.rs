@@ -9,9 +9,11 @@
 
 mod event;
 mod ids;
+mod state;
 
 pub use event::{
     AttachmentKind, ContactEvent, ConversationEvent, InboundAttachment, InboundEvent, MediaSource,
     Postback, Thread,
 };
 pub use ids::{contact_id, conversation_id, inbound_event_id};
+pub use state::{decide, Conversation, ConversationCommand, ConversationError};

@@ -1,0 +1,617 @@
+//! The inbox: conversations across channels, their messages and windows,
+//! and what members do with them (read, assign, resolve).
+
+use std::collections::HashMap;
+
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, Enum, Object, SimpleObject, Subscription};
+use chrono::{DateTime, Utc};
+use futures_util::stream::{Stream, StreamExt};
+use omnibox_domain::conversation::{
+    self as domain, AttachmentKind as DomainAttachmentKind, ConversationCommand, ConversationError,
+    MediaSource,
+};
+use omnibox_domain::ids::{ChannelId, ConversationId, MemberId, OrgId};
+use omnibox_domain::policy::{self, WindowPhase as DomainPhase};
+use omnibox_projections::channels::{self as channel_read, ChannelRow};
+use omnibox_projections::inbox::{self as read, ConversationRow, InboxFilter, MessageRow};
+use omnibox_projections::members::{self as member_read, MemberRow};
+use omnibox_projections::Change;
+use tokio_stream::wrappers::BroadcastStream;
+use uuid::Uuid;
+
+use super::channels::{Channel, ChannelKind};
+use super::members::Member;
+use super::{session, state};
+use crate::commands::{execute, Actor, CommandError};
+use crate::{ApiError, AppState};
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum ConversationStatus {
+    Open,
+    Resolved,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum WindowPhase {
+    Standard,
+    HumanAgent,
+    Closed,
+    Unlimited,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum DeliveryState {
+    Queued,
+    Delivered,
+    Failed,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum AttachmentKind {
+    Image,
+    Video,
+    Audio,
+    File,
+    Sticker,
+    Location,
+    Link,
+    Other,
+}
+
+impl From<DomainAttachmentKind> for AttachmentKind {
+    fn from(kind: DomainAttachmentKind) -> Self {
+        match kind {
+            DomainAttachmentKind::Image => AttachmentKind::Image,
+            DomainAttachmentKind::Video => AttachmentKind::Video,
+            DomainAttachmentKind::Audio => AttachmentKind::Audio,
+            DomainAttachmentKind::File => AttachmentKind::File,
+            DomainAttachmentKind::Sticker => AttachmentKind::Sticker,
+            DomainAttachmentKind::Location => AttachmentKind::Location,
+            DomainAttachmentKind::Link => AttachmentKind::Link,
+            DomainAttachmentKind::Other => AttachmentKind::Other,
+        }
+    }
+}
+
+/// The customer's messaging window at an instant.
+#[derive(SimpleObject)]
+pub struct Window {
+    pub phase: WindowPhase,
+    pub standard_ends_at: Option<DateTime<Utc>>,
+    pub human_agent_ends_at: Option<DateTime<Utc>>,
+}
+
+#[derive(SimpleObject)]
+pub struct Contact {
+    pub id: Uuid,
+    pub display_name: Option<String>,
+    pub avatar_url: Option<String>,
+    pub platform_user_id: String,
+}
+
+#[derive(SimpleObject)]
+pub struct Attachment {
+    pub kind: AttachmentKind,
+    pub file_name: Option<String>,
+    pub size_bytes: Option<i64>,
+    pub content_type: Option<String>,
+    /// LINK: the shared link. Media: Omnibox's own authenticated copy, once stored.
+    pub url: Option<String>,
+    pub title: Option<String>,
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+}
+
+/// One message, inbound or outbound.
+pub struct Message {
+    row: MessageRow,
+    author: Option<MemberRow>,
+}
+
+#[Object]
+impl Message {
+    async fn id(&self) -> Uuid {
+        self.row.id
+    }
+    async fn conversation_id(&self) -> Uuid {
+        self.row.conversation_id.0
+    }
+    async fn direction(&self) -> Direction {
+        if self.row.inbound {
+            Direction::Inbound
+        } else {
+            Direction::Outbound
+        }
+    }
+    /// The platform's time for the message.
+    async fn sent_at(&self) -> DateTime<Utc> {
+        self.row.sent_at
+    }
+    /// Hidden once the customer unsent it.
+    async fn text(&self) -> Option<&str> {
+        if self.row.unsent {
+            None
+        } else {
+            self.row.text.as_deref()
+        }
+    }
+    async fn attachments(&self) -> Vec<Attachment> {
+        if self.row.unsent {
+            return Vec::new();
+        }
+        self.row
+            .attachments
+            .iter()
+            .map(|a| Attachment {
+                kind: a.kind.into(),
+                file_name: a.file_name.clone(),
+                size_bytes: a.size_bytes.and_then(|s| i64::try_from(s).ok()),
+                content_type: None,
+                url: match (a.kind, &a.source) {
+                    (DomainAttachmentKind::Link, _) => a.reference.clone(),
+                    (_, MediaSource::None)
+                    | (_, MediaSource::Url { .. })
+                    | (_, MediaSource::LineContent { .. }) => None,
+                },
+                title: a.title.clone(),
+                latitude: a.latitude,
+                longitude: a.longitude,
+            })
+            .collect()
+    }
+    async fn delivery_state(&self) -> Option<DeliveryState> {
+        match self.row.delivery_state.as_deref() {
+            Some("QUEUED") => Some(DeliveryState::Queued),
+            Some("DELIVERED") => Some(DeliveryState::Delivered),
+            Some("FAILED") => Some(DeliveryState::Failed),
+            _ => None,
+        }
+    }
+    async fn failure_reason(&self) -> Option<&str> {
+        self.row.failure_reason.as_deref()
+    }
+    async fn author(&self) -> Option<Member> {
+        self.author.clone().map(Member::from)
+    }
+    async fn unsent(&self) -> bool {
+        self.row.unsent
+    }
+}
+
+/// A conversation with one customer (or LINE group) on one channel.
+pub struct Conversation {
+    row: ConversationRow,
+    channel: Option<ChannelRow>,
+    assignee: Option<MemberRow>,
+}
+
+fn cursor(at: DateTime<Utc>, id: Uuid) -> String {
+    format!("{}:{id}", at.timestamp_micros())
+}
+
+fn parse_cursor(text: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
+    let invalid = || ApiError::Validation(format!("{text:?} is not a cursor from this list"));
+    let (micros, id) = text.split_once(':').ok_or_else(invalid)?;
+    let at = micros
+        .parse::<i64>()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(invalid)?;
+    Ok((at, Uuid::parse_str(id).map_err(|_| invalid())?))
+}
+
+const MAX_PAGE: i32 = 200;
+
+fn page_size(value: Option<i32>, default: i32) -> Result<usize, ApiError> {
+    let n = value.unwrap_or(default);
+    if !(1..=MAX_PAGE).contains(&n) {
+        return Err(ApiError::Validation(format!(
+            "page size must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    Ok(n as usize)
+}
+
+#[Object]
+impl Conversation {
+    async fn id(&self) -> Uuid {
+        self.row.id.0
+    }
+    async fn channel(&self) -> Option<Channel> {
+        self.channel.clone().map(Channel)
+    }
+    /// The channel's platform, for the row's icon.
+    async fn channel_kind(&self) -> ChannelKind {
+        self.row.channel_kind.into()
+    }
+    async fn contact(&self) -> Contact {
+        let c = &self.row.contact;
+        Contact {
+            id: c.id.0,
+            display_name: c.display_name.clone(),
+            avatar_url: c.avatar_url.clone(),
+            platform_user_id: c.platform_user_id.clone(),
+        }
+    }
+    /// Newest message time (platform time), inbound or outbound.
+    async fn last_message_at(&self) -> DateTime<Utc> {
+        self.row.last_message_at
+    }
+    async fn last_message_preview(&self) -> Option<&str> {
+        self.row.last_message_preview.as_deref()
+    }
+    async fn last_customer_message_at(&self) -> Option<DateTime<Utc>> {
+        self.row.last_customer_message_at
+    }
+    async fn unread_count(&self) -> i64 {
+        self.row.unread_count
+    }
+    async fn assignee(&self) -> Option<Member> {
+        self.assignee.clone().map(Member::from)
+    }
+    async fn status(&self) -> ConversationStatus {
+        if self.row.resolved {
+            ConversationStatus::Resolved
+        } else {
+            ConversationStatus::Open
+        }
+    }
+    /// The messaging window at `at` (default now): Facebook STANDARD for 24 h
+    /// after the customer's last message, HUMAN_AGENT until 7 days, then
+    /// CLOSED; LINE UNLIMITED.
+    async fn window(
+        &self,
+        ctx: &Context<'_>,
+        at: Option<DateTime<Utc>>,
+    ) -> async_graphql::Result<Window> {
+        let at = match at {
+            Some(at) => at,
+            None => state(ctx)?.clock.now(),
+        };
+        let window = policy::window(self.row.channel_kind, self.row.last_customer_message_at, at);
+        Ok(Window {
+            phase: match window.phase {
+                DomainPhase::Standard => WindowPhase::Standard,
+                DomainPhase::HumanAgent => WindowPhase::HumanAgent,
+                DomainPhase::Closed => WindowPhase::Closed,
+                DomainPhase::Unlimited => WindowPhase::Unlimited,
+            },
+            standard_ends_at: window.standard_ends_at,
+            human_agent_ends_at: window.human_agent_ends_at,
+        })
+    }
+    /// Messages in platform time order, oldest first. `first`/`after` page
+    /// forward; `last`/`before` page back from the newest.
+    async fn messages(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> async_graphql::Result<Connection<String, Message>> {
+        let app = state(ctx)?;
+        let after = after.as_deref().map(parse_cursor).transpose()?;
+        let before = before.as_deref().map(parse_cursor).transpose()?;
+        let backwards = last.is_some() || (before.is_some() && first.is_none());
+        let limit = page_size(if backwards { last } else { first }, 50)?;
+        let mut rows = read::messages(&app.db, self.row.id, after, before, backwards, limit + 1)
+            .await
+            .map_err(ApiError::from)?;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        if backwards {
+            rows.reverse();
+        }
+        let (has_previous, has_next) = if backwards {
+            (more, before.is_some())
+        } else {
+            (after.is_some(), more)
+        };
+        let authors = authors(
+            app,
+            self.row.org_id,
+            rows.iter().filter_map(|r| r.author_id),
+        )
+        .await?;
+        let mut connection = Connection::new(has_previous, has_next);
+        for row in rows {
+            let author = row.author_id.and_then(|id| authors.get(&id).cloned());
+            connection.edges.push(Edge::new(
+                cursor(row.sent_at, row.id),
+                Message { row, author },
+            ));
+        }
+        Ok(connection)
+    }
+}
+
+async fn authors(
+    app: &AppState,
+    org: OrgId,
+    ids: impl Iterator<Item = MemberId>,
+) -> Result<HashMap<MemberId, MemberRow>, ApiError> {
+    let wanted: Vec<MemberId> = ids.collect();
+    if wanted.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(member_read::members(&app.db, org)
+        .await?
+        .into_iter()
+        .filter(|m| wanted.contains(&m.id))
+        .map(|m| (m.id, m))
+        .collect())
+}
+
+/// Dresses rows with their channel and assignee, with two queries whatever the page size.
+async fn dress(
+    app: &AppState,
+    org: OrgId,
+    rows: Vec<ConversationRow>,
+) -> Result<Vec<Conversation>, ApiError> {
+    let channels: HashMap<ChannelId, ChannelRow> = channel_read::channels(&app.db, org)
+        .await?
+        .into_iter()
+        .map(|c| (c.id, c))
+        .collect();
+    let members = authors(app, org, rows.iter().filter_map(|r| r.assignee_id)).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| Conversation {
+            channel: channels.get(&row.channel_id).cloned(),
+            assignee: row.assignee_id.and_then(|id| members.get(&id).cloned()),
+            row,
+        })
+        .collect())
+}
+
+async fn load(app: &AppState, org: OrgId, id: ConversationId) -> Result<Conversation, ApiError> {
+    let row = read::conversation(&app.db, org, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such conversation in your organization".into()))?;
+    dress(app, org, vec![row])
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::NotFound("no such conversation in your organization".into()))
+}
+
+#[derive(Default)]
+pub struct ConversationsQuery;
+
+#[Object]
+impl ConversationsQuery {
+    /// The inbox across channels, newest activity first. `channelIds`
+    /// narrows it (default: all channels).
+    #[allow(clippy::too_many_arguments)]
+    async fn conversations(
+        &self,
+        ctx: &Context<'_>,
+        channel_ids: Option<Vec<Uuid>>,
+        assignee_id: Option<Uuid>,
+        unassigned: Option<bool>,
+        status: Option<ConversationStatus>,
+        #[graphql(default = 20)] first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, Conversation>> {
+        let me = &session(ctx)?.member;
+        let app = state(ctx)?;
+        let limit = page_size(first, 20)?;
+        let after = after.as_deref().map(parse_cursor).transpose()?;
+        let filter = InboxFilter {
+            channel_ids: channel_ids.map(|ids| ids.into_iter().map(ChannelId).collect()),
+            assignee: assignee_id.map(MemberId),
+            unassigned: unassigned.unwrap_or(false),
+            resolved: status.map(|s| s == ConversationStatus::Resolved),
+        };
+        let mut rows = read::conversations(&app.db, me.org_id, &filter, after, limit + 1)
+            .await
+            .map_err(ApiError::from)?;
+        let has_next = rows.len() > limit;
+        rows.truncate(limit);
+        let mut connection = Connection::new(after.is_some(), has_next);
+        for conversation in dress(app, me.org_id, rows).await? {
+            connection.edges.push(Edge::new(
+                cursor(conversation.row.last_message_at, conversation.row.id.0),
+                conversation,
+            ));
+        }
+        Ok(connection)
+    }
+
+    /// One conversation; NOT_FOUND for any id outside the organization.
+    async fn conversation(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+    ) -> async_graphql::Result<Option<Conversation>> {
+        let me = &session(ctx)?.member;
+        Ok(Some(
+            load(state(ctx)?, me.org_id, ConversationId(id)).await?,
+        ))
+    }
+}
+
+async fn command(
+    ctx: &Context<'_>,
+    id: Uuid,
+    command: ConversationCommand,
+) -> async_graphql::Result<Conversation> {
+    let me = &session(ctx)?.member;
+    let app = state(ctx)?;
+    let now = app.clock.now();
+    let org = me.org_id;
+    let executed = execute::<domain::Conversation, _>(&*app.store, id, &Actor::member(me), |c| {
+        domain::decide(c, org, command.clone(), now)
+    })
+    .await
+    .map_err(|e| match e {
+        CommandError::Rejected(ConversationError::NotFound) => {
+            ApiError::NotFound("no such conversation in your organization".into())
+        }
+        CommandError::Contended => {
+            ApiError::Conflict("the conversation kept changing; try again".into())
+        }
+        other => ApiError::internal(other),
+    })?;
+    app.read_your_writes(executed.position).await;
+    Ok(load(app, org, ConversationId(id)).await?)
+}
+
+#[derive(Default)]
+pub struct ConversationsMutation;
+
+#[Object]
+impl ConversationsMutation {
+    /// Resets the unread count.
+    async fn mark_read(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: Uuid,
+    ) -> async_graphql::Result<Conversation> {
+        let by = session(ctx)?.member.id;
+        command(ctx, conversation_id, ConversationCommand::MarkRead { by }).await
+    }
+
+    /// Assigns the conversation to a member of the organization (any member
+    /// may assign; the assignee must be a member).
+    async fn assign_conversation(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: Uuid,
+        agent_id: Uuid,
+    ) -> async_graphql::Result<Conversation> {
+        let me = &session(ctx)?.member;
+        let agent = member_read::member(&state(ctx)?.db, me.org_id, MemberId(agent_id))
+            .await
+            .map_err(ApiError::from)?;
+        if agent.is_none() {
+            return Err(ApiError::NotFound("no such member in your organization".into()).into());
+        }
+        let by = Some(me.id);
+        command(
+            ctx,
+            conversation_id,
+            ConversationCommand::Assign {
+                assignee: MemberId(agent_id),
+                by,
+            },
+        )
+        .await
+    }
+
+    async fn unassign_conversation(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: Uuid,
+    ) -> async_graphql::Result<Conversation> {
+        let by = session(ctx)?.member.id;
+        command(ctx, conversation_id, ConversationCommand::Unassign { by }).await
+    }
+
+    async fn resolve_conversation(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: Uuid,
+    ) -> async_graphql::Result<Conversation> {
+        let by = session(ctx)?.member.id;
+        command(ctx, conversation_id, ConversationCommand::Resolve { by }).await
+    }
+
+    async fn reopen_conversation(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: Uuid,
+    ) -> async_graphql::Result<Conversation> {
+        let by = session(ctx)?.member.id;
+        command(ctx, conversation_id, ConversationCommand::Reopen { by }).await
+    }
+}
+
+#[derive(Default)]
+pub struct ConversationsSubscription;
+
+#[Subscription]
+impl ConversationsSubscription {
+    /// The updated conversation row after every change that touches it (new
+    /// message, read, assignment, status), after the read model shows it.
+    /// `channelIds` narrows it (default: all channels).
+    async fn inbox_updates(
+        &self,
+        ctx: &Context<'_>,
+        channel_ids: Option<Vec<Uuid>>,
+    ) -> async_graphql::Result<impl Stream<Item = Conversation>> {
+        let org = session(ctx)?.member.org_id;
+        let app = state(ctx)?.clone();
+        let channels: Option<Vec<ChannelId>> =
+            channel_ids.map(|ids| ids.into_iter().map(ChannelId).collect());
+        Ok(BroadcastStream::new(app.bus.subscribe())
+            .filter_map(move |update| {
+                std::future::ready(match update {
+                    Ok(update) if update.org_id == org => match update.change {
+                        Change::Conversation(id)
+                        | Change::Message {
+                            conversation: id, ..
+                        } => Some(id),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+            })
+            .then(move |id| {
+                let app = app.clone();
+                let channels = channels.clone();
+                async move {
+                    let conversation = load(&app, org, id).await.ok()?;
+                    match &channels {
+                        Some(wanted) if !wanted.contains(&conversation.row.channel_id) => None,
+                        _ => Some(conversation),
+                    }
+                }
+            })
+            .filter_map(std::future::ready))
+    }
+
+    /// New and changed messages of one conversation.
+    async fn conversation_updates(
+        &self,
+        ctx: &Context<'_>,
+        conversation_id: Uuid,
+    ) -> async_graphql::Result<impl Stream<Item = Message>> {
+        let org = session(ctx)?.member.org_id;
+        let app = state(ctx)?.clone();
+        load(&app, org, ConversationId(conversation_id)).await?;
+        let wanted = ConversationId(conversation_id);
+        Ok(BroadcastStream::new(app.bus.subscribe())
+            .filter_map(move |update| {
+                std::future::ready(match update {
+                    Ok(update) if update.org_id == org => match update.change {
+                        Change::Message {
+                            conversation,
+                            message,
+                        } if conversation == wanted => Some(message),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+            })
+            .then(move |message| {
+                let app = app.clone();
+                async move {
+                    let row = read::message(&app.db, org, message).await.ok()??;
+                    let author = match row.author_id {
+                        Some(id) => member_read::member(&app.db, org, id).await.ok().flatten(),
+                        None => None,
+                    };
+                    Some(Message { row, author })
+                }
+            })
+            .filter_map(std::future::ready))
+    }
+}

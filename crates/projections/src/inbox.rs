@@ -1,0 +1,650 @@
+//! The omnichannel inbox: conversations, their messages, and contacts.
+//!
+//! Ordering follows the platforms' timestamps: a late-arriving older
+//! message takes its place in the history but never moves a conversation's
+//! last activity, preview or window backwards.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use omnibox_domain::conversation::{
+    AttachmentKind, ContactEvent, ConversationEvent, InboundAttachment,
+};
+use omnibox_domain::ids::{ChannelId, ContactId, ConversationId, MemberId, OrgId};
+use omnibox_domain::ChannelKind;
+use omnibox_store::{Database, RecordedEvent};
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::channels::micros;
+use crate::runtime::ApplyError;
+use crate::{execute, fetch_all, fetch_optional, Change, Projector, ReadTx};
+
+/// Previews show at most this many characters.
+const PREVIEW_CHARS: usize = 120;
+
+fn preview(text: Option<&str>, attachments: &[InboundAttachment]) -> String {
+    match (text, attachments.first()) {
+        (Some(text), _) if !text.trim().is_empty() => text.chars().take(PREVIEW_CHARS).collect(),
+        (_, Some(attachment)) => format!("[{}]", kind_name(attachment.kind).to_lowercase()),
+        _ => String::new(),
+    }
+}
+
+fn kind_name(kind: AttachmentKind) -> &'static str {
+    match kind {
+        AttachmentKind::Image => "IMAGE",
+        AttachmentKind::Video => "VIDEO",
+        AttachmentKind::Audio => "AUDIO",
+        AttachmentKind::File => "FILE",
+        AttachmentKind::Sticker => "STICKER",
+        AttachmentKind::Location => "LOCATION",
+        AttachmentKind::Link => "LINK",
+        AttachmentKind::Other => "OTHER",
+    }
+}
+
+/// Projects `conversation-*` and `contact-*` streams.
+pub struct InboxProjector;
+
+#[async_trait]
+impl Projector for InboxProjector {
+    fn name(&self) -> &'static str {
+        "inbox"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["rm_conversations", "rm_messages", "rm_contacts"]
+    }
+
+    async fn apply(
+        &self,
+        tx: &mut ReadTx,
+        event: &RecordedEvent,
+        changes: &mut Vec<(OrgId, Change)>,
+    ) -> Result<(), ApplyError> {
+        match event.stream.category() {
+            ConversationId::CATEGORY => {
+                let data: ConversationEvent = serde_json::from_str(&event.data)?;
+                apply_conversation(tx, event.id, data, changes).await
+            }
+            ContactId::CATEGORY => {
+                let data: ContactEvent = serde_json::from_str(&event.data)?;
+                apply_contact(tx, data).await
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+async fn apply_contact(tx: &mut ReadTx, event: ContactEvent) -> Result<(), ApplyError> {
+    let (contact, org, channel, user, following) = match event {
+        ContactEvent::ContactFollowed {
+            contact_id,
+            org_id,
+            channel_id,
+            platform_user_id,
+            ..
+        } => (contact_id, org_id, channel_id, platform_user_id, true),
+        ContactEvent::ContactUnfollowed {
+            contact_id,
+            org_id,
+            channel_id,
+            platform_user_id,
+            ..
+        } => (contact_id, org_id, channel_id, platform_user_id, false),
+    };
+    execute!(
+        tx,
+        "INSERT INTO rm_contacts (contact_id, org_id, channel_id, platform_user_id, following) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (contact_id) DO UPDATE SET following = excluded.following",
+        contact.0,
+        org.0,
+        channel.0,
+        user,
+        following
+    )?;
+    Ok(())
+}
+
+async fn touch_conversation(
+    tx: &mut ReadTx,
+    conversation: ConversationId,
+    sent_at: DateTime<Utc>,
+    preview: &str,
+) -> Result<(), sqlx::Error> {
+    execute!(
+        tx,
+        "UPDATE rm_conversations SET last_message_at = $1, last_message_preview = $2
+         WHERE conversation_id = $3 AND last_message_at <= $1",
+        micros(sent_at),
+        preview,
+        conversation.0
+    )?;
+    Ok(())
+}
+
+async fn apply_conversation(
+    tx: &mut ReadTx,
+    message_id: Uuid,
+    event: ConversationEvent,
+    changes: &mut Vec<(OrgId, Change)>,
+) -> Result<(), ApplyError> {
+    let (conversation, org) = (event.conversation_id(), event.org_id());
+    match event {
+        ConversationEvent::MessageReceived {
+            channel_id,
+            channel_kind,
+            contact_id,
+            thread,
+            author,
+            platform_message_id,
+            sent_at,
+            text,
+            attachments,
+            ..
+        } => {
+            let shown = preview(text.as_deref(), &attachments);
+            let contact_user = author
+                .clone()
+                .unwrap_or_else(|| thread.platform_id().to_owned());
+            execute!(
+                tx,
+                "INSERT INTO rm_contacts (contact_id, org_id, channel_id, platform_user_id) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (contact_id) DO NOTHING",
+                contact_id.0,
+                org.0,
+                channel_id.0,
+                contact_user
+            )?;
+            let thread_kind = match &thread {
+                omnibox_domain::conversation::Thread::User(_) => "USER",
+                omnibox_domain::conversation::Thread::Group(_) => "GROUP",
+                omnibox_domain::conversation::Thread::Room(_) => "ROOM",
+            };
+            execute!(
+                tx,
+                "INSERT INTO rm_conversations (conversation_id, org_id, channel_id, channel_kind, contact_id, thread_kind,
+                     thread_id, last_message_at, last_message_preview, last_customer_message_at, unread_count, status)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8, 1, 'OPEN')
+                 ON CONFLICT (conversation_id) DO UPDATE SET
+                     unread_count = rm_conversations.unread_count + 1,
+                     status = 'OPEN',
+                     last_customer_message_at = CASE
+                         WHEN rm_conversations.last_customer_message_at IS NULL
+                           OR rm_conversations.last_customer_message_at < excluded.last_customer_message_at
+                         THEN excluded.last_customer_message_at ELSE rm_conversations.last_customer_message_at END,
+                     last_message_preview = CASE WHEN rm_conversations.last_message_at <= excluded.last_message_at
+                         THEN excluded.last_message_preview ELSE rm_conversations.last_message_preview END,
+                     last_message_at = CASE WHEN rm_conversations.last_message_at <= excluded.last_message_at
+                         THEN excluded.last_message_at ELSE rm_conversations.last_message_at END",
+                conversation.0,
+                org.0,
+                channel_id.0,
+                channel_kind.as_str(),
+                contact_id.0,
+                thread_kind,
+                thread.platform_id(),
+                micros(sent_at),
+                shown
+            )?;
+            insert_message(
+                tx,
+                message_id,
+                conversation,
+                org,
+                "INBOUND",
+                &platform_message_id,
+                sent_at,
+                text,
+                &attachments,
+                None,
+            )
+            .await?;
+            changes.push((
+                org,
+                Change::Message {
+                    conversation,
+                    message: message_id,
+                },
+            ));
+        }
+        ConversationEvent::MessageEchoed {
+            platform_message_id,
+            sent_at,
+            text,
+            attachments,
+            ..
+        } => {
+            if message_exists(tx, conversation, &platform_message_id).await? {
+                execute!(
+                    tx,
+                    "UPDATE rm_messages SET delivery_state = 'DELIVERED' WHERE conversation_id = $1 AND platform_message_id = $2",
+                    conversation.0,
+                    platform_message_id
+                )?;
+            } else {
+                // An echo can only join a conversation the customer started.
+                if conversation_exists(tx, conversation).await? {
+                    insert_message(
+                        tx,
+                        message_id,
+                        conversation,
+                        org,
+                        "OUTBOUND",
+                        &platform_message_id,
+                        sent_at,
+                        text.clone(),
+                        &attachments,
+                        Some("DELIVERED"),
+                    )
+                    .await?;
+                    touch_conversation(
+                        tx,
+                        conversation,
+                        sent_at,
+                        &preview(text.as_deref(), &attachments),
+                    )
+                    .await?;
+                }
+            }
+            changes.push((
+                org,
+                Change::Message {
+                    conversation,
+                    message: message_id,
+                },
+            ));
+        }
+        ConversationEvent::MessagesDelivered {
+            watermark,
+            platform_message_ids,
+            ..
+        } => {
+            execute!(
+                tx,
+                "UPDATE rm_messages SET delivery_state = 'DELIVERED'
+                 WHERE conversation_id = $1 AND direction = 'OUTBOUND' AND delivery_state = 'QUEUED' AND sent_at <= $2",
+                conversation.0,
+                micros(watermark)
+            )?;
+            for mid in platform_message_ids {
+                execute!(
+                    tx,
+                    "UPDATE rm_messages SET delivery_state = 'DELIVERED'
+                     WHERE conversation_id = $1 AND platform_message_id = $2 AND delivery_state = 'QUEUED'",
+                    conversation.0,
+                    mid
+                )?;
+            }
+            changes.push((org, Change::Conversation(conversation)));
+        }
+        ConversationEvent::MessagesRead { .. } => {}
+        ConversationEvent::MessageUnsent {
+            platform_message_id,
+            ..
+        } => {
+            execute!(
+                tx,
+                "UPDATE rm_messages SET unsent = $1 WHERE conversation_id = $2 AND platform_message_id = $3",
+                true,
+                conversation.0,
+                platform_message_id
+            )?;
+            changes.push((org, Change::Conversation(conversation)));
+        }
+        ConversationEvent::ConversationMarkedRead { .. } => {
+            execute!(
+                tx,
+                "UPDATE rm_conversations SET unread_count = 0 WHERE conversation_id = $1",
+                conversation.0
+            )?;
+            changes.push((org, Change::Conversation(conversation)));
+        }
+        ConversationEvent::ConversationAssigned { assignee, .. } => {
+            execute!(
+                tx,
+                "UPDATE rm_conversations SET assignee_id = $1 WHERE conversation_id = $2",
+                assignee.0,
+                conversation.0
+            )?;
+            changes.push((org, Change::Conversation(conversation)));
+        }
+        ConversationEvent::ConversationUnassigned { .. } => {
+            execute!(
+                tx,
+                "UPDATE rm_conversations SET assignee_id = NULL WHERE conversation_id = $1",
+                conversation.0
+            )?;
+            changes.push((org, Change::Conversation(conversation)));
+        }
+        ConversationEvent::ConversationResolved { .. } => {
+            execute!(
+                tx,
+                "UPDATE rm_conversations SET status = 'RESOLVED' WHERE conversation_id = $1",
+                conversation.0
+            )?;
+            changes.push((org, Change::Conversation(conversation)));
+        }
+        ConversationEvent::ConversationReopened { .. } => {
+            execute!(
+                tx,
+                "UPDATE rm_conversations SET status = 'OPEN' WHERE conversation_id = $1",
+                conversation.0
+            )?;
+            changes.push((org, Change::Conversation(conversation)));
+        }
+    }
+    Ok(())
+}
+
+async fn conversation_exists(
+    tx: &mut ReadTx,
+    conversation: ConversationId,
+) -> Result<bool, sqlx::Error> {
+    let found = crate::fetch_optional_tx!(
+        tx,
+        "SELECT 1 FROM rm_conversations WHERE conversation_id = $1",
+        [conversation.0],
+        |row| row.try_get::<i32, _>(0)
+    )?;
+    Ok(found.is_some())
+}
+
+async fn message_exists(
+    tx: &mut ReadTx,
+    conversation: ConversationId,
+    platform_message_id: &str,
+) -> Result<bool, sqlx::Error> {
+    let found = crate::fetch_optional_tx!(
+        tx,
+        "SELECT 1 FROM rm_messages WHERE conversation_id = $1 AND platform_message_id = $2",
+        [conversation.0, platform_message_id],
+        |row| row.try_get::<i32, _>(0)
+    )?;
+    Ok(found.is_some())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn insert_message(
+    tx: &mut ReadTx,
+    message_id: Uuid,
+    conversation: ConversationId,
+    org: OrgId,
+    direction: &str,
+    platform_message_id: &str,
+    sent_at: DateTime<Utc>,
+    text: Option<String>,
+    attachments: &[InboundAttachment],
+    delivery_state: Option<&str>,
+) -> Result<(), ApplyError> {
+    execute!(
+        tx,
+        "INSERT INTO rm_messages (message_id, conversation_id, org_id, direction, platform_message_id, sent_at, text,
+             attachments, delivery_state, unsent)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        message_id,
+        conversation.0,
+        org.0,
+        direction,
+        platform_message_id,
+        micros(sent_at),
+        text,
+        serde_json::to_string(attachments)?,
+        delivery_state,
+        false
+    )?;
+    Ok(())
+}
+
+/// A conversation row, with its contact.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationRow {
+    pub id: ConversationId,
+    pub org_id: OrgId,
+    pub channel_id: ChannelId,
+    pub channel_kind: ChannelKind,
+    pub contact_id: ContactId,
+    pub last_message_at: DateTime<Utc>,
+    pub last_message_preview: Option<String>,
+    pub last_customer_message_at: Option<DateTime<Utc>>,
+    pub unread_count: i64,
+    pub assignee_id: Option<MemberId>,
+    pub resolved: bool,
+    pub contact: ContactRow,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactRow {
+    pub id: ContactId,
+    pub platform_user_id: String,
+    pub display_name: Option<String>,
+    pub avatar_url: Option<String>,
+}
+
+fn instant(micros: i64) -> Result<DateTime<Utc>, sqlx::Error> {
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| sqlx::Error::Decode(format!("instant {micros} out of range").into()))
+}
+
+const CONVERSATION_COLUMNS: &str = "c.conversation_id, c.org_id, c.channel_id, c.channel_kind, c.contact_id,
+    c.last_message_at, c.last_message_preview, c.last_customer_message_at, c.unread_count, c.assignee_id, c.status,
+    c.thread_id, k.platform_user_id, k.display_name, k.avatar_url";
+
+fn decode_conversation<R: Row>(row: &R) -> Result<ConversationRow, sqlx::Error>
+where
+    for<'r> Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<Uuid>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    let kind: String = row.try_get(3)?;
+    let status: String = row.try_get(10)?;
+    let contact_id = ContactId(row.try_get(4)?);
+    let thread_id: String = row.try_get(11)?;
+    Ok(ConversationRow {
+        id: ConversationId(row.try_get(0)?),
+        org_id: OrgId(row.try_get(1)?),
+        channel_id: ChannelId(row.try_get(2)?),
+        channel_kind: ChannelKind::parse(&kind)
+            .ok_or_else(|| sqlx::Error::Decode(format!("kind {kind:?}").into()))?,
+        contact_id,
+        last_message_at: instant(row.try_get(5)?)?,
+        last_message_preview: row.try_get(6)?,
+        last_customer_message_at: row.try_get::<Option<i64>, _>(7)?.map(instant).transpose()?,
+        unread_count: i64::from(row.try_get::<i32, _>(8)?),
+        assignee_id: row.try_get::<Option<Uuid>, _>(9)?.map(MemberId),
+        resolved: status == "RESOLVED",
+        contact: ContactRow {
+            id: contact_id,
+            platform_user_id: row.try_get::<Option<String>, _>(12)?.unwrap_or(thread_id),
+            display_name: row.try_get(13)?,
+            avatar_url: row.try_get(14)?,
+        },
+    })
+}
+
+/// Filters of the inbox list.
+#[derive(Debug, Clone, Default)]
+pub struct InboxFilter {
+    pub channel_ids: Option<Vec<ChannelId>>,
+    pub assignee: Option<MemberId>,
+    pub unassigned: bool,
+    pub resolved: Option<bool>,
+}
+
+/// One page of `org`'s inbox, newest activity first, strictly after the
+/// keyset cursor `(last_message_at, conversation_id)`.
+pub async fn conversations(
+    db: &Database,
+    org: OrgId,
+    filter: &InboxFilter,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: usize,
+) -> Result<Vec<ConversationRow>, sqlx::Error> {
+    let mut sql = format!(
+        "SELECT {CONVERSATION_COLUMNS} FROM rm_conversations c LEFT JOIN rm_contacts k ON k.contact_id = c.contact_id
+         WHERE c.org_id = $1"
+    );
+    // Values are bound in a fixed order; absent filters compare to themselves.
+    sql.push_str(" AND ($2 = 0 OR (c.last_message_at < $3 OR (c.last_message_at = $3 AND c.conversation_id < $4)))");
+    sql.push_str(" AND ($5 = 0 OR c.assignee_id = $6)");
+    sql.push_str(" AND ($7 = 0 OR c.assignee_id IS NULL)");
+    sql.push_str(" AND ($8 = 0 OR c.status = $9)");
+    let channels: Vec<Uuid> = filter.channel_ids.iter().flatten().map(|c| c.0).collect();
+    if filter.channel_ids.is_some() {
+        if channels.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = channels.iter().map(|c| format!("'{}'", c)).collect();
+        // Ids are UUIDs we parsed: safe to inline, and it keeps one statement for both dialects.
+        match db {
+            Database::Sqlite { .. } => {
+                let blobs: Vec<String> = channels
+                    .iter()
+                    .map(|c| format!("x'{}'", c.simple()))
+                    .collect();
+                sql.push_str(&format!(" AND c.channel_id IN ({})", blobs.join(", ")));
+            }
+            Database::Postgres { .. } => {
+                sql.push_str(&format!(" AND c.channel_id IN ({})", list.join(", ")))
+            }
+        }
+    }
+    sql.push_str(" ORDER BY c.last_message_at DESC, c.conversation_id DESC LIMIT $10");
+    let (has_after, after_at, after_id) = match after {
+        Some((at, id)) => (1i32, micros(at), id),
+        None => (0, 0, Uuid::nil()),
+    };
+    let status = match filter.resolved {
+        Some(true) => "RESOLVED",
+        _ => "OPEN",
+    };
+    fetch_all!(
+        db,
+        &sql,
+        [
+            org.0,
+            has_after,
+            after_at,
+            after_id,
+            i32::from(filter.assignee.is_some()),
+            filter.assignee.map_or(Uuid::nil(), |m| m.0),
+            i32::from(filter.unassigned),
+            i32::from(filter.resolved.is_some()),
+            status,
+            i64::try_from(limit).unwrap_or(i64::MAX)
+        ],
+        |row| decode_conversation(row)
+    )
+}
+
+/// One conversation of `org`.
+pub async fn conversation(
+    db: &Database,
+    org: OrgId,
+    id: ConversationId,
+) -> Result<Option<ConversationRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {CONVERSATION_COLUMNS} FROM rm_conversations c LEFT JOIN rm_contacts k ON k.contact_id = c.contact_id
+         WHERE c.org_id = $1 AND c.conversation_id = $2"
+    );
+    fetch_optional!(db, &sql, [org.0, id.0], |row| decode_conversation(row))
+}
+
+/// A message as the inbox shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageRow {
+    pub id: Uuid,
+    pub conversation_id: ConversationId,
+    pub inbound: bool,
+    pub sent_at: DateTime<Utc>,
+    pub text: Option<String>,
+    pub attachments: Vec<InboundAttachment>,
+    pub delivery_state: Option<String>,
+    pub failure_reason: Option<String>,
+    pub author_id: Option<MemberId>,
+    pub unsent: bool,
+}
+
+fn decode_message<R: Row>(row: &R) -> Result<MessageRow, sqlx::Error>
+where
+    for<'r> Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<Uuid>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    let direction: String = row.try_get(2)?;
+    let attachments: String = row.try_get(5)?;
+    Ok(MessageRow {
+        id: row.try_get(0)?,
+        conversation_id: ConversationId(row.try_get(1)?),
+        inbound: direction == "INBOUND",
+        sent_at: instant(row.try_get(3)?)?,
+        text: row.try_get(4)?,
+        attachments: serde_json::from_str(&attachments)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        delivery_state: row.try_get(6)?,
+        failure_reason: row.try_get(7)?,
+        author_id: row.try_get::<Option<Uuid>, _>(8)?.map(MemberId),
+        unsent: row.try_get(9)?,
+    })
+}
+
+const MESSAGE_COLUMNS: &str =
+    "message_id, conversation_id, direction, sent_at, text, attachments, delivery_state, failure_reason, author_id, unsent";
+
+/// Messages of a conversation in platform time order. `after`/`before` are
+/// keyset cursors `(sent_at, message_id)`; `newest_first` pages back from the end.
+pub async fn messages(
+    db: &Database,
+    conversation: ConversationId,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    before: Option<(DateTime<Utc>, Uuid)>,
+    newest_first: bool,
+    limit: usize,
+) -> Result<Vec<MessageRow>, sqlx::Error> {
+    let order = if newest_first { "DESC" } else { "ASC" };
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM rm_messages WHERE conversation_id = $1
+           AND ($2 = 0 OR sent_at > $3 OR (sent_at = $3 AND message_id > $4))
+           AND ($5 = 0 OR sent_at < $6 OR (sent_at = $6 AND message_id < $7))
+         ORDER BY sent_at {order}, message_id {order} LIMIT $8"
+    );
+    let (has_after, after_at, after_id) =
+        after.map_or((0i32, 0, Uuid::nil()), |(at, id)| (1, micros(at), id));
+    let (has_before, before_at, before_id) =
+        before.map_or((0i32, 0, Uuid::nil()), |(at, id)| (1, micros(at), id));
+    fetch_all!(
+        db,
+        &sql,
+        [
+            conversation.0,
+            has_after,
+            after_at,
+            after_id,
+            has_before,
+            before_at,
+            before_id,
+            i64::try_from(limit).unwrap_or(i64::MAX)
+        ],
+        |row| decode_message(row)
+    )
+}
+
+/// One message of `org` by id.
+pub async fn message(
+    db: &Database,
+    org: OrgId,
+    id: Uuid,
+) -> Result<Option<MessageRow>, sqlx::Error> {
+    let sql =
+        format!("SELECT {MESSAGE_COLUMNS} FROM rm_messages WHERE org_id = $1 AND message_id = $2");
+    fetch_optional!(db, &sql, [org.0, id], |row| decode_message(row))
+}
