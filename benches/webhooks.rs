@@ -1,0 +1,205 @@
+//! Webhook ingestion, end to end: signed Facebook webhooks (one message
+//! each) posted over loopback to the real HTTP server, each answered only
+//! once its event is durable.
+//!
+//! `cargo bench --bench webhooks` (both backends; `-- sqlite` or
+//! `-- postgres` for one). PostgreSQL from `OMNIBOX_TEST_POSTGRES_URL`.
+//! Two runs per backend: closed loop with 64 concurrent senders (throughput)
+//! and open loop at a fixed rate (acknowledgement latency percentiles).
+//! `OMNIBOX_BENCH_SCALE=0.1` shortens it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hmac::Mac;
+use omnibox_api::commands::{execute, Actor};
+use omnibox_api::{AppState, Config};
+use omnibox_domain::channel::{self, Channel, ChannelCommand, Requester, SecretRef};
+use omnibox_domain::ids::ChannelId;
+use omnibox_domain::org::Role;
+use omnibox_domain::{ChannelKind, SystemClock};
+use omnibox_store::testing::{Backend, TestDatabase};
+
+const APP_SECRET: &str = "bench-app-secret";
+const PAGE: &str = "104729381650237";
+
+fn scaled(n: usize) -> usize {
+    let scale: f64 = std::env::var("OMNIBOX_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    ((n as f64 * scale) as usize).max(1)
+}
+
+/// A signed one-message webhook body for customer `n`.
+fn webhook(n: usize) -> (Vec<u8>, String) {
+    let now = chrono::Utc::now().timestamp_millis();
+    let body = format!(
+        r#"{{"object":"page","entry":[{{"id":"{PAGE}","time":{now},"messaging":[{{"sender":{{"id":"{psid}"}},"recipient":{{"id":"{PAGE}"}},"timestamp":{now},"message":{{"mid":"m_bench_{n}_{nonce}","text":"Hi! Do you ship to Chiang Mai? \u0e02\u0e2d\u0e1a\u0e04\u0e38\u0e13"}}}}]}}]}}"#,
+        psid = 7_000_000_000_000_000u64 + (n % 1000) as u64,
+        nonce = uuid::Uuid::new_v4().simple(),
+    );
+    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(APP_SECRET.as_bytes()).expect("key");
+    mac.update(body.as_bytes());
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    (body.into_bytes(), signature)
+}
+
+async fn server(backend: Backend) -> Option<(TestDatabase, String, AppState)> {
+    let database = TestDatabase::create(backend).await?;
+    let vars: std::collections::HashMap<&str, String> = [
+        ("OMNIBOX_DATABASE_URL", database.url.clone()),
+        ("OMNIBOX_SECRET_KEY", "dGVzdC1rZXktMzItYnl0ZXMtbG9uZy0tLS0tLS0tLS0=".to_owned()),
+        ("OMNIBOX_FACEBOOK_APP_SECRET", APP_SECRET.to_owned()),
+    ]
+    .into_iter()
+    .collect();
+    let config = Config::from_lookup(|name| vars.get(name).cloned()).expect("config");
+    let app = AppState::open(config, Arc::new(SystemClock)).await.expect("open");
+    app.start_background();
+    let owner = omnibox_api::bootstrap::bootstrap(&app, "Bench", "owner@example.com").await.expect("bootstrap");
+    // Connect the page directly through its command: the benchmark measures ingestion.
+    let token = app.secrets.put("bench token", &omnibox_store::secrets::Secret::new("bench")).await.expect("secret");
+    let channel_id = ChannelId::generate();
+    let command = ChannelCommand::Connect {
+        by: Requester {
+            member_id: owner.user_id,
+            org_id: owner.org_id,
+            role: Role::Owner,
+        },
+        channel_id,
+        kind: ChannelKind::Facebook,
+        external_id: PAGE.into(),
+        name: "Bench page".into(),
+        access_token: SecretRef {
+            id: token.id,
+            fingerprint: token.fingerprint,
+        },
+        channel_secret: None,
+    };
+    let now = chrono::Utc::now();
+    let executed = execute::<Channel, _>(&*app.store, channel_id.0, &Actor::system("bench"), |c| channel::decide(c, command.clone(), now))
+        .await
+        .expect("connect");
+    if let Some(position) = executed.position {
+        app.projections.catch_up_to(position, Duration::from_secs(30)).await.expect("catch up");
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/webhooks/facebook", listener.local_addr().expect("address"));
+    let serving = app.clone();
+    tokio::spawn(async move {
+        let _ = omnibox_api::server::serve(serving, listener, std::future::pending()).await;
+    });
+    Some((database, url, app))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// 64 senders, each posting as fast as it is answered.
+async fn closed_loop(url: &str, total: usize) -> (f64, Vec<Duration>) {
+    let client = reqwest::Client::new();
+    let bodies: Vec<_> = (0..total).map(webhook).collect();
+    let bodies = Arc::new(std::sync::Mutex::new(bodies));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (client, url, bodies) = (client.clone(), url.to_owned(), bodies.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let Some((body, signature)) = bodies.lock().expect("lock").pop() else { return latencies };
+                    let sent = Instant::now();
+                    let status = client
+                        .post(&url)
+                        .header("x-hub-signature-256", signature)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await
+                        .expect("post")
+                        .status();
+                    assert_eq!(status, 200);
+                    latencies.push(sent.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(total);
+    for task in tasks {
+        latencies.extend(task.await.expect("sender"));
+    }
+    let rate = total as f64 / started.elapsed().as_secs_f64();
+    latencies.sort();
+    (rate, latencies)
+}
+
+/// Posts at a fixed `rate` per second whatever the answers do, so latency
+/// is measured without the senders slowing down to match the server.
+async fn open_loop(url: &str, rate: usize, total: usize) -> (f64, Vec<Duration>) {
+    let client = reqwest::Client::new();
+    let bodies: Vec<_> = (0..total).map(webhook).collect();
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(total);
+    for (n, (body, signature)) in bodies.into_iter().enumerate() {
+        let due = started + interval * n as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let (client, url) = (client.clone(), url.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let status = client
+                .post(&url)
+                .header("x-hub-signature-256", signature)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("post")
+                .status();
+            assert_eq!(status, 200);
+            sent.elapsed()
+        }));
+    }
+    let mut latencies = Vec::with_capacity(total);
+    for task in tasks {
+        latencies.push(task.await.expect("sender"));
+    }
+    let achieved = total as f64 / started.elapsed().as_secs_f64();
+    latencies.sort();
+    (achieved, latencies)
+}
+
+fn report(name: &str, rate: f64, latencies: &[Duration]) {
+    println!(
+        "| {name} | {rate:.0} | {:.1} | {:.1} | {:.1} |",
+        percentile(latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+    );
+}
+
+async fn run(backend: Backend) {
+    let Some((_database, url, _app)) = server(backend).await else {
+        println!("\n{backend:?}: skipped (not reachable)");
+        return;
+    };
+    println!("\n### {backend:?}\n");
+    println!("| run | messages/s | p50 ms | p99 ms | max ms |");
+    println!("|---|---:|---:|---:|---:|");
+    let (rate, latencies) = closed_loop(&url, scaled(40_000)).await;
+    report("64 concurrent senders (closed loop)", rate, &latencies);
+    for target in [1_000, 5_000] {
+        let (rate, latencies) = open_loop(&url, target, scaled(target * 5)).await;
+        report(&format!("fixed rate {target}/s (open loop)"), rate, &latencies);
+    }
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    println!("webhook ingestion benchmark, {}", chrono::Utc::now().format("%Y-%m-%d"));
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        if filter.as_deref().is_none_or(|f| format!("{backend:?}").to_lowercase().contains(f)) {
+            run(backend).await;
+        }
+    }
+}
