@@ -24,7 +24,10 @@ const APP_SECRET: &str = "bench-app-secret";
 const PAGE: &str = "104729381650237";
 
 fn scaled(n: usize) -> usize {
-    let scale: f64 = std::env::var("OMNIBOX_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    let scale: f64 = std::env::var("OMNIBOX_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
     ((n as f64 * scale) as usize).max(1)
 }
 
@@ -36,7 +39,8 @@ fn webhook(n: usize) -> (Vec<u8>, String) {
         psid = 7_000_000_000_000_000u64 + (n % 1000) as u64,
         nonce = uuid::Uuid::new_v4().simple(),
     );
-    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(APP_SECRET.as_bytes()).expect("key");
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(APP_SECRET.as_bytes()).expect("key");
     mac.update(body.as_bytes());
     let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
     (body.into_bytes(), signature)
@@ -46,17 +50,28 @@ async fn server(backend: Backend) -> Option<(TestDatabase, String, AppState)> {
     let database = TestDatabase::create(backend).await?;
     let vars: std::collections::HashMap<&str, String> = [
         ("OMNIBOX_DATABASE_URL", database.url.clone()),
-        ("OMNIBOX_SECRET_KEY", "dGVzdC1rZXktMzItYnl0ZXMtbG9uZy0tLS0tLS0tLS0=".to_owned()),
+        (
+            "OMNIBOX_SECRET_KEY",
+            "dGVzdC1rZXktMzItYnl0ZXMtbG9uZy0tLS0tLS0tLS0=".to_owned(),
+        ),
         ("OMNIBOX_FACEBOOK_APP_SECRET", APP_SECRET.to_owned()),
     ]
     .into_iter()
     .collect();
     let config = Config::from_lookup(|name| vars.get(name).cloned()).expect("config");
-    let app = AppState::open(config, Arc::new(SystemClock)).await.expect("open");
+    let app = AppState::open(config, Arc::new(SystemClock))
+        .await
+        .expect("open");
     app.start_background();
-    let owner = omnibox_api::bootstrap::bootstrap(&app, "Bench", "owner@example.com").await.expect("bootstrap");
+    let owner = omnibox_api::bootstrap::bootstrap(&app, "Bench", "owner@example.com")
+        .await
+        .expect("bootstrap");
     // Connect the page directly through its command: the benchmark measures ingestion.
-    let token = app.secrets.put("bench token", &omnibox_store::secrets::Secret::new("bench")).await.expect("secret");
+    let token = app
+        .secrets
+        .put("bench token", &omnibox_store::secrets::Secret::new("bench"))
+        .await
+        .expect("secret");
     let channel_id = ChannelId::generate();
     let command = ChannelCommand::Connect {
         by: Requester {
@@ -75,14 +90,24 @@ async fn server(backend: Backend) -> Option<(TestDatabase, String, AppState)> {
         channel_secret: None,
     };
     let now = chrono::Utc::now();
-    let executed = execute::<Channel, _>(&*app.store, channel_id.0, &Actor::system("bench"), |c| channel::decide(c, command.clone(), now))
-        .await
-        .expect("connect");
+    let executed = execute::<Channel, _>(&*app.store, channel_id.0, &Actor::system("bench"), |c| {
+        channel::decide(c, command.clone(), now)
+    })
+    .await
+    .expect("connect");
     if let Some(position) = executed.position {
-        app.projections.catch_up_to(position, Duration::from_secs(30)).await.expect("catch up");
+        app.projections
+            .catch_up_to(position, Duration::from_secs(30))
+            .await
+            .expect("catch up");
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}/webhooks/facebook", listener.local_addr().expect("address"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "http://{}/webhooks/facebook",
+        listener.local_addr().expect("address")
+    );
     let serving = app.clone();
     tokio::spawn(async move {
         let _ = omnibox_api::server::serve(serving, listener, std::future::pending()).await;
@@ -106,7 +131,9 @@ async fn closed_loop(url: &str, total: usize) -> (f64, Vec<Duration>) {
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 loop {
-                    let Some((body, signature)) = bodies.lock().expect("lock").pop() else { return latencies };
+                    let Some((body, signature)) = bodies.lock().expect("lock").pop() else {
+                        return latencies;
+                    };
                     let sent = Instant::now();
                     let status = client
                         .post(&url)
@@ -189,16 +216,26 @@ async fn run(backend: Backend) {
     report("64 concurrent senders (closed loop)", rate, &latencies);
     for target in [1_000, 5_000] {
         let (rate, latencies) = open_loop(&url, target, scaled(target * 5)).await;
-        report(&format!("fixed rate {target}/s (open loop)"), rate, &latencies);
+        report(
+            &format!("fixed rate {target}/s (open loop)"),
+            rate,
+            &latencies,
+        );
     }
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    println!("webhook ingestion benchmark, {}", chrono::Utc::now().format("%Y-%m-%d"));
+    println!(
+        "webhook ingestion benchmark, {}",
+        chrono::Utc::now().format("%Y-%m-%d")
+    );
     for backend in [Backend::Sqlite, Backend::Postgres] {
-        if filter.as_deref().is_none_or(|f| format!("{backend:?}").to_lowercase().contains(f)) {
+        if filter
+            .as_deref()
+            .is_none_or(|f| format!("{backend:?}").to_lowercase().contains(f))
+        {
             run(backend).await;
         }
     }

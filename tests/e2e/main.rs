@@ -5,5 +5,6 @@ mod channels;
 mod foundation;
 mod inbound;
 mod inbox;
+mod media;
 mod platform;
 mod support;

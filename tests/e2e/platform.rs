@@ -52,6 +52,9 @@ impl Platform {
         platform.url = format!("http://{}", listener.local_addr().expect("address"));
         let app = Router::new()
             .route("/v2/bot/info", get(bot_info))
+            .route("/v2/bot/profile/{user_id}", get(line_profile))
+            .route("/v2/bot/message/{message_id}/content", get(line_content))
+            .route("/cdn/{file}", get(cdn))
             .route("/{page_id}", get(page))
             .route(
                 "/{page_id}/subscribed_apps",
@@ -128,9 +131,85 @@ async fn page(
     body: Bytes,
 ) -> Response {
     let token = platform.record(method, &uri, &headers, body);
-    match platform.page_token_ok(&page_id, token.as_deref()) {
-        Some(name) => axum::Json(json!({ "id": page_id, "name": name })).into_response(),
-        None => token_rejected(),
+    if let Some(name) = platform.page_token_ok(&page_id, token.as_deref()) {
+        return axum::Json(json!({ "id": page_id, "name": name })).into_response();
+    }
+    // Not a page: a customer's PSID, for the User Profile API.
+    let any_page_token = platform
+        .world()
+        .pages
+        .values()
+        .any(|(_, good)| Some(good) == token.as_ref());
+    if any_page_token {
+        let mut profile = fixture("facebook/user_profile.json");
+        profile["id"] = json!(page_id);
+        return axum::Json(profile).into_response();
+    }
+    token_rejected()
+}
+
+async fn line_profile(
+    State(platform): State<Platform>,
+    Path(user_id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    platform.record(method, &uri, &headers, body);
+    let profile = fixture("line/profile.json");
+    if profile["userId"] == user_id.as_str() {
+        axum::Json(profile).into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({ "message": "Not found" })),
+        )
+            .into_response()
+    }
+}
+
+/// LINE prepares content: the first request for a message answers 202, the next ones the bytes.
+async fn line_content(
+    State(platform): State<Platform>,
+    Path(message_id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    platform.record(method, &uri, &headers, body);
+    let asked_before = platform
+        .requests()
+        .iter()
+        .filter(|r| r.path == format!("/v2/bot/message/{message_id}/content"))
+        .count()
+        > 1;
+    if asked_before {
+        (
+            [("content-type", "image/jpeg")],
+            format!("line-image-bytes-{message_id}"),
+        )
+            .into_response()
+    } else {
+        StatusCode::ACCEPTED.into_response()
+    }
+}
+
+/// A CDN: `missing-*` files are gone (expired), others are served.
+async fn cdn(
+    State(platform): State<Platform>,
+    Path(file): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    platform.record(method, &uri, &headers, body);
+    if file.starts_with("missing") {
+        StatusCode::FORBIDDEN.into_response()
+    } else {
+        ([("content-type", "image/png")], format!("cdn-bytes-{file}")).into_response()
     }
 }
 

@@ -19,7 +19,7 @@ use futures_util::{SinkExt, StreamExt};
 use crate::auth::{authenticate, bearer};
 use crate::graphql::{schema, OmniboxSchema};
 use crate::metrics::track_requests;
-use crate::{webhooks, ApiError, AppState};
+use crate::{media, webhooks, ApiError, AppState};
 
 /// Close code for a WebSocket whose `connection_init` carried no valid token.
 const CLOSE_FORBIDDEN: u16 = 4403;
@@ -42,6 +42,7 @@ pub fn router(app: AppState) -> Router {
             get(webhooks::facebook_verify).post(webhooks::facebook_receive),
         )
         .route("/webhooks/line/{channel_id}", post(webhooks::line_receive))
+        .route("/media/{message_id}/{index}", get(media::serve_media))
         .layer(DefaultBodyLimit::max(webhooks::MAX_WEBHOOK_BODY))
         .with_state(app.clone());
     Router::new()

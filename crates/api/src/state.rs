@@ -49,6 +49,9 @@ pub struct Inner {
     pub metrics: Arc<Metrics>,
     pub graph: GraphClient,
     pub line: LineClient,
+    /// The shared platform HTTP client (media downloads).
+    pub http: reqwest::Client,
+    pub media: Arc<dyn crate::media::MediaStore>,
 }
 
 impl std::ops::Deref for AppState {
@@ -92,7 +95,10 @@ impl AppState {
         ]);
         let http = http_client()?;
         let graph = GraphClient::new(http.clone(), &config.facebook_graph_url);
-        let line = LineClient::new(http, &config.line_api_url, &config.line_data_url);
+        let line = LineClient::new(http.clone(), &config.line_api_url, &config.line_data_url);
+        let media: Arc<dyn crate::media::MediaStore> = Arc::new(
+            crate::media::LocalMediaStore::new(db.data_dir().join("omnibox-media")),
+        );
         projections.catch_up().await?;
         Ok(Self(Arc::new(Inner {
             config,
@@ -105,6 +111,8 @@ impl AppState {
             metrics,
             graph,
             line,
+            http,
+            media,
         })))
     }
 
@@ -112,6 +120,8 @@ impl AppState {
     pub fn start_background(&self) {
         self.projections.spawn();
         tokio::spawn(crate::channels::run_expiry_timer(self.clone()));
+        tokio::spawn(crate::media::run_media_fetcher(self.clone()));
+        tokio::spawn(crate::profiles::run_profile_fetcher(self.clone()));
     }
 
     /// Waits until the read models show `position` (a mutation's own write).

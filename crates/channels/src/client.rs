@@ -135,3 +135,65 @@ pub(crate) async fn line_answer<T: serde::de::DeserializeOwned>(
         reason: e.to_string(),
     })
 }
+
+/// Bytes fetched from a platform, with the content type it declared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Download {
+    pub bytes: Vec<u8>,
+    pub content_type: Option<String>,
+}
+
+/// Reads a successful response's body, refusing more than `max_bytes`.
+pub(crate) async fn read_limited(
+    mut response: reqwest::Response,
+    max_bytes: usize,
+) -> Result<Download, PlatformError> {
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let too_large = || PlatformError::UnexpectedAnswer {
+        status,
+        reason: format!("the file is larger than {max_bytes} bytes"),
+    };
+    if response
+        .content_length()
+        .is_some_and(|n| n > max_bytes as u64)
+    {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(PlatformError::unreachable)? {
+        if bytes.len() + chunk.len() > max_bytes {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Download {
+        bytes,
+        content_type,
+    })
+}
+
+/// Downloads a signed media URL (Facebook CDN, LINE external provider).
+pub async fn download(
+    http: &reqwest::Client,
+    url: &str,
+    max_bytes: usize,
+) -> Result<Download, PlatformError> {
+    let response = http
+        .get(url)
+        .send()
+        .await
+        .map_err(PlatformError::unreachable)?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(PlatformError::UnexpectedAnswer {
+            status: status.as_u16(),
+            reason: "the media URL did not answer with the file (expired?)".into(),
+        });
+    }
+    read_limited(response, max_bytes).await
+}

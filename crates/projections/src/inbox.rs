@@ -53,7 +53,7 @@ impl Projector for InboxProjector {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["rm_conversations", "rm_messages", "rm_contacts"]
+        &["rm_conversations", "rm_messages", "rm_contacts", "rm_media"]
     }
 
     async fn apply(
@@ -92,10 +92,34 @@ async fn apply_contact(tx: &mut ReadTx, event: ContactEvent) -> Result<(), Apply
             platform_user_id,
             ..
         } => (contact_id, org_id, channel_id, platform_user_id, false),
+        ContactEvent::ContactProfileUpdated {
+            contact_id,
+            display_name,
+            avatar_url,
+            ..
+        } => {
+            execute!(
+                tx,
+                "UPDATE rm_contacts SET display_name = $1, avatar_url = $2, profile_state = 'DONE' WHERE contact_id = $3",
+                display_name,
+                avatar_url,
+                contact_id.0
+            )?;
+            return Ok(());
+        }
+        ContactEvent::ContactProfileUnavailable { contact_id, .. } => {
+            execute!(
+                tx,
+                "UPDATE rm_contacts SET profile_state = 'UNAVAILABLE' WHERE contact_id = $1",
+                contact_id.0
+            )?;
+            return Ok(());
+        }
     };
     execute!(
         tx,
-        "INSERT INTO rm_contacts (contact_id, org_id, channel_id, platform_user_id, following) VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO rm_contacts (contact_id, org_id, channel_id, platform_user_id, following, profile_state)
+         VALUES ($1, $2, $3, $4, $5, 'PENDING')
          ON CONFLICT (contact_id) DO UPDATE SET following = excluded.following",
         contact.0,
         org.0,
@@ -149,7 +173,8 @@ async fn apply_conversation(
                 .unwrap_or_else(|| thread.platform_id().to_owned());
             execute!(
                 tx,
-                "INSERT INTO rm_contacts (contact_id, org_id, channel_id, platform_user_id) VALUES ($1, $2, $3, $4)
+                "INSERT INTO rm_contacts (contact_id, org_id, channel_id, platform_user_id, profile_state)
+                 VALUES ($1, $2, $3, $4, 'PENDING')
                  ON CONFLICT (contact_id) DO NOTHING",
                 contact_id.0,
                 org.0,
@@ -200,6 +225,25 @@ async fn apply_conversation(
                 None,
             )
             .await?;
+            for (index, attachment) in attachments.iter().enumerate() {
+                if matches!(
+                    attachment.source,
+                    omnibox_domain::conversation::MediaSource::None
+                ) {
+                    continue;
+                }
+                execute!(
+                    tx,
+                    "INSERT INTO rm_media (message_id, idx, org_id, conversation_id, channel_id, source, state)
+                     VALUES ($1, $2, $3, $4, $5, $6, 'PENDING')",
+                    message_id,
+                    index as i32,
+                    org.0,
+                    conversation.0,
+                    channel_id.0,
+                    serde_json::to_string(&attachment.source)?
+                )?;
+            }
             changes.push((
                 org,
                 Change::Message {
@@ -291,6 +335,53 @@ async fn apply_conversation(
                 platform_message_id
             )?;
             changes.push((org, Change::Conversation(conversation)));
+        }
+        ConversationEvent::MediaStored {
+            message_id,
+            index,
+            storage_key,
+            size_bytes,
+            content_type,
+            ..
+        } => {
+            execute!(
+                tx,
+                "UPDATE rm_media SET state = 'STORED', storage_key = $1, size_bytes = $2, content_type = $3
+                 WHERE message_id = $4 AND idx = $5",
+                storage_key,
+                i64::try_from(size_bytes).unwrap_or(i64::MAX),
+                content_type,
+                message_id,
+                index as i32
+            )?;
+            changes.push((
+                org,
+                Change::Message {
+                    conversation,
+                    message: message_id,
+                },
+            ));
+        }
+        ConversationEvent::MediaFetchFailed {
+            message_id,
+            index,
+            reason,
+            ..
+        } => {
+            execute!(
+                tx,
+                "UPDATE rm_media SET state = 'FAILED', reason = $1 WHERE message_id = $2 AND idx = $3",
+                reason,
+                message_id,
+                index as i32
+            )?;
+            changes.push((
+                org,
+                Change::Message {
+                    conversation,
+                    message: message_id,
+                },
+            ));
         }
         ConversationEvent::ConversationMarkedRead { .. } => {
             execute!(
@@ -647,4 +738,97 @@ pub async fn message(
     let sql =
         format!("SELECT {MESSAGE_COLUMNS} FROM rm_messages WHERE org_id = $1 AND message_id = $2");
     fetch_optional!(db, &sql, [org.0, id], |row| decode_message(row))
+}
+
+/// An inbound attachment still to be fetched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingMedia {
+    pub message_id: Uuid,
+    pub index: u32,
+    pub org_id: OrgId,
+    pub conversation_id: ConversationId,
+    pub channel_id: ChannelId,
+    pub source: omnibox_domain::conversation::MediaSource,
+}
+
+/// Attachments waiting for the media fetcher, oldest first.
+pub async fn pending_media(db: &Database, limit: usize) -> Result<Vec<PendingMedia>, sqlx::Error> {
+    fetch_all!(
+        db,
+        "SELECT message_id, idx, org_id, conversation_id, channel_id, source FROM rm_media
+         WHERE state = 'PENDING' ORDER BY message_id, idx LIMIT $1",
+        [i64::try_from(limit).unwrap_or(i64::MAX)],
+        |row| {
+            let source: String = row.try_get(5)?;
+            Ok(PendingMedia {
+                message_id: row.try_get(0)?,
+                index: u32::try_from(row.try_get::<i32, _>(1)?).unwrap_or_default(),
+                org_id: OrgId(row.try_get(2)?),
+                conversation_id: ConversationId(row.try_get(3)?),
+                channel_id: ChannelId(row.try_get(4)?),
+                source: serde_json::from_str(&source)
+                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            })
+        }
+    )
+}
+
+/// What Omnibox holds of one attachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaRow {
+    pub index: u32,
+    pub state: String,
+    pub storage_key: Option<String>,
+    pub size_bytes: Option<i64>,
+    pub content_type: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// The media of one message of `org`.
+pub async fn media(
+    db: &Database,
+    org: OrgId,
+    message_id: Uuid,
+) -> Result<Vec<MediaRow>, sqlx::Error> {
+    fetch_all!(
+        db,
+        "SELECT idx, state, storage_key, size_bytes, content_type, reason FROM rm_media
+         WHERE org_id = $1 AND message_id = $2 ORDER BY idx",
+        [org.0, message_id],
+        |row| Ok(MediaRow {
+            index: u32::try_from(row.try_get::<i32, _>(0)?).unwrap_or_default(),
+            state: row.try_get(1)?,
+            storage_key: row.try_get(2)?,
+            size_bytes: row.try_get(3)?,
+            content_type: row.try_get(4)?,
+            reason: row.try_get(5)?,
+        })
+    )
+}
+
+/// A contact whose profile is still to be looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingProfile {
+    pub contact_id: ContactId,
+    pub org_id: OrgId,
+    pub channel_id: ChannelId,
+    pub platform_user_id: String,
+}
+
+pub async fn pending_profiles(
+    db: &Database,
+    limit: usize,
+) -> Result<Vec<PendingProfile>, sqlx::Error> {
+    fetch_all!(
+        db,
+        "SELECT contact_id, org_id, channel_id, platform_user_id FROM rm_contacts
+         WHERE profile_state = 'PENDING' ORDER BY contact_id LIMIT $1",
+        [i64::try_from(limit).unwrap_or(i64::MAX)],
+        |row| Ok(PendingProfile {
+            contact_id: ContactId(row.try_get(0)?),
+            org_id: OrgId(row.try_get(1)?),
+            channel_id: ChannelId(row.try_get(2)?),
+            platform_user_id: row.try_get(3)?,
+        })
+    )
 }

@@ -9,12 +9,13 @@ use chrono::{DateTime, Utc};
 use futures_util::stream::{Stream, StreamExt};
 use omnibox_domain::conversation::{
     self as domain, AttachmentKind as DomainAttachmentKind, ConversationCommand, ConversationError,
-    MediaSource,
 };
 use omnibox_domain::ids::{ChannelId, ConversationId, MemberId, OrgId};
 use omnibox_domain::policy::{self, WindowPhase as DomainPhase};
 use omnibox_projections::channels::{self as channel_read, ChannelRow};
-use omnibox_projections::inbox::{self as read, ConversationRow, InboxFilter, MessageRow};
+use omnibox_projections::inbox::{
+    self as read, ConversationRow, InboxFilter, MediaRow, MessageRow,
+};
 use omnibox_projections::members::{self as member_read, MemberRow};
 use omnibox_projections::Change;
 use tokio_stream::wrappers::BroadcastStream;
@@ -113,6 +114,8 @@ pub struct Attachment {
 pub struct Message {
     row: MessageRow,
     author: Option<MemberRow>,
+    media: Vec<MediaRow>,
+    public_url: String,
 }
 
 #[Object]
@@ -149,20 +152,30 @@ impl Message {
         self.row
             .attachments
             .iter()
-            .map(|a| Attachment {
-                kind: a.kind.into(),
-                file_name: a.file_name.clone(),
-                size_bytes: a.size_bytes.and_then(|s| i64::try_from(s).ok()),
-                content_type: None,
-                url: match (a.kind, &a.source) {
-                    (DomainAttachmentKind::Link, _) => a.reference.clone(),
-                    (_, MediaSource::None)
-                    | (_, MediaSource::Url { .. })
-                    | (_, MediaSource::LineContent { .. }) => None,
-                },
-                title: a.title.clone(),
-                latitude: a.latitude,
-                longitude: a.longitude,
+            .enumerate()
+            .map(|(index, a)| {
+                let stored = self
+                    .media
+                    .iter()
+                    .find(|m| m.index as usize == index && m.state == "STORED");
+                Attachment {
+                    kind: a.kind.into(),
+                    file_name: a.file_name.clone(),
+                    size_bytes: stored
+                        .and_then(|m| m.size_bytes)
+                        .or_else(|| a.size_bytes.and_then(|s| i64::try_from(s).ok())),
+                    content_type: stored.and_then(|m| m.content_type.clone()),
+                    url: match (a.kind, stored) {
+                        (DomainAttachmentKind::Link, _) => a.reference.clone(),
+                        (_, Some(_)) => {
+                            Some(format!("{}/media/{}/{index}", self.public_url, self.row.id))
+                        }
+                        (_, None) => None,
+                    },
+                    title: a.title.clone(),
+                    latitude: a.latitude,
+                    longitude: a.longitude,
+                }
             })
             .collect()
     }
@@ -324,13 +337,29 @@ impl Conversation {
         let mut connection = Connection::new(has_previous, has_next);
         for row in rows {
             let author = row.author_id.and_then(|id| authors.get(&id).cloned());
+            let media = media_of(app, self.row.org_id, &row).await?;
+            let public_url = app.config.public_url.clone();
             connection.edges.push(Edge::new(
                 cursor(row.sent_at, row.id),
-                Message { row, author },
+                Message {
+                    row,
+                    author,
+                    media,
+                    public_url,
+                },
             ));
         }
         Ok(connection)
     }
+}
+
+/// What the media store holds for a message's attachments (one query, only
+/// for messages that have attachments).
+async fn media_of(app: &AppState, org: OrgId, row: &MessageRow) -> Result<Vec<MediaRow>, ApiError> {
+    if row.attachments.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(read::media(&app.db, org, row.id).await?)
 }
 
 async fn authors(
@@ -609,7 +638,14 @@ impl ConversationsSubscription {
                         Some(id) => member_read::member(&app.db, org, id).await.ok().flatten(),
                         None => None,
                     };
-                    Some(Message { row, author })
+                    let media = media_of(&app, org, &row).await.ok()?;
+                    let public_url = app.config.public_url.clone();
+                    Some(Message {
+                        row,
+                        author,
+                        media,
+                        public_url,
+                    })
                 }
             })
             .filter_map(std::future::ready))

@@ -17,6 +17,19 @@ pub struct PageInfo {
     pub name: String,
 }
 
+/// A Messenger user as the User Profile API describes them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct UserProfile {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub first_name: Option<String>,
+    #[serde(default)]
+    pub last_name: Option<String>,
+    #[serde(default)]
+    pub profile_pic: Option<String>,
+}
+
 #[derive(Deserialize)]
 struct Success {
     #[serde(default)]
@@ -74,6 +87,19 @@ impl GraphClient {
     pub async fn page(&self, page_id: &str, token: &str) -> Result<PageInfo, PlatformError> {
         let mut url = self.url(&[page_id])?;
         url.query_pairs_mut().append_pair("fields", "id,name");
+        self.call(Method::GET, url, token).await
+    }
+
+    /// The customer `psid` as the page sees them (name, picture; the picture
+    /// URL expires).
+    pub async fn user_profile(
+        &self,
+        psid: &str,
+        token: &str,
+    ) -> Result<UserProfile, PlatformError> {
+        let mut url = self.url(&[psid])?;
+        url.query_pairs_mut()
+            .append_pair("fields", "first_name,last_name,name,profile_pic");
         self.call(Method::GET, url, token).await
     }
 

@@ -2,7 +2,27 @@
 
 use serde::Deserialize;
 
-use crate::client::{line_answer, PlatformError};
+use crate::client::{line_answer, read_limited, Download, PlatformError};
+
+/// A LINE user as the profile API describes them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Profile {
+    pub display_name: String,
+    pub user_id: String,
+    #[serde(default)]
+    pub picture_url: Option<String>,
+    #[serde(default)]
+    pub language: Option<String>,
+}
+
+/// What the content endpoint gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    Ready(Download),
+    /// 202: LINE is still preparing it (video, audio); ask again later.
+    NotReady,
+}
 
 /// The bot behind a channel access token (`GET /v2/bot/info`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -53,4 +73,86 @@ impl LineClient {
             .map_err(PlatformError::unreachable)?;
         line_answer(response).await
     }
+
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        token: &str,
+    ) -> Result<T, PlatformError> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.api_base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(PlatformError::unreachable)?;
+        line_answer(response).await
+    }
+
+    /// A friend's profile (`GET /v2/bot/profile/{userId}`); 404 when the
+    /// user is not a friend or blocked the account.
+    pub async fn profile(&self, user_id: &str, token: &str) -> Result<Profile, PlatformError> {
+        self.get(&format!("/v2/bot/profile/{}", encode(user_id)), token)
+            .await
+    }
+
+    /// A group member's profile (`GET /v2/bot/group/{groupId}/member/{userId}`).
+    pub async fn group_member_profile(
+        &self,
+        group_id: &str,
+        user_id: &str,
+        token: &str,
+    ) -> Result<Profile, PlatformError> {
+        self.get(
+            &format!(
+                "/v2/bot/group/{}/member/{}",
+                encode(group_id),
+                encode(user_id)
+            ),
+            token,
+        )
+        .await
+    }
+
+    /// A message's media bytes from the content host.
+    pub async fn content(
+        &self,
+        message_id: &str,
+        token: &str,
+        max_bytes: usize,
+    ) -> Result<Content, PlatformError> {
+        let response = self
+            .http
+            .get(format!(
+                "{}/v2/bot/message/{}/content",
+                self.data_base,
+                encode(message_id)
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(PlatformError::unreachable)?;
+        match response.status().as_u16() {
+            202 => Ok(Content::NotReady),
+            200 => Ok(Content::Ready(read_limited(response, max_bytes).await?)),
+            _ => line_answer::<serde_json::Value>(response)
+                .await
+                .map(|_| Content::NotReady),
+        }
+    }
+}
+
+/// Platform ids are alphanumeric; anything else is percent-encoded so it can
+/// never change the path.
+fn encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

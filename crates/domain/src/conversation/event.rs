@@ -175,6 +175,26 @@ pub enum ConversationEvent {
         by: MemberId,
         at: DateTime<Utc>,
     },
+    /// An inbound attachment's bytes are in Omnibox's media store.
+    MediaStored {
+        conversation_id: ConversationId,
+        org_id: OrgId,
+        message_id: uuid::Uuid,
+        index: u32,
+        storage_key: String,
+        size_bytes: u64,
+        content_type: Option<String>,
+        at: DateTime<Utc>,
+    },
+    /// An inbound attachment could not be fetched (expired, gone, too large).
+    MediaFetchFailed {
+        conversation_id: ConversationId,
+        org_id: OrgId,
+        message_id: uuid::Uuid,
+        index: u32,
+        reason: String,
+        at: DateTime<Utc>,
+    },
     /// The customer unsent a message (LINE); history keeps that it existed.
     MessageUnsent {
         conversation_id: ConversationId,
@@ -198,6 +218,8 @@ impl ConversationEvent {
             ConversationEvent::ConversationUnassigned { .. } => "ConversationUnassigned",
             ConversationEvent::ConversationResolved { .. } => "ConversationResolved",
             ConversationEvent::ConversationReopened { .. } => "ConversationReopened",
+            ConversationEvent::MediaStored { .. } => "MediaStored",
+            ConversationEvent::MediaFetchFailed { .. } => "MediaFetchFailed",
         }
     }
 
@@ -232,6 +254,12 @@ impl ConversationEvent {
             }
             | ConversationEvent::ConversationReopened {
                 conversation_id, ..
+            }
+            | ConversationEvent::MediaStored {
+                conversation_id, ..
+            }
+            | ConversationEvent::MediaFetchFailed {
+                conversation_id, ..
             } => *conversation_id,
         }
     }
@@ -247,7 +275,9 @@ impl ConversationEvent {
             | ConversationEvent::ConversationAssigned { org_id, .. }
             | ConversationEvent::ConversationUnassigned { org_id, .. }
             | ConversationEvent::ConversationResolved { org_id, .. }
-            | ConversationEvent::ConversationReopened { org_id, .. } => *org_id,
+            | ConversationEvent::ConversationReopened { org_id, .. }
+            | ConversationEvent::MediaStored { org_id, .. }
+            | ConversationEvent::MediaFetchFailed { org_id, .. } => *org_id,
         }
     }
 }
@@ -265,6 +295,21 @@ pub enum ContactEvent {
         unblocked: bool,
         at: DateTime<Utc>,
     },
+    /// The platform's profile for the contact (name, picture).
+    ContactProfileUpdated {
+        contact_id: ContactId,
+        org_id: OrgId,
+        display_name: Option<String>,
+        avatar_url: Option<String>,
+        at: DateTime<Utc>,
+    },
+    /// The platform had no profile to give (not a friend, no permission).
+    ContactProfileUnavailable {
+        contact_id: ContactId,
+        org_id: OrgId,
+        reason: String,
+        at: DateTime<Utc>,
+    },
     /// Blocked the LINE account: pushes are accepted but not delivered.
     ContactUnfollowed {
         contact_id: ContactId,
@@ -280,6 +325,8 @@ impl ContactEvent {
         match self {
             ContactEvent::ContactFollowed { .. } => "ContactFollowed",
             ContactEvent::ContactUnfollowed { .. } => "ContactUnfollowed",
+            ContactEvent::ContactProfileUpdated { .. } => "ContactProfileUpdated",
+            ContactEvent::ContactProfileUnavailable { .. } => "ContactProfileUnavailable",
         }
     }
 }

@@ -49,6 +49,7 @@ impl Conversation {
             | ConversationEvent::MessageUnsent { channel_id, .. } => {
                 self.channel_id.get_or_insert(*channel_id);
             }
+            ConversationEvent::MediaStored { .. } | ConversationEvent::MediaFetchFailed { .. } => {}
         }
     }
 }
