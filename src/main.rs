@@ -165,8 +165,23 @@ async fn rebuild(config: Config, clock: Arc<dyn Clock>, only: Option<&str>) -> a
         );
     }
     for runner in selected {
-        let applied = runner.rebuild().await?;
-        eprintln!("rebuilt {}: {applied} events applied", runner.name());
+        let bar = indicatif::ProgressBar::new_spinner()
+            .with_message(format!("rebuilding {}", runner.name()));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {msg}: {pos} events ({per_sec}, {elapsed})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        let started = std::time::Instant::now();
+        let applied = runner.rebuild_reporting(&|n| bar.set_position(n)).await?;
+        bar.finish_and_clear();
+        let rate = applied as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        eprintln!(
+            "rebuilt {}: {applied} events in {:.2?} ({rate:.0} events/s)",
+            runner.name(),
+            started.elapsed()
+        );
     }
     Ok(())
 }

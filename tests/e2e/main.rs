@@ -7,4 +7,5 @@ mod inbound;
 mod inbox;
 mod media;
 mod platform;
+mod rebuild;
 mod support;

@@ -125,6 +125,15 @@ impl ProjectionRunner {
 
     /// Applies everything in the log now; returns how many events it applied.
     pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
+        self.catch_up_reporting(&|_| {}).await
+    }
+
+    /// Like [`ProjectionRunner::catch_up`], telling `progress` the running
+    /// count after every batch.
+    pub async fn catch_up_reporting(
+        &self,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<u64, ProjectionError> {
         let mut position = self.checkpoint().await?;
         self.position.send_replace(position);
         let mut applied = 0;
@@ -137,6 +146,7 @@ impl ProjectionRunner {
                 Batch::Applied => {
                     applied += events.len() as u64;
                     position = events.last().map_or(position, |e| e.position);
+                    progress(applied);
                 }
                 Batch::Lost(now) => position = now,
             }
@@ -243,6 +253,19 @@ impl ProjectionRunner {
 
     /// Empties this projection's tables and checkpoint, then replays the whole log.
     pub async fn rebuild(&self) -> Result<u64, ProjectionError> {
+        self.rebuild_reporting(&|_| {}).await
+    }
+
+    /// Like [`ProjectionRunner::rebuild`], reporting progress.
+    ///
+    /// The rebuild happens in place: the tables are emptied in one
+    /// transaction and refilled batch by batch, so a server reading them
+    /// meanwhile sees a partial inbox until it finishes. Run it with the
+    /// servers stopped, or in a maintenance window (see the README).
+    pub async fn rebuild_reporting(
+        &self,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<u64, ProjectionError> {
         let mut tx = ReadTx::begin(&self.db).await?;
         for table in self.projector.tables() {
             execute!(&mut tx, &format!("DELETE FROM {table}"))?;
@@ -253,7 +276,7 @@ impl ProjectionRunner {
             self.projector.name()
         )?;
         tx.commit().await?;
-        self.catch_up().await
+        self.catch_up_reporting(progress).await
     }
 }
 
