@@ -426,6 +426,21 @@ pub async fn expire_rejected_token(
     Ok(!executed.events.is_empty())
 }
 
+/// A send succeeded with the channel's token: its 90 days start again.
+pub async fn record_token_use(app: &AppState, id: ChannelId) -> Result<(), ApiError> {
+    let now = app.clock.now();
+    let executed = execute::<Channel, _>(
+        &*app.store,
+        id.0,
+        &Actor::system("system:delivery"),
+        |state| channel::decide(state, ChannelCommand::RecordTokenUse { at: now }, now),
+    )
+    .await
+    .map_err(command_error)?;
+    app.read_your_writes(executed.position).await;
+    Ok(())
+}
+
 /// How often the expiry timer looks, in production.
 pub const EXPIRY_TICK: std::time::Duration = std::time::Duration::from_secs(60);
 

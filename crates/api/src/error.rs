@@ -17,6 +17,10 @@ pub enum ApiError {
     PageTaken(String),
     /// The channel cannot send now (expired or disconnected).
     ChannelNotConnected(String),
+    WindowClosed(String),
+    PromotionalNotAllowed(String),
+    AttachmentNotAllowed(String),
+    NotSupportedOnChannel(String),
     /// Something broke on our side; the details go to the log, not the client.
     Internal,
 }
@@ -31,6 +35,10 @@ impl ApiError {
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::PageTaken(_) => "PAGE_TAKEN",
             ApiError::ChannelNotConnected(_) => "CHANNEL_NOT_CONNECTED",
+            ApiError::WindowClosed(_) => "WINDOW_CLOSED",
+            ApiError::PromotionalNotAllowed(_) => "PROMOTIONAL_NOT_ALLOWED",
+            ApiError::AttachmentNotAllowed(_) => "ATTACHMENT_NOT_ALLOWED",
+            ApiError::NotSupportedOnChannel(_) => "NOT_SUPPORTED_ON_CHANNEL",
             ApiError::Internal => "INTERNAL",
         }
     }
@@ -46,7 +54,11 @@ impl ApiError {
             | ApiError::Validation(message)
             | ApiError::Conflict(message)
             | ApiError::PageTaken(message)
-            | ApiError::ChannelNotConnected(message) => message.clone(),
+            | ApiError::ChannelNotConnected(message)
+            | ApiError::WindowClosed(message)
+            | ApiError::PromotionalNotAllowed(message)
+            | ApiError::AttachmentNotAllowed(message)
+            | ApiError::NotSupportedOnChannel(message) => message.clone(),
             ApiError::Internal => "internal error; the server log has the details".into(),
         }
     }

@@ -14,6 +14,7 @@ pub mod bootstrap;
 pub mod channels;
 pub mod commands;
 pub mod config;
+pub mod delivery;
 mod error;
 pub mod graphql;
 pub mod inbound;
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod profiles;
 pub mod server;
 mod state;
+pub mod templates;
 pub mod webhooks;
 
 pub use config::Config;

@@ -92,6 +92,7 @@ impl AppState {
             runner(Arc::new(MembersProjector)),
             runner(Arc::new(ChannelsProjector)),
             runner(Arc::new(InboxProjector)),
+            runner(Arc::new(omnibox_projections::templates::TemplatesProjector)),
         ]);
         let http = http_client()?;
         let graph = GraphClient::new(http.clone(), &config.facebook_graph_url);
@@ -121,6 +122,7 @@ impl AppState {
         self.projections.spawn();
         tokio::spawn(crate::channels::run_expiry_timer(self.clone()));
         tokio::spawn(crate::media::run_media_fetcher(self.clone()));
+        tokio::spawn(crate::delivery::run_delivery_worker(self.clone()));
         tokio::spawn(crate::profiles::run_profile_fetcher(self.clone()));
     }
 

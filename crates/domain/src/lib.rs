@@ -14,6 +14,7 @@ pub mod conversation;
 pub mod ids;
 pub mod org;
 pub mod policy;
+pub mod template;
 
 pub use channel_kind::ChannelKind;
 pub use clock::{Clock, ManualClock, SystemClock};

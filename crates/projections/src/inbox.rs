@@ -10,6 +10,7 @@ use omnibox_domain::conversation::{
     AttachmentKind, ContactEvent, ConversationEvent, InboundAttachment,
 };
 use omnibox_domain::ids::{ChannelId, ContactId, ConversationId, MemberId, OrgId};
+use omnibox_domain::policy::{CheckedBubble, OutboundAttachmentKind};
 use omnibox_domain::ChannelKind;
 use omnibox_store::{Database, RecordedEvent};
 use sqlx::Row;
@@ -53,7 +54,13 @@ impl Projector for InboxProjector {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["rm_conversations", "rm_messages", "rm_contacts", "rm_media"]
+        &[
+            "rm_conversations",
+            "rm_messages",
+            "rm_contacts",
+            "rm_media",
+            "rm_deliveries",
+        ]
     }
 
     async fn apply(
@@ -380,6 +387,142 @@ async fn apply_conversation(
                 Change::Message {
                     conversation,
                     message: message_id,
+                },
+            ));
+        }
+        ConversationEvent::ReplyQueued {
+            channel_id,
+            reply_id,
+            recipient,
+            bubbles,
+            evidence,
+            author,
+            reply_token,
+            queued_at,
+            ..
+        } => {
+            let mut shown = String::new();
+            for (index, bubble) in bubbles.iter().enumerate() {
+                let index = index as u32;
+                let id = omnibox_domain::conversation::reply_message_id(reply_id, index);
+                let (text, attachments) = match bubble {
+                    CheckedBubble::Text(text) => (Some(text.clone()), Vec::new()),
+                    CheckedBubble::Attachment {
+                        attachment,
+                        attachment_kind,
+                    } => (
+                        None,
+                        vec![InboundAttachment {
+                            kind: match attachment_kind {
+                                OutboundAttachmentKind::Image => AttachmentKind::Image,
+                                OutboundAttachmentKind::Video => AttachmentKind::Video,
+                                OutboundAttachmentKind::Audio => AttachmentKind::Audio,
+                                OutboundAttachmentKind::File => AttachmentKind::File,
+                            },
+                            source: omnibox_domain::conversation::MediaSource::None,
+                            file_name: Some(attachment.file_name.clone()),
+                            size_bytes: Some(attachment.size_bytes),
+                            title: None,
+                            reference: Some(attachment.url.clone()),
+                            latitude: None,
+                            longitude: None,
+                        }],
+                    ),
+                };
+                shown = preview(text.as_deref(), &attachments);
+                insert_message(
+                    tx,
+                    id,
+                    conversation,
+                    org,
+                    "OUTBOUND",
+                    "",
+                    queued_at,
+                    text,
+                    &attachments,
+                    Some("QUEUED"),
+                )
+                .await?;
+                execute!(tx, "UPDATE rm_messages SET author_id = $1, platform_message_id = NULL WHERE message_id = $2", author.0, id)?;
+                let payload = serde_json::json!({
+                    "recipient": recipient,
+                    "bubble": bubble,
+                    "evidence": evidence,
+                    "reply_token": reply_token,
+                    "count": bubbles.len(),
+                });
+                execute!(
+                    tx,
+                    "INSERT INTO rm_deliveries (message_id, reply_id, idx, conversation_id, org_id, channel_id, payload, state, queued_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'PENDING', $8)",
+                    id,
+                    reply_id,
+                    index as i32,
+                    conversation.0,
+                    org.0,
+                    channel_id.0,
+                    payload.to_string(),
+                    micros(queued_at)
+                )?;
+                changes.push((
+                    org,
+                    Change::Message {
+                        conversation,
+                        message: id,
+                    },
+                ));
+            }
+            touch_conversation(tx, conversation, queued_at, &shown).await?;
+        }
+        ConversationEvent::ReplyBubbleDelivered {
+            reply_id,
+            index,
+            platform_message_id,
+            ..
+        } => {
+            let id = omnibox_domain::conversation::reply_message_id(reply_id, index);
+            execute!(
+                tx,
+                "UPDATE rm_messages SET delivery_state = 'DELIVERED', platform_message_id = $1 WHERE message_id = $2",
+                platform_message_id,
+                id
+            )?;
+            execute!(
+                tx,
+                "UPDATE rm_deliveries SET state = 'DONE' WHERE message_id = $1",
+                id
+            )?;
+            changes.push((
+                org,
+                Change::Message {
+                    conversation,
+                    message: id,
+                },
+            ));
+        }
+        ConversationEvent::ReplyBubbleFailed {
+            reply_id,
+            index,
+            reason,
+            ..
+        } => {
+            let id = omnibox_domain::conversation::reply_message_id(reply_id, index);
+            execute!(
+                tx,
+                "UPDATE rm_messages SET delivery_state = 'FAILED', failure_reason = $1 WHERE message_id = $2",
+                reason,
+                id
+            )?;
+            execute!(
+                tx,
+                "UPDATE rm_deliveries SET state = 'DONE' WHERE message_id = $1",
+                id
+            )?;
+            changes.push((
+                org,
+                Change::Message {
+                    conversation,
+                    message: id,
                 },
             ));
         }
@@ -830,5 +973,45 @@ pub async fn pending_profiles(
             channel_id: ChannelId(row.try_get(2)?),
             platform_user_id: row.try_get(3)?,
         })
+    )
+}
+
+/// A reply bubble waiting for the delivery worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingDelivery {
+    pub message_id: Uuid,
+    pub reply_id: Uuid,
+    pub index: u32,
+    pub conversation_id: ConversationId,
+    pub org_id: OrgId,
+    pub channel_id: ChannelId,
+    /// `{recipient, bubble, evidence, reply_token, count}` as queued.
+    pub payload: serde_json::Value,
+    pub queued_at: DateTime<Utc>,
+}
+
+/// Bubbles waiting for delivery, oldest first.
+pub async fn pending_deliveries(
+    db: &Database,
+    limit: usize,
+) -> Result<Vec<PendingDelivery>, sqlx::Error> {
+    fetch_all!(
+        db,
+        "SELECT message_id, reply_id, idx, conversation_id, org_id, channel_id, payload, queued_at FROM rm_deliveries
+         WHERE state = 'PENDING' ORDER BY queued_at, reply_id, idx LIMIT $1",
+        [i64::try_from(limit).unwrap_or(i64::MAX)],
+        |row| {
+            let payload: String = row.try_get(6)?;
+            Ok(PendingDelivery {
+                message_id: row.try_get(0)?,
+                reply_id: row.try_get(1)?,
+                index: u32::try_from(row.try_get::<i32, _>(2)?).unwrap_or_default(),
+                conversation_id: ConversationId(row.try_get(3)?),
+                org_id: OrgId(row.try_get(4)?),
+                channel_id: ChannelId(row.try_get(5)?),
+                payload: serde_json::from_str(&payload).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                queued_at: instant(row.try_get(7)?)?,
+            })
+        }
     )
 }

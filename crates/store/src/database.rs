@@ -92,12 +92,12 @@ impl Database {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self {
             Database::Sqlite { pool, .. } => migrator(
-                migrations!("sqlite": 1 "0001_event_log", 2 "0002_secrets", 3 "0003_read_models", 4 "0004_channels", 5 "0005_inbox", 6 "0006_media"),
+                migrations!("sqlite": 1 "0001_event_log", 2 "0002_secrets", 3 "0003_read_models", 4 "0004_channels", 5 "0005_inbox", 6 "0006_media", 7 "0007_deliveries", 8 "0008_templates"),
             )
             .run(pool)
             .await?,
             Database::Postgres { pool } => migrator(
-                migrations!("postgres": 1 "0001_event_log", 2 "0002_secrets", 3 "0003_read_models", 4 "0004_channels", 5 "0005_inbox", 6 "0006_media"),
+                migrations!("postgres": 1 "0001_event_log", 2 "0002_secrets", 3 "0003_read_models", 4 "0004_channels", 5 "0005_inbox", 6 "0006_media", 7 "0007_deliveries", 8 "0008_templates"),
             )
             .run(pool)
             .await?,

@@ -353,6 +353,28 @@ impl Conversation {
     }
 }
 
+/// One message of `org` with its author and media, if it exists.
+pub(crate) async fn load_message(
+    app: &AppState,
+    org: OrgId,
+    id: Uuid,
+) -> Result<Option<Message>, ApiError> {
+    let Some(row) = read::message(&app.db, org, id).await? else {
+        return Ok(None);
+    };
+    let author = match row.author_id {
+        Some(author) => member_read::member(&app.db, org, author).await?,
+        None => None,
+    };
+    let media = media_of(app, org, &row).await?;
+    Ok(Some(Message {
+        row,
+        author,
+        media,
+        public_url: app.config.public_url.clone(),
+    }))
+}
+
 /// What the media store holds for a message's attachments (one query, only
 /// for messages that have attachments).
 async fn media_of(app: &AppState, org: OrgId, row: &MessageRow) -> Result<Vec<MediaRow>, ApiError> {

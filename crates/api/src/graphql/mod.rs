@@ -10,6 +10,8 @@ mod channels;
 mod conversations;
 mod history;
 mod members;
+mod replies;
+mod templates;
 
 use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
 
@@ -23,6 +25,7 @@ pub struct QueryRoot(
     members::MembersQuery,
     channels::ChannelsQuery,
     conversations::ConversationsQuery,
+    templates::TemplatesQuery,
     history::HistoryQuery,
 );
 
@@ -31,6 +34,8 @@ pub struct MutationRoot(
     members::MembersMutation,
     channels::ChannelsMutation,
     conversations::ConversationsMutation,
+    replies::RepliesMutation,
+    templates::TemplatesMutation,
 );
 
 #[derive(MergedSubscription, Default)]

@@ -30,6 +30,14 @@ pub struct UserProfile {
     pub profile_pic: Option<String>,
 }
 
+/// The Send API's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SendResult {
+    #[serde(default)]
+    pub recipient_id: Option<String>,
+    pub message_id: String,
+}
+
 #[derive(Deserialize)]
 struct Success {
     #[serde(default)]
@@ -101,6 +109,27 @@ impl GraphClient {
         url.query_pairs_mut()
             .append_pair("fields", "first_name,last_name,name,profile_pic");
         self.call(Method::GET, url, token).await
+    }
+
+    /// Sends one message through the Send API (`POST /{page-id}/messages`).
+    /// `body` is the Send API request (recipient, messaging_type, tag,
+    /// message, metadata); the answer is the message id.
+    pub async fn send(
+        &self,
+        page_id: &str,
+        token: &str,
+        body: &serde_json::Value,
+    ) -> Result<SendResult, PlatformError> {
+        let url = self.url(&[page_id, "messages"])?;
+        let response = self
+            .http
+            .post(url)
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .map_err(PlatformError::unreachable)?;
+        facebook_answer(response).await
     }
 
     /// Subscribes the page to our app's webhook fields.

@@ -4,7 +4,7 @@
 pub mod graph;
 mod webhook;
 
-pub use graph::{GraphClient, PageInfo, UserProfile};
+pub use graph::{GraphClient, PageInfo, SendResult, UserProfile};
 
 pub use webhook::{
     parse_webhook, Attachment, AttachmentKind, Coordinates, Event, EventKind, Message,

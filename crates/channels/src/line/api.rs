@@ -16,6 +16,22 @@ pub struct Profile {
     pub language: Option<String>,
 }
 
+/// A message LINE accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SentMessage {
+    pub id: String,
+    #[serde(default)]
+    pub quote_token: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Sent {
+    #[serde(default)]
+    sent_messages: Vec<SentMessage>,
+}
+
 /// What the content endpoint gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Content {
@@ -112,6 +128,53 @@ impl LineClient {
             token,
         )
         .await
+    }
+
+    /// Replies with a single-use reply token (free of quota).
+    pub async fn reply(
+        &self,
+        token: &str,
+        reply_token: &str,
+        messages: &[serde_json::Value],
+    ) -> Result<Vec<SentMessage>, PlatformError> {
+        let response = self
+            .http
+            .post(format!("{}/v2/bot/message/reply", self.api_base))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "replyToken": reply_token, "messages": messages }))
+            .send()
+            .await
+            .map_err(PlatformError::unreachable)?;
+        let sent: Sent = line_answer(response).await?;
+        Ok(sent.sent_messages)
+    }
+
+    /// Pushes to a user, group or room. `retry_key` makes a repeat of an
+    /// accepted request answer 409 with the original `sentMessages`, which
+    /// counts as success: a retried push is never delivered twice.
+    pub async fn push(
+        &self,
+        token: &str,
+        to: &str,
+        messages: &[serde_json::Value],
+        retry_key: uuid::Uuid,
+    ) -> Result<Vec<SentMessage>, PlatformError> {
+        let response = self
+            .http
+            .post(format!("{}/v2/bot/message/push", self.api_base))
+            .bearer_auth(token)
+            .header("X-Line-Retry-Key", retry_key.to_string())
+            .json(&serde_json::json!({ "to": to, "messages": messages }))
+            .send()
+            .await
+            .map_err(PlatformError::unreachable)?;
+        if response.status().as_u16() == 409 {
+            let body = response.bytes().await.map_err(PlatformError::unreachable)?;
+            let sent: Sent = serde_json::from_slice(&body).unwrap_or_default();
+            return Ok(sent.sent_messages);
+        }
+        let sent: Sent = line_answer(response).await?;
+        Ok(sent.sent_messages)
     }
 
     /// A message's media bytes from the content host.

@@ -4,7 +4,7 @@
 pub mod api;
 mod webhook;
 
-pub use api::{BotInfo, Content, LineClient, Profile};
+pub use api::{BotInfo, Content, LineClient, Profile, SentMessage};
 
 pub use webhook::{
     parse_webhook, ContentProvider, Emoji, Event, EventKind, File, ImageSet, Location, Media,

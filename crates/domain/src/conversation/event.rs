@@ -195,6 +195,44 @@ pub enum ConversationEvent {
         reason: String,
         at: DateTime<Utc>,
     },
+    /// A member's reply, decided legal at `queued_at` (the evidence says
+    /// under which window phase, tag and author kind), waiting for delivery.
+    ReplyQueued {
+        conversation_id: ConversationId,
+        org_id: OrgId,
+        channel_id: ChannelId,
+        channel_kind: ChannelKind,
+        reply_id: uuid::Uuid,
+        recipient: Thread,
+        bubbles: Vec<crate::policy::CheckedBubble>,
+        evidence: crate::policy::ReplyAllowance,
+        author: MemberId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        template_id: Option<crate::ids::TemplateId>,
+        /// LINE: the customer's fresh reply token this reply may use (free of quota).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_token: Option<String>,
+        queued_at: DateTime<Utc>,
+    },
+    /// The platform accepted bubble `index` of a reply.
+    ReplyBubbleDelivered {
+        conversation_id: ConversationId,
+        org_id: OrgId,
+        reply_id: uuid::Uuid,
+        index: u32,
+        platform_message_id: Option<String>,
+        at: DateTime<Utc>,
+    },
+    /// Bubble `index` of a reply will not be delivered.
+    ReplyBubbleFailed {
+        conversation_id: ConversationId,
+        org_id: OrgId,
+        reply_id: uuid::Uuid,
+        index: u32,
+        code: Option<String>,
+        reason: String,
+        at: DateTime<Utc>,
+    },
     /// The customer unsent a message (LINE); history keeps that it existed.
     MessageUnsent {
         conversation_id: ConversationId,
@@ -212,7 +250,6 @@ impl ConversationEvent {
             ConversationEvent::MessageEchoed { .. } => "MessageEchoed",
             ConversationEvent::MessagesDelivered { .. } => "MessagesDelivered",
             ConversationEvent::MessagesRead { .. } => "MessagesRead",
-            ConversationEvent::MessageUnsent { .. } => "MessageUnsent",
             ConversationEvent::ConversationMarkedRead { .. } => "ConversationMarkedRead",
             ConversationEvent::ConversationAssigned { .. } => "ConversationAssigned",
             ConversationEvent::ConversationUnassigned { .. } => "ConversationUnassigned",
@@ -220,6 +257,10 @@ impl ConversationEvent {
             ConversationEvent::ConversationReopened { .. } => "ConversationReopened",
             ConversationEvent::MediaStored { .. } => "MediaStored",
             ConversationEvent::MediaFetchFailed { .. } => "MediaFetchFailed",
+            ConversationEvent::ReplyQueued { .. } => "ReplyQueued",
+            ConversationEvent::ReplyBubbleDelivered { .. } => "ReplyBubbleDelivered",
+            ConversationEvent::ReplyBubbleFailed { .. } => "ReplyBubbleFailed",
+            ConversationEvent::MessageUnsent { .. } => "MessageUnsent",
         }
     }
 
@@ -235,9 +276,6 @@ impl ConversationEvent {
                 conversation_id, ..
             }
             | ConversationEvent::MessagesRead {
-                conversation_id, ..
-            }
-            | ConversationEvent::MessageUnsent {
                 conversation_id, ..
             }
             | ConversationEvent::ConversationMarkedRead {
@@ -260,6 +298,18 @@ impl ConversationEvent {
             }
             | ConversationEvent::MediaFetchFailed {
                 conversation_id, ..
+            }
+            | ConversationEvent::ReplyQueued {
+                conversation_id, ..
+            }
+            | ConversationEvent::ReplyBubbleDelivered {
+                conversation_id, ..
+            }
+            | ConversationEvent::ReplyBubbleFailed {
+                conversation_id, ..
+            }
+            | ConversationEvent::MessageUnsent {
+                conversation_id, ..
             } => *conversation_id,
         }
     }
@@ -270,14 +320,17 @@ impl ConversationEvent {
             | ConversationEvent::MessageEchoed { org_id, .. }
             | ConversationEvent::MessagesDelivered { org_id, .. }
             | ConversationEvent::MessagesRead { org_id, .. }
-            | ConversationEvent::MessageUnsent { org_id, .. }
             | ConversationEvent::ConversationMarkedRead { org_id, .. }
             | ConversationEvent::ConversationAssigned { org_id, .. }
             | ConversationEvent::ConversationUnassigned { org_id, .. }
             | ConversationEvent::ConversationResolved { org_id, .. }
             | ConversationEvent::ConversationReopened { org_id, .. }
             | ConversationEvent::MediaStored { org_id, .. }
-            | ConversationEvent::MediaFetchFailed { org_id, .. } => *org_id,
+            | ConversationEvent::MediaFetchFailed { org_id, .. }
+            | ConversationEvent::ReplyQueued { org_id, .. }
+            | ConversationEvent::ReplyBubbleDelivered { org_id, .. }
+            | ConversationEvent::ReplyBubbleFailed { org_id, .. }
+            | ConversationEvent::MessageUnsent { org_id, .. } => *org_id,
         }
     }
 }

@@ -9,6 +9,7 @@
 
 mod event;
 mod ids;
+mod reply;
 mod state;
 
 pub use event::{
@@ -16,4 +17,5 @@ pub use event::{
     Postback, Thread,
 };
 pub use ids::{contact_id, conversation_id, inbound_event_id};
+pub use reply::{decide_reply, reply_message_id, ReplyError, ReplyRequest, REPLY_TOKEN_LIFETIME};
 pub use state::{decide, Conversation, ConversationCommand, ConversationError};

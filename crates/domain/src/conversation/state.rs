@@ -15,6 +15,10 @@ pub struct Conversation {
     pub assignee: Option<MemberId>,
     pub unread: u32,
     pub last_customer_message_at: Option<DateTime<Utc>>,
+    /// Who replies go to.
+    pub thread: Option<super::Thread>,
+    /// LINE: the newest unused reply token and when its message was sent.
+    pub reply_token: Option<(String, DateTime<Utc>)>,
 }
 
 impl Conversation {
@@ -28,8 +32,16 @@ impl Conversation {
                 channel_id,
                 channel_kind,
                 sent_at,
+                thread,
+                reply_token,
                 ..
             } => {
+                self.thread = Some(thread.clone());
+                if let Some(token) = reply_token {
+                    if self.reply_token.as_ref().is_none_or(|(_, at)| at < sent_at) {
+                        self.reply_token = Some((token.clone(), *sent_at));
+                    }
+                }
                 self.channel_id = Some(*channel_id);
                 self.channel_kind = Some(*channel_kind);
                 self.resolved = false;
@@ -49,7 +61,15 @@ impl Conversation {
             | ConversationEvent::MessageUnsent { channel_id, .. } => {
                 self.channel_id.get_or_insert(*channel_id);
             }
-            ConversationEvent::MediaStored { .. } | ConversationEvent::MediaFetchFailed { .. } => {}
+            ConversationEvent::ReplyQueued { reply_token, .. } => {
+                if reply_token.is_some() {
+                    self.reply_token = None;
+                }
+            }
+            ConversationEvent::MediaStored { .. }
+            | ConversationEvent::MediaFetchFailed { .. }
+            | ConversationEvent::ReplyBubbleDelivered { .. }
+            | ConversationEvent::ReplyBubbleFailed { .. } => {}
         }
     }
 }

@@ -1,0 +1,507 @@
+//! Delivering replies: the worker that calls the platforms and records
+//! what happened.
+//!
+//! Its work queue is the `rm_deliveries` read model (one row per bubble,
+//! PENDING until an outcome event is projected), so a restart resumes where
+//! the log says it stopped. Facebook gets one Send API call per bubble, in
+//! order, with our message id as `metadata` so echoes can be matched; LINE
+//! gets one request per reply: the reply API while the customer's token is
+//! fresh, else push with `X-Line-Retry-Key` = the reply id, so a retried push
+//! is never delivered twice (409 means LINE already accepted it).
+//!
+//! Throttling, 5xx and timeouts are retried with exponential back-off and
+//! jitter, a bounded number of times. Facebook's OAuth error 190 expires the
+//! channel at once; deliveries on an EXPIRED channel wait for
+//! reauthorization and are then sent if the window still allows.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use omnibox_channels::client::PlatformError;
+use omnibox_domain::channel::ChannelStatus;
+use omnibox_domain::conversation::{reply_message_id, ConversationEvent, Thread};
+use omnibox_domain::ids::{ConversationId, OrgId};
+use omnibox_domain::policy::{
+    self, CheckedBubble, OutboundAttachmentKind, ReplyAllowance, WindowPhase,
+};
+use omnibox_domain::ChannelKind;
+use omnibox_projections::channels::{self as channel_read, ChannelRow};
+use omnibox_projections::inbox::{self as read, PendingDelivery};
+use omnibox_store::{ExpectedRevision, Metadata, NewEvent, StreamName};
+use rand::Rng;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::{ApiError, AppState};
+
+/// Attempts for a bubble that keeps meeting throttling or server errors.
+const MAX_ATTEMPTS: u32 = 6;
+/// Back-off ceiling between attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+pub struct DeliveryWorker {
+    /// Per reply: attempts so far and when the next may start.
+    retries: Mutex<HashMap<Uuid, (u32, Instant)>>,
+    /// Outcomes recorded that the read model may not show yet.
+    recorded: Mutex<HashSet<Uuid>>,
+}
+
+enum Verdict {
+    Delivered(Vec<Option<String>>),
+    Failed {
+        code: Option<String>,
+        reason: String,
+    },
+    Retry(String),
+    /// The channel is expired (now, or just now by a 190): wait.
+    Wait,
+}
+
+struct Queued {
+    org: OrgId,
+    conversation: ConversationId,
+    reply_id: Uuid,
+    recipient: Thread,
+    evidence: Option<ReplyAllowance>,
+    reply_token: Option<String>,
+    bubbles: Vec<(u32, CheckedBubble)>,
+}
+
+impl DeliveryWorker {
+    /// One pass over the pending deliveries; returns the outcomes recorded.
+    pub async fn run_once(&self, app: &AppState) -> Result<usize, ApiError> {
+        let pending = read::pending_deliveries(&app.db, 256).await?;
+        let pending: Vec<PendingDelivery> = {
+            let mut recorded = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
+            recorded.retain(|id| pending.iter().any(|p| p.message_id == *id));
+            pending
+                .into_iter()
+                .filter(|p| !recorded.contains(&p.message_id))
+                .collect()
+        };
+        // Group bubbles by reply, keeping the queue's order of replies.
+        let mut replies: BTreeMap<
+            (chrono::DateTime<chrono::Utc>, Uuid),
+            (omnibox_domain::ids::ChannelId, Queued),
+        > = BTreeMap::new();
+        for delivery in pending {
+            let Some(bubble) =
+                serde_json::from_value::<CheckedBubble>(delivery.payload["bubble"].clone()).ok()
+            else {
+                continue;
+            };
+            let entry = replies
+                .entry((delivery.queued_at, delivery.reply_id))
+                .or_insert_with(|| {
+                    (
+                        delivery.channel_id,
+                        Queued {
+                            org: delivery.org_id,
+                            conversation: delivery.conversation_id,
+                            reply_id: delivery.reply_id,
+                            recipient: serde_json::from_value(
+                                delivery.payload["recipient"].clone(),
+                            )
+                            .unwrap_or(Thread::User(String::new())),
+                            evidence: serde_json::from_value(delivery.payload["evidence"].clone())
+                                .ok(),
+                            reply_token: delivery.payload["reply_token"]
+                                .as_str()
+                                .map(str::to_owned),
+                            bubbles: Vec::new(),
+                        },
+                    )
+                });
+            entry.1.bubbles.push((delivery.index, bubble));
+        }
+        let mut recorded = 0;
+        let mut used_channels = HashSet::new();
+        for (channel_id, queued) in replies.into_values() {
+            if !self.due(queued.reply_id) {
+                continue;
+            }
+            let Some(channel) = channel_read::channel_by_id(&app.db, channel_id).await? else {
+                continue;
+            };
+            let verdicts = self.deliver(app, &channel, &queued).await;
+            for (index, verdict) in verdicts {
+                let event = match verdict {
+                    Verdict::Delivered(ids) => {
+                        used_channels.insert(channel.id);
+                        let platform_message_id = ids.into_iter().next().flatten();
+                        ConversationEvent::ReplyBubbleDelivered {
+                            conversation_id: queued.conversation,
+                            org_id: queued.org,
+                            reply_id: queued.reply_id,
+                            index,
+                            platform_message_id,
+                            at: app.clock.now(),
+                        }
+                    }
+                    Verdict::Failed { code, reason } => ConversationEvent::ReplyBubbleFailed {
+                        conversation_id: queued.conversation,
+                        org_id: queued.org,
+                        reply_id: queued.reply_id,
+                        index,
+                        code,
+                        reason,
+                        at: app.clock.now(),
+                    },
+                    Verdict::Retry(reason) => {
+                        if self.back_off(queued.reply_id) {
+                            tracing::info!(reply = %queued.reply_id, %reason, "delivery will be retried");
+                            break;
+                        }
+                        ConversationEvent::ReplyBubbleFailed {
+                            conversation_id: queued.conversation,
+                            org_id: queued.org,
+                            reply_id: queued.reply_id,
+                            index,
+                            code: None,
+                            reason: format!("gave up after {MAX_ATTEMPTS} attempts: {reason}"),
+                            at: app.clock.now(),
+                        }
+                    }
+                    Verdict::Wait => break,
+                };
+                record(
+                    app,
+                    queued.conversation,
+                    reply_message_id(queued.reply_id, index),
+                    &event,
+                )
+                .await?;
+                self.recorded
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(reply_message_id(queued.reply_id, index));
+                recorded += 1;
+            }
+        }
+        for channel in used_channels {
+            // A successful send restarts the page token's 90 days.
+            crate::channels::record_token_use(app, channel).await?;
+        }
+        Ok(recorded)
+    }
+
+    fn due(&self, reply: Uuid) -> bool {
+        self.retries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&reply)
+            .is_none_or(|(_, next)| Instant::now() >= *next)
+    }
+
+    /// Schedules another attempt; false once attempts are used up.
+    fn back_off(&self, reply: Uuid) -> bool {
+        let mut retries = self.retries.lock().unwrap_or_else(|p| p.into_inner());
+        let (attempts, next) = retries.entry(reply).or_insert((0, Instant::now()));
+        *attempts += 1;
+        if *attempts >= MAX_ATTEMPTS {
+            return false;
+        }
+        let base = Duration::from_millis(250)
+            .saturating_mul(1 << (*attempts).min(10))
+            .min(MAX_BACKOFF);
+        let jitter = rand::thread_rng().gen_range(0.5..1.5);
+        *next = Instant::now() + base.mul_f64(jitter);
+        true
+    }
+
+    /// Outcomes per bubble, in order; stops at the first bubble that must wait.
+    async fn deliver(
+        &self,
+        app: &AppState,
+        channel: &ChannelRow,
+        queued: &Queued,
+    ) -> Vec<(u32, Verdict)> {
+        let now = app.clock.now();
+        match channel.status_at(now) {
+            ChannelStatus::Disconnected => {
+                return queued
+                    .bubbles
+                    .iter()
+                    .map(|(i, _)| {
+                        (
+                            *i,
+                            Verdict::Failed {
+                                code: Some("CHANNEL_NOT_CONNECTED".into()),
+                                reason: "the channel was disconnected".into(),
+                            },
+                        )
+                    })
+                    .collect()
+            }
+            ChannelStatus::Expired => return Vec::new(),
+            ChannelStatus::Connected => {}
+        }
+        let token = match app.secrets.get(channel.access_token_secret).await {
+            Ok(token) => token,
+            Err(error) => return vec![(queued.bubbles[0].0, Verdict::Retry(error.to_string()))],
+        };
+        match channel.kind {
+            ChannelKind::Facebook => {
+                self.deliver_facebook(app, channel, queued, token.expose())
+                    .await
+            }
+            ChannelKind::Line => {
+                let verdict = deliver_line(app, queued, token.expose()).await;
+                if matches!(verdict, Verdict::Wait) {
+                    let _ =
+                        crate::channels::expire_rejected_token(app, channel.id, 401, None).await;
+                }
+                match verdict {
+                    Verdict::Delivered(ids) => queued
+                        .bubbles
+                        .iter()
+                        .enumerate()
+                        .map(|(n, (i, _))| {
+                            (*i, Verdict::Delivered(vec![ids.get(n).cloned().flatten()]))
+                        })
+                        .collect(),
+                    Verdict::Failed { code, reason } => queued
+                        .bubbles
+                        .iter()
+                        .map(|(i, _)| {
+                            (
+                                *i,
+                                Verdict::Failed {
+                                    code: code.clone(),
+                                    reason: reason.clone(),
+                                },
+                            )
+                        })
+                        .collect(),
+                    other => vec![(queued.bubbles[0].0, other)],
+                }
+            }
+        }
+    }
+
+    async fn deliver_facebook(
+        &self,
+        app: &AppState,
+        channel: &ChannelRow,
+        queued: &Queued,
+        token: &str,
+    ) -> Vec<(u32, Verdict)> {
+        let mut verdicts = Vec::new();
+        // The window may have moved while the reply waited (an expired channel, retries).
+        let conversation = read::conversation(&app.db, queued.org, queued.conversation)
+            .await
+            .ok()
+            .flatten();
+        let window = policy::window(
+            ChannelKind::Facebook,
+            conversation.and_then(|c| c.last_customer_message_at),
+            app.clock.now(),
+        );
+        for (index, bubble) in &queued.bubbles {
+            let (messaging_type, tag) = match window.phase {
+                WindowPhase::Standard => ("RESPONSE", None),
+                WindowPhase::HumanAgent if !queued.evidence.is_some_and(|e| e.promotional) => {
+                    ("MESSAGE_TAG", Some("HUMAN_AGENT"))
+                }
+                _ => {
+                    verdicts.push((*index, Verdict::Failed {
+                        code: Some("WINDOW_CLOSED".into()),
+                        reason: format!(
+                            "the messaging window no longer allows this reply (it closed at {})",
+                            window.human_agent_ends_at.map_or_else(|| "an unknown time".into(), |t| t.to_rfc3339())
+                        ),
+                    }));
+                    continue;
+                }
+            };
+            let message = match bubble {
+                CheckedBubble::Text(text) => json!({ "text": text }),
+                CheckedBubble::Attachment {
+                    attachment,
+                    attachment_kind,
+                } => json!({ "attachment": {
+                    "type": match attachment_kind {
+                        OutboundAttachmentKind::Image => "image",
+                        OutboundAttachmentKind::Video => "video",
+                        OutboundAttachmentKind::Audio => "audio",
+                        OutboundAttachmentKind::File => "file",
+                    },
+                    "payload": { "url": attachment.url, "is_reusable": false },
+                } }),
+            };
+            let mut body = json!({
+                "recipient": { "id": queued.recipient.platform_id() },
+                "messaging_type": messaging_type,
+                "message": message,
+                "metadata": format!("omnibox:msg:{}", reply_message_id(queued.reply_id, *index)),
+            });
+            if let Some(tag) = tag {
+                body["tag"] = json!(tag);
+            }
+            let verdict = match app.graph.send(&channel.external_id, token, &body).await {
+                Ok(sent) => Verdict::Delivered(vec![Some(sent.message_id)]),
+                Err(error) => facebook_verdict(app, channel, error).await,
+            };
+            let stop = !matches!(verdict, Verdict::Delivered(_) | Verdict::Failed { .. });
+            verdicts.push((*index, verdict));
+            if stop {
+                break;
+            }
+        }
+        verdicts
+    }
+}
+
+async fn facebook_verdict(app: &AppState, channel: &ChannelRow, error: PlatformError) -> Verdict {
+    match error {
+        PlatformError::Facebook { error, .. } => match (error.code, error.error_subcode) {
+            (190, subcode) => {
+                if let Err(error) =
+                    crate::channels::expire_rejected_token(app, channel.id, 190, subcode).await
+                {
+                    tracing::warn!(?error, "could not expire the channel");
+                }
+                Verdict::Wait
+            }
+            (4 | 17 | 32 | 613 | 1 | 2, _) => Verdict::Retry(error.message),
+            (10, Some(2018278 | 2534022)) => Verdict::Failed {
+                code: Some("WINDOW_CLOSED".into()),
+                reason: format!("Facebook: outside the allowed window ({})", error.message),
+            },
+            (551, _) | (_, Some(1545041)) => Verdict::Failed {
+                code: Some("PERSON_UNAVAILABLE".into()),
+                reason: format!(
+                    "Facebook: the person cannot be reached now ({})",
+                    error.message
+                ),
+            },
+            (100, Some(2018109)) => Verdict::Failed {
+                code: Some("ATTACHMENT_NOT_ALLOWED".into()),
+                reason: format!("Facebook: attachment too large ({})", error.message),
+            },
+            (code, subcode) => Verdict::Failed {
+                code: Some(format!("FACEBOOK_{code}")),
+                reason: format!(
+                    "Facebook error {code} (subcode {subcode:?}): {}",
+                    error.message
+                ),
+            },
+        },
+        PlatformError::Unreachable(error) => Verdict::Retry(error.to_string()),
+        PlatformError::UnexpectedAnswer { status, reason } if status >= 500 || status == 0 => {
+            Verdict::Retry(reason)
+        }
+        other => Verdict::Failed {
+            code: None,
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn line_message(bubble: &CheckedBubble) -> Value {
+    match bubble {
+        CheckedBubble::Text(text) => json!({ "type": "text", "text": text }),
+        CheckedBubble::Attachment {
+            attachment,
+            attachment_kind,
+        } => match attachment_kind {
+            OutboundAttachmentKind::Image => {
+                json!({ "type": "image", "originalContentUrl": attachment.url, "previewImageUrl": attachment.url })
+            }
+            OutboundAttachmentKind::Video => {
+                json!({ "type": "video", "originalContentUrl": attachment.url, "previewImageUrl": attachment.url })
+            }
+            OutboundAttachmentKind::Audio => {
+                json!({ "type": "audio", "originalContentUrl": attachment.url, "duration": 60000 })
+            }
+            // LINE bots cannot send files; the policy refuses them, and a link is the fallback.
+            OutboundAttachmentKind::File => json!({ "type": "text", "text": attachment.url }),
+        },
+    }
+}
+
+async fn deliver_line(app: &AppState, queued: &Queued, token: &str) -> Verdict {
+    let messages: Vec<Value> = queued
+        .bubbles
+        .iter()
+        .map(|(_, b)| line_message(b))
+        .collect();
+    if let Some(reply_token) = &queued.reply_token {
+        match app.line.reply(token, reply_token, &messages).await {
+            Ok(sent) => return Verdict::Delivered(sent.into_iter().map(|m| Some(m.id)).collect()),
+            // Used or expired: fall back to push.
+            Err(PlatformError::Line { status: 400, .. }) => {}
+            Err(error) => return line_verdict(error),
+        }
+    }
+    match app
+        .line
+        .push(
+            token,
+            queued.recipient.platform_id(),
+            &messages,
+            queued.reply_id,
+        )
+        .await
+    {
+        Ok(sent) => Verdict::Delivered(sent.into_iter().map(|m| Some(m.id)).collect()),
+        Err(error) => line_verdict(error),
+    }
+}
+
+fn line_verdict(error: PlatformError) -> Verdict {
+    match error {
+        PlatformError::Line { status: 401, .. } => Verdict::Wait,
+        PlatformError::Line { status, error } if status == 429 || status >= 500 => {
+            Verdict::Retry(format!("LINE {status}: {}", error.message))
+        }
+        PlatformError::Line { status, error } => Verdict::Failed {
+            code: Some(format!("LINE_{status}")),
+            reason: format!("LINE refused the message ({status}): {}", error.message),
+        },
+        PlatformError::Unreachable(error) => Verdict::Retry(error.to_string()),
+        other => Verdict::Failed {
+            code: None,
+            reason: other.to_string(),
+        },
+    }
+}
+
+async fn record(
+    app: &AppState,
+    conversation: ConversationId,
+    message_id: Uuid,
+    event: &ConversationEvent,
+) -> Result<(), ApiError> {
+    let stream =
+        StreamName::new(ConversationId::CATEGORY, conversation.0).map_err(ApiError::internal)?;
+    let event = NewEvent {
+        // One outcome per bubble, whoever records it first.
+        id: Uuid::new_v5(&message_id, b"outcome"),
+        event_type: event.event_type().to_owned(),
+        data: serde_json::to_string(event).map_err(ApiError::internal)?,
+        metadata: Metadata {
+            correlation_id: Uuid::now_v7(),
+            causation_id: Some(message_id),
+            actor: Some("system:delivery".into()),
+        },
+    };
+    app.store
+        .append(&stream, ExpectedRevision::Any, vec![event])
+        .await?;
+    Ok(())
+}
+
+/// Runs passes until the process stops: after every change, and every second.
+pub async fn run_delivery_worker(app: AppState) {
+    let worker = DeliveryWorker::default();
+    let mut updates = app.bus.subscribe();
+    loop {
+        if let Err(error) = worker.run_once(&app).await {
+            tracing::warn!(?error, "delivery pass failed; trying again");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), updates.recv()).await;
+    }
+}
