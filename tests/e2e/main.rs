@@ -8,4 +8,5 @@ mod inbox;
 mod media;
 mod platform;
 mod rebuild;
+mod replies;
 mod support;

@@ -20,6 +20,8 @@ pub struct Recorded {
     pub path: String,
     pub query: String,
     pub authorization: Option<String>,
+    pub retry_key: Option<String>,
+    pub body: Bytes,
 }
 
 #[derive(Default)]
@@ -29,6 +31,10 @@ struct World {
     /// LINE token → bot user id
     bots: HashMap<String, String>,
     requests: Vec<Recorded>,
+    /// Scripted answers for send calls, taken in order; success when empty.
+    send_script: std::collections::VecDeque<(StatusCode, Value)>,
+    /// LINE retry keys already accepted.
+    accepted_retry_keys: std::collections::HashSet<String>,
 }
 
 #[derive(Clone, Default)]
@@ -55,6 +61,9 @@ impl Platform {
             .route("/v2/bot/profile/{user_id}", get(line_profile))
             .route("/v2/bot/message/{message_id}/content", get(line_content))
             .route("/cdn/{file}", get(cdn))
+            .route("/{page_id}/messages", post(facebook_send))
+            .route("/v2/bot/message/reply", post(line_send))
+            .route("/v2/bot/message/push", post(line_send))
             .route("/{page_id}", get(page))
             .route(
                 "/{page_id}/subscribed_apps",
@@ -75,6 +84,28 @@ impl Platform {
 
     pub fn add_bot(&self, token: &str, user_id: &str) {
         self.world().bots.insert(token.into(), user_id.into());
+    }
+
+    /// The next send calls (Facebook Send API, LINE reply/push) answer these, in order.
+    pub fn script_sends(&self, answers: Vec<(u16, Value)>) {
+        let mut world = self.world();
+        for (status, body) in answers {
+            world
+                .send_script
+                .push_back((StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body));
+        }
+    }
+
+    /// Requests to paths ending with `suffix`, as JSON bodies.
+    pub fn sent(&self, suffix: &str) -> Vec<(Recorded, Value)> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with(suffix) && r.method == Method::POST)
+            .map(|r| {
+                let body = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+                (r, body)
+            })
+            .collect()
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -101,6 +132,11 @@ impl Platform {
             path: uri.path().to_owned(),
             query: uri.query().unwrap_or_default().to_owned(),
             authorization: authorization.clone(),
+            retry_key: headers
+                .get("x-line-retry-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            body: _body,
         });
         authorization.and_then(|a| a.strip_prefix("Bearer ").map(str::to_owned))
     }
@@ -252,4 +288,54 @@ async fn bot_info(
         )
             .into_response(),
     }
+}
+
+fn next_scripted(platform: &Platform) -> Option<(StatusCode, Value)> {
+    platform.world().send_script.pop_front()
+}
+
+async fn facebook_send(
+    State(platform): State<Platform>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    platform.record(method, &uri, &headers, body);
+    if let Some((status, body)) = next_scripted(&platform) {
+        return (status, axum::Json(body)).into_response();
+    }
+    let mut answer = fixture("facebook/send_success.json");
+    answer["message_id"] = json!(format!("m_{}", uuid::Uuid::new_v4().simple()));
+    axum::Json(answer).into_response()
+}
+
+async fn line_send(
+    State(platform): State<Platform>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    platform.record(method, &uri, &headers, body);
+    let retry_key = headers
+        .get("x-line-retry-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some(key) = &retry_key {
+        if platform.world().accepted_retry_keys.contains(key) {
+            return (
+                StatusCode::CONFLICT,
+                axum::Json(fixture("line/push_error_409_retry_key.json")),
+            )
+                .into_response();
+        }
+    }
+    if let Some((status, body)) = next_scripted(&platform) {
+        return (status, axum::Json(body)).into_response();
+    }
+    if let Some(key) = retry_key {
+        platform.world().accepted_retry_keys.insert(key);
+    }
+    axum::Json(fixture("line/push_success.json")).into_response()
 }

@@ -298,11 +298,10 @@ impl App {
         graphql(&self.url, Some(token), query, variables).await
     }
 
-    /// Waits until every read model shows everything committed so far (a
-    /// webhook's 200 means committed; read models follow asynchronously).
-    pub async fn settle(&self) {
+    /// The position of the newest committed event (below any read horizon).
+    async fn head(&self) -> omnibox_store::Position {
         use sqlx::Row;
-        let head = match &self.state.db {
+        match &self.state.db {
             omnibox_store::Database::Sqlite { pool, .. } => sqlx::query("SELECT coalesce(max(position), 0) FROM events")
                 .fetch_one(pool)
                 .await
@@ -310,14 +309,20 @@ impl App {
                     let p = row.get::<i64, _>(0) as u64;
                     omnibox_store::Position::new(p, p)
                 }),
-            omnibox_store::Database::Postgres { pool } => {
-                sqlx::query("SELECT coalesce(max(tx_id), 0), coalesce(max(seq), 0) FROM events WHERE tx_id = (SELECT max(tx_id) FROM events)")
-                    .fetch_one(pool)
-                    .await
-                    .map(|row| omnibox_store::Position::new(row.get::<i64, _>(0) as u64, row.get::<i64, _>(1) as u64))
-            }
+            omnibox_store::Database::Postgres { pool } => sqlx::query(
+                "SELECT coalesce(max(tx_id), 0), coalesce(max(seq), 0) FROM events WHERE tx_id = (SELECT max(tx_id) FROM events)",
+            )
+            .fetch_one(pool)
+            .await
+            .map(|row| omnibox_store::Position::new(row.get::<i64, _>(0) as u64, row.get::<i64, _>(1) as u64)),
         }
-        .expect("head of the log");
+        .expect("head of the log")
+    }
+
+    /// Waits until every read model shows everything committed so far (a
+    /// webhook's 200 means committed; read models follow asynchronously).
+    pub async fn settle(&self) {
+        let head = self.head().await;
         assert!(
             self.state
                 .projections
@@ -327,15 +332,28 @@ impl App {
         );
     }
 
-    /// Every event in the log, in order.
+    /// Every event committed so far, in order. On PostgreSQL a commit can
+    /// stay below the read horizon for a moment (other transactions running):
+    /// this reads until it has reached the newest committed event.
     pub async fn events(&self) -> Vec<omnibox_store::RecordedEvent> {
+        let head = self.head().await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         let mut all = Vec::new();
         let mut after = None;
         loop {
             let page = self.state.store.read_all(after, 1000).await.expect("read");
-            let Some(last) = page.last() else { return all };
-            after = Some(last.position);
-            all.extend(page);
+            match page.last() {
+                Some(last) => {
+                    after = Some(last.position);
+                    all.extend(page);
+                }
+                None if after.unwrap_or_default() >= head
+                    || std::time::Instant::now() > deadline =>
+                {
+                    return all
+                }
+                None => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+            }
         }
     }
 }

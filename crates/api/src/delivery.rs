@@ -40,12 +40,19 @@ const MAX_ATTEMPTS: u32 = 6;
 /// Back-off ceiling between attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-#[derive(Default)]
 pub struct DeliveryWorker {
+    /// The first back-off step (tests use zero to retry at the next pass).
+    base_backoff: Duration,
     /// Per reply: attempts so far and when the next may start.
     retries: Mutex<HashMap<Uuid, (u32, Instant)>>,
     /// Outcomes recorded that the read model may not show yet.
     recorded: Mutex<HashSet<Uuid>>,
+}
+
+impl Default for DeliveryWorker {
+    fn default() -> Self {
+        Self::with_backoff(Duration::from_millis(250))
+    }
 }
 
 enum Verdict {
@@ -70,6 +77,14 @@ struct Queued {
 }
 
 impl DeliveryWorker {
+    pub fn with_backoff(base_backoff: Duration) -> Self {
+        Self {
+            base_backoff,
+            retries: Mutex::default(),
+            recorded: Mutex::default(),
+        }
+    }
+
     /// One pass over the pending deliveries; returns the outcomes recorded.
     pub async fn run_once(&self, app: &AppState) -> Result<usize, ApiError> {
         let pending = read::pending_deliveries(&app.db, 256).await?;
@@ -203,7 +218,8 @@ impl DeliveryWorker {
         if *attempts >= MAX_ATTEMPTS {
             return false;
         }
-        let base = Duration::from_millis(250)
+        let base = self
+            .base_backoff
             .saturating_mul(1 << (*attempts).min(10))
             .min(MAX_BACKOFF);
         let jitter = rand::thread_rng().gen_range(0.5..1.5);

@@ -90,8 +90,11 @@ pub fn decide_reply(
 }
 
 /// The id of bubble `index` of reply `reply_id`: one message per bubble.
+/// Reply ids are UUIDv7, so adding the index keeps bubbles in order, after
+/// earlier replies and before later ones (the low bits are random, far from
+/// overflowing into the variant bits).
 pub fn reply_message_id(reply_id: uuid::Uuid, index: u32) -> uuid::Uuid {
-    uuid::Uuid::new_v5(&reply_id, format!("bubble:{index}").as_bytes())
+    uuid::Uuid::from_u128(reply_id.as_u128().wrapping_add(u128::from(index)))
 }
 
 #[cfg(test)]

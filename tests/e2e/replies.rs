@@ -1,0 +1,443 @@
+//! Replies: every policy branch refused before anything is queued, and
+//! every delivery outcome against a local platform stand-in.
+
+use chrono::Duration;
+use serde_json::{json, Value};
+
+use crate::inbound::{inbox, Inbox};
+use crate::support::{error_code, fixture, in_process_on_both_backends, App};
+
+const SEND: &str = "mutation($i: SendReplyInput!) { sendReply(input: $i) { id direction deliveryState text author { email } } }";
+const MESSAGES: &str = "query($id: UUID!) { conversation(id: $id) { messages(last: 10) { nodes { text direction deliveryState failureReason } } } }";
+
+/// The conversation of the first Facebook text (PSID_1 on PAGE_A), at 02:30 on the message's day.
+async fn facebook_conversation(app: App) -> (Inbox, Value) {
+    let inbox = inbox(app, false).await;
+    assert_eq!(inbox.facebook("facebook/text_message.json").await, 200);
+    inbox.app.settle().await;
+    inbox.app.clock.set(
+        chrono::DateTime::parse_from_rfc3339("2026-11-23T02:30:00Z")
+            .expect("instant")
+            .to_utc(),
+    );
+    let list = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            "{ conversations { nodes { id } } }",
+            json!({}),
+        )
+        .await;
+    let id = list["data"]["conversations"]["nodes"][0]["id"].clone();
+    (inbox, id)
+}
+
+async fn send(inbox: &Inbox, input: Value) -> Value {
+    inbox
+        .app
+        .graphql(&inbox.owner.token, SEND, json!({ "i": input }))
+        .await
+}
+
+async fn deliver(inbox: &Inbox, worker: &omnibox_api::delivery::DeliveryWorker) -> usize {
+    let n = worker
+        .run_once(&inbox.app.state)
+        .await
+        .expect("delivery pass");
+    inbox.app.settle().await;
+    n
+}
+
+async fn states(inbox: &Inbox, conversation: &Value) -> Vec<(String, String)> {
+    let answer = inbox
+        .app
+        .graphql(&inbox.owner.token, MESSAGES, json!({ "id": conversation }))
+        .await;
+    answer["data"]["conversation"]["messages"]["nodes"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["direction"] == "OUTBOUND")
+        .map(|m| {
+            (
+                m["text"].as_str().unwrap_or_default().to_owned(),
+                m["deliveryState"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn facebook_replies_follow_the_window(app: App) {
+    let (inbox, conversation) = facebook_conversation(app).await;
+    let worker = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    let queued = send(&inbox, json!({ "conversationId": conversation, "bubbles": [{ "text": "Yes! 10% off this week" }, { "text": "Anything else?" }], "promotional": true })).await;
+    let messages = queued["data"]["sendReply"]
+        .as_array()
+        .expect("messages")
+        .clone();
+    assert_eq!(messages.len(), 2, "{queued}");
+    assert!(messages
+        .iter()
+        .all(|m| m["deliveryState"] == "QUEUED" && m["direction"] == "OUTBOUND"));
+    assert_eq!(messages[0]["author"]["email"], "owner@example.com");
+    assert_eq!(deliver(&inbox, &worker).await, 2);
+    let sent = inbox.app.platform.sent("/messages");
+    assert_eq!(sent.len(), 2);
+    let (request, body) = &sent[0];
+    assert_eq!(request.path, "/104729381650237/messages");
+    assert_eq!(body["messaging_type"], "RESPONSE");
+    assert_eq!(body["recipient"]["id"], "7294018365520341");
+    assert_eq!(body["message"]["text"], "Yes! 10% off this week");
+    assert_eq!(
+        body["metadata"],
+        format!("omnibox:msg:{}", messages[0]["id"].as_str().expect("id"))
+    );
+    assert!(body["tag"].is_null());
+    assert_eq!(
+        states(&inbox, &conversation).await,
+        [
+            ("Yes! 10% off this week".into(), "DELIVERED".into()),
+            ("Anything else?".into(), "DELIVERED".into())
+        ]
+    );
+
+    // 30 hours later: only a human agent, with the tag, nothing promotional.
+    inbox.app.clock.advance(Duration::hours(30));
+    let before = inbox.app.events().await.len();
+    let promo = send(&inbox, json!({ "conversationId": conversation, "bubbles": [{ "text": "Flash sale!" }], "promotional": true })).await;
+    assert_eq!(
+        error_code(&promo),
+        Some("PROMOTIONAL_NOT_ALLOWED"),
+        "{promo}"
+    );
+    let late = send(
+        &inbox,
+        json!({ "conversationId": conversation, "bubbles": [{ "text": "Your parcel shipped." }] }),
+    )
+    .await;
+    assert!(late["errors"].is_null(), "{late}");
+    deliver(&inbox, &worker).await;
+    let (_, body) = inbox.app.platform.sent("/messages").pop().expect("sent");
+    assert_eq!(
+        (body["messaging_type"].as_str(), body["tag"].as_str()),
+        (Some("MESSAGE_TAG"), Some("HUMAN_AGENT"))
+    );
+
+    // Past 7 days: closed, with the time it closed.
+    inbox.app.clock.advance(Duration::days(7));
+    let closed = send(
+        &inbox,
+        json!({ "conversationId": conversation, "bubbles": [{ "text": "Hello?" }] }),
+    )
+    .await;
+    assert_eq!(error_code(&closed), Some("WINDOW_CLOSED"), "{closed}");
+    assert!(
+        closed["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("2026-11-30T02:10:05"),
+        "{closed}"
+    );
+
+    // Bad bubbles are refused too, and nothing refused was appended.
+    inbox.app.clock.set(
+        chrono::DateTime::parse_from_rfc3339("2026-11-23T03:00:00Z")
+            .expect("instant")
+            .to_utc(),
+    );
+    let cases = [
+        (
+            json!([{ "attachment": { "url": "https://cdn.example.com/setup.exe", "fileName": "setup.exe", "sizeBytes": 1000 } }]),
+            "ATTACHMENT_NOT_ALLOWED",
+        ),
+        (
+            json!([{ "attachment": { "url": "https://cdn.example.com/big.pdf", "fileName": "big.pdf", "sizeBytes": 30_000_000 } }]),
+            "ATTACHMENT_NOT_ALLOWED",
+        ),
+        (json!([{ "text": "x".repeat(2000) }]), "VALIDATION"),
+        (
+            json!([{ "text": "a" }, { "text": "b" }, { "text": "c" }, { "text": "d" }, { "text": "e" }, { "text": "f" }]),
+            "VALIDATION",
+        ),
+        (
+            json!([{ "text": "a", "attachment": { "url": "https://x.example/a.png", "fileName": "a.png", "sizeBytes": 1 } }]),
+            "VALIDATION",
+        ),
+        (json!([]), "VALIDATION"),
+    ];
+    for (bubbles, code) in cases {
+        let answer = send(
+            &inbox,
+            json!({ "conversationId": conversation, "bubbles": bubbles }),
+        )
+        .await;
+        assert_eq!(error_code(&answer), Some(code), "{bubbles} → {answer}");
+    }
+    let refused_only = inbox.app.events().await.len();
+    assert_eq!(
+        refused_only,
+        before + 3,
+        "only the allowed reply, its delivery and the page token's renewed 90 days were appended"
+    );
+}
+
+async fn facebook_delivery_outcomes(app: App) {
+    let (inbox, conversation) = facebook_conversation(app).await;
+    let worker = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    let platform = inbox.app.platform.clone();
+
+    // Rate limited, then accepted: retried, delivered once.
+    platform.script_sends(vec![(
+        400,
+        fixture_json("facebook/error_rate_limited.json"),
+    )]);
+    send(
+        &inbox,
+        json!({ "conversationId": conversation, "bubbles": [{ "text": "one" }] }),
+    )
+    .await;
+    assert_eq!(
+        deliver(&inbox, &worker).await,
+        0,
+        "throttled: retried later"
+    );
+    assert_eq!(deliver(&inbox, &worker).await, 1);
+    // The person cannot be reached: failed with the reason, not retried.
+    platform.script_sends(vec![(
+        400,
+        fixture_json("facebook/error_person_unavailable.json"),
+    )]);
+    send(
+        &inbox,
+        json!({ "conversationId": conversation, "bubbles": [{ "text": "two" }] }),
+    )
+    .await;
+    deliver(&inbox, &worker).await;
+    // Outside the window at the platform: failed.
+    platform.script_sends(vec![(
+        400,
+        fixture_json("facebook/error_outside_window.json"),
+    )]);
+    send(
+        &inbox,
+        json!({ "conversationId": conversation, "bubbles": [{ "text": "three" }] }),
+    )
+    .await;
+    deliver(&inbox, &worker).await;
+    let all = states(&inbox, &conversation).await;
+    assert_eq!(
+        all,
+        [
+            ("one".into(), "DELIVERED".into()),
+            ("two".into(), "FAILED".into()),
+            ("three".into(), "FAILED".into())
+        ]
+    );
+    let answer = inbox
+        .app
+        .graphql(&inbox.owner.token, MESSAGES, json!({ "id": conversation }))
+        .await;
+    let reasons: Vec<String> = answer["data"]["conversation"]["messages"]["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|m| m["failureReason"].as_str().map(str::to_owned))
+        .collect();
+    assert!(reasons[0].contains("cannot be reached"), "{reasons:?}");
+    assert!(
+        reasons[1].contains("outside the allowed window"),
+        "{reasons:?}"
+    );
+    assert_eq!(platform.sent("/messages").len(), 4, "one retry, no repeats");
+
+    // OAuth 190: the channel expires at once, the reply waits, and goes after reauthorization.
+    platform.script_sends(vec![(
+        400,
+        fixture_json("facebook/error_token_expired.json"),
+    )]);
+    send(
+        &inbox,
+        json!({ "conversationId": conversation, "bubbles": [{ "text": "four" }] }),
+    )
+    .await;
+    deliver(&inbox, &worker).await;
+    let channels = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            "{ channels { id kind status } }",
+            json!({}),
+        )
+        .await;
+    let page = channels["data"]["channels"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["kind"] == "FACEBOOK").cloned())
+        .expect("page");
+    assert_eq!(page["status"], "EXPIRED", "{channels}");
+    let refused = send(
+        &inbox,
+        json!({ "conversationId": conversation, "bubbles": [{ "text": "five" }] }),
+    )
+    .await;
+    assert_eq!(error_code(&refused), Some("CHANNEL_NOT_CONNECTED"));
+    assert_eq!(deliver(&inbox, &worker).await, 0, "waits while expired");
+    inbox
+        .app
+        .platform
+        .add_page("104729381650237", "Page", "EAAG-renewed");
+    let renewed = inbox
+        .app
+        .graphql(&inbox.owner.token, "mutation($id: UUID!) { reauthorizeChannel(id: $id, accessToken: \"EAAG-renewed\") { status } }", json!({ "id": page["id"] }))
+        .await;
+    assert_eq!(
+        renewed["data"]["reauthorizeChannel"]["status"], "CONNECTED",
+        "{renewed}"
+    );
+    assert_eq!(deliver(&inbox, &worker).await, 1);
+    assert_eq!(
+        states(&inbox, &conversation)
+            .await
+            .last()
+            .map(|s| s.1.clone()),
+        Some("DELIVERED".into())
+    );
+}
+
+fn fixture_json(path: &str) -> Value {
+    serde_json::from_slice(&fixture(path)).expect("json")
+}
+
+async fn line_replies_use_the_token_then_push_with_a_retry_key(app: App) {
+    let inbox = inbox(app, false).await;
+    assert_eq!(inbox.line("line/text_message.json").await, 200);
+    inbox.app.settle().await;
+    // Ten seconds after the customer's message: the reply token is fresh.
+    inbox.app.clock.set(
+        chrono::DateTime::parse_from_rfc3339("2026-11-23T02:20:21Z")
+            .expect("instant")
+            .to_utc(),
+    );
+    let list = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            "{ conversations { nodes { id } } }",
+            json!({}),
+        )
+        .await;
+    let conversation = list["data"]["conversations"]["nodes"][0]["id"].clone();
+    let worker = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    let first = send(&inbox, json!({ "conversationId": conversation, "bubbles": [{ "text": "สวัสดีครับ" }, { "text": "ส่งได้ครับ" }] })).await;
+    assert!(first["errors"].is_null(), "{first}");
+    deliver(&inbox, &worker).await;
+    let replies = inbox.app.platform.sent("/v2/bot/message/reply");
+    assert_eq!(replies.len(), 1, "one request for the whole reply");
+    assert_eq!(
+        replies[0].1["replyToken"],
+        "375cc1a68a62c33cf056c7bab8184e4c"
+    );
+    assert_eq!(replies[0].1["messages"].as_array().map(Vec::len), Some(2));
+
+    // The token is used: the next reply is pushed, and a failed push is retried with the same key.
+    inbox
+        .app
+        .platform
+        .script_sends(vec![(500, json!({ "message": "internal error" }))]);
+    send(
+        &inbox,
+        json!({ "conversationId": conversation, "bubbles": [{ "text": "อีกเรื่องครับ" }] }),
+    )
+    .await;
+    assert_eq!(deliver(&inbox, &worker).await, 0, "a 500 is retried");
+    assert_eq!(deliver(&inbox, &worker).await, 1);
+    let pushes = inbox.app.platform.sent("/v2/bot/message/push");
+    assert_eq!(pushes.len(), 2);
+    assert_eq!(pushes[0].1["to"], "U8e2b1f6c0d9a4e7b3c5f1a2d4e6b8c0a");
+    assert!(pushes[0].0.retry_key.is_some());
+    assert_eq!(
+        pushes[0].0.retry_key, pushes[1].0.retry_key,
+        "the retry reuses the key"
+    );
+    let all = states(&inbox, &conversation).await;
+    assert!(all.iter().all(|(_, state)| state == "DELIVERED"), "{all:?}");
+}
+
+async fn reply_templates_per_channel_kind(app: App) {
+    let (inbox, conversation) = facebook_conversation(app).await;
+    let create = "mutation($i: ReplyTemplateInput!) { createReplyTemplate(input: $i) { id kind name bubbles { text attachment { url } } } }";
+    let image = json!({ "attachment": { "url": "https://cdn.example.com/menu.png", "fileName": "menu.png", "sizeBytes": 2048 } });
+    let refused = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            create,
+            json!({ "i": { "kind": "FACEBOOK", "name": "Menu", "bubbles": [image] } }),
+        )
+        .await;
+    assert_eq!(
+        error_code(&refused),
+        Some("VALIDATION"),
+        "Facebook templates are text only: {refused}"
+    );
+    let long = inbox.app.graphql(&inbox.owner.token, create, json!({ "i": { "kind": "FACEBOOK", "name": "Long", "bubbles": [{ "text": "x".repeat(2000) }] } })).await;
+    assert_eq!(error_code(&long), Some("VALIDATION"));
+    let line = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            create,
+            json!({ "i": { "kind": "LINE", "name": "Menu", "bubbles": [image] } }),
+        )
+        .await;
+    let line_id = line["data"]["createReplyTemplate"]["id"].clone();
+    let hello = inbox
+        .app
+        .graphql(&inbox.owner.token, create, json!({ "i": { "kind": "FACEBOOK", "name": "Hello", "bubbles": [{ "text": "Hello! How can we help?" }, { "text": "We answer within an hour." }] } }))
+        .await;
+    let hello_id = hello["data"]["createReplyTemplate"]["id"].clone();
+    let listed = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            "{ replyTemplates(kind: FACEBOOK) { name } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        listed["data"]["replyTemplates"],
+        json!([{ "name": "Hello" }])
+    );
+
+    let wrong = send(
+        &inbox,
+        json!({ "conversationId": conversation, "bubbles": [], "templateId": line_id }),
+    )
+    .await;
+    assert_eq!(
+        error_code(&wrong),
+        Some("NOT_SUPPORTED_ON_CHANNEL"),
+        "{wrong}"
+    );
+    let sent = send(
+        &inbox,
+        json!({ "conversationId": conversation, "bubbles": [], "templateId": hello_id }),
+    )
+    .await;
+    let texts: Vec<&str> = sent["data"]["sendReply"]
+        .as_array()
+        .expect("sent")
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert_eq!(
+        texts,
+        ["Hello! How can we help?", "We answer within an hour."]
+    );
+}
+
+in_process_on_both_backends!(
+    facebook_replies_follow_the_window,
+    facebook_delivery_outcomes,
+    line_replies_use_the_token_then_push_with_a_retry_key,
+    reply_templates_per_channel_kind,
+);
