@@ -22,7 +22,9 @@ async fn dump(app: &App) -> String {
     for (table, key) in tables {
         text.push_str(&format!("== {table}\n"));
         match &app.state.db {
-            omnibox_store::Database::Sqlite { pool, .. } => {
+            omnibox_store::Database::Sqlite {
+                read_pool: pool, ..
+            } => {
                 let columns: Vec<String> =
                     sqlx::query(&format!("SELECT name FROM pragma_table_info('{table}')"))
                         .fetch_all(pool)

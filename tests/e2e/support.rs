@@ -65,6 +65,10 @@ fn omnibox(database_url: &str) -> Command {
         .env("OMNIBOX_DATABASE_URL", database_url)
         .env("OMNIBOX_SECRET_KEY", TEST_SECRET_KEY)
         .env("OMNIBOX_LOG", "info")
+        .env(
+            "OMNIBOX_MEDIA_DIR",
+            std::env::temp_dir().join("omnibox-test-media"),
+        )
         .env_remove("OMNIBOX_LOG_FORMAT");
     command
 }
@@ -232,6 +236,8 @@ impl App {
     pub async fn start(backend: Backend) -> Option<Self> {
         let database = TestDatabase::create(backend).await?;
         let platform = crate::platform::Platform::start().await;
+        let media_dir =
+            std::env::temp_dir().join(format!("omnibox-media-{}", uuid::Uuid::new_v4().simple()));
         let vars: std::collections::HashMap<&str, String> = [
             ("OMNIBOX_DATABASE_URL", database.url.clone()),
             ("OMNIBOX_LISTEN", "127.0.0.1:0".to_owned()),
@@ -247,6 +253,7 @@ impl App {
                 "OMNIBOX_FACEBOOK_VERIFY_TOKEN",
                 "fixture-verify-token".to_owned(),
             ),
+            ("OMNIBOX_MEDIA_DIR", media_dir.display().to_string()),
         ]
         .into_iter()
         .collect();
@@ -418,12 +425,15 @@ pub(crate) use on_both_backends;
 pub async fn database_dump(app: &App) -> String {
     use sqlx::Row;
     match &app.state.db {
-        omnibox_store::Database::Sqlite { path, .. } => {
+        omnibox_store::Database::Sqlite {
+            path, read_path, ..
+        } => {
             let mut text = String::new();
-            for suffix in ["", "-wal"] {
-                let file = format!("{}{suffix}", path.display());
-                if let Ok(bytes) = std::fs::read(&file) {
-                    text.push_str(&String::from_utf8_lossy(&bytes));
+            for file in [path, read_path] {
+                for suffix in ["", "-wal"] {
+                    if let Ok(bytes) = std::fs::read(format!("{}{suffix}", file.display())) {
+                        text.push_str(&String::from_utf8_lossy(&bytes));
+                    }
                 }
             }
             text

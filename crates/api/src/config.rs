@@ -25,6 +25,8 @@ pub struct Config {
     pub facebook_graph_url: String,
     pub line_api_url: String,
     pub line_data_url: String,
+    /// Where inbound media files are kept (default: `omnibox-media` beside the database).
+    pub media_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Config {
@@ -86,6 +88,7 @@ impl Config {
                 .or_else(|| line_api_url.clone())
                 .unwrap_or_else(|| "https://api-data.line.me".to_owned()),
             line_api_url: line_api_url.unwrap_or_else(|| "https://api.line.me".to_owned()),
+            media_dir: non_empty("OMNIBOX_MEDIA_DIR").map(std::path::PathBuf::from),
         })
     }
 

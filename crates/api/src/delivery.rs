@@ -519,5 +519,8 @@ pub async fn run_delivery_worker(app: AppState) {
             tracing::warn!(?error, "delivery pass failed; trying again");
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), updates.recv()).await;
+        // A burst of changes is one pass, not one pass per change.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        while updates.try_recv().is_ok() {}
     }
 }

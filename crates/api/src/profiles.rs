@@ -166,5 +166,8 @@ pub async fn run_profile_fetcher(app: AppState) {
             tracing::warn!(?error, "profile pass failed; trying again");
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), updates.recv()).await;
+        // A burst of changes is one pass, not one pass per change.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        while updates.try_recv().is_ok() {}
     }
 }

@@ -52,6 +52,7 @@ pub struct Inner {
     /// The shared platform HTTP client (media downloads).
     pub http: reqwest::Client,
     pub media: Arc<dyn crate::media::MediaStore>,
+    pub channel_cache: crate::webhooks::ChannelCache,
 }
 
 impl std::ops::Deref for AppState {
@@ -97,9 +98,13 @@ impl AppState {
         let http = http_client()?;
         let graph = GraphClient::new(http.clone(), &config.facebook_graph_url);
         let line = LineClient::new(http.clone(), &config.line_api_url, &config.line_data_url);
-        let media: Arc<dyn crate::media::MediaStore> = Arc::new(
-            crate::media::LocalMediaStore::new(db.data_dir().join("omnibox-media")),
-        );
+        let media: Arc<dyn crate::media::MediaStore> =
+            Arc::new(crate::media::LocalMediaStore::new(
+                config
+                    .media_dir
+                    .clone()
+                    .unwrap_or_else(|| db.data_dir().join("omnibox-media")),
+            ));
         projections.catch_up().await?;
         Ok(Self(Arc::new(Inner {
             config,
@@ -114,6 +119,7 @@ impl AppState {
             line,
             http,
             media,
+            channel_cache: Default::default(),
         })))
     }
 

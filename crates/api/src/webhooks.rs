@@ -25,6 +25,51 @@ use uuid::Uuid;
 use crate::inbound::{facebook_events, line_events, Append};
 use crate::AppState;
 
+/// How long a looked-up channel is trusted. Channel commands in this
+/// process clear the cache at once; other processes' changes show within this.
+const CHANNEL_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Recently looked-up channels by route key, so a burst of webhooks costs
+/// one read-model query per channel instead of one per request.
+#[derive(Default)]
+pub struct ChannelCache {
+    entries: std::sync::Mutex<
+        std::collections::HashMap<String, (Option<ChannelRow>, std::time::Instant)>,
+    >,
+}
+
+impl ChannelCache {
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    async fn get<F, Fut>(&self, key: String, load: F) -> Result<Option<ChannelRow>, sqlx::Error>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<ChannelRow>, sqlx::Error>>,
+    {
+        if let Some((row, at)) = self
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            if at.elapsed() < CHANNEL_CACHE_TTL {
+                return Ok(row.clone());
+            }
+        }
+        let row = load().await?;
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (row.clone(), std::time::Instant::now()));
+        Ok(row)
+    }
+}
+
 /// Larger bodies are refused with 413 before they are read.
 pub const MAX_WEBHOOK_BODY: usize = 4 * 1024 * 1024;
 
@@ -105,7 +150,13 @@ pub async fn facebook_receive(
     }
     let mut appends = Vec::new();
     for (page, page_events) in by_page {
-        match read::channel_by_external_id(&app.db, ChannelKind::Facebook, &page).await {
+        let lookup = app
+            .channel_cache
+            .get(format!("facebook:{page}"), || {
+                read::channel_by_external_id(&app.db, ChannelKind::Facebook, &page)
+            })
+            .await;
+        match lookup {
             Ok(Some(channel)) if usable(&channel) => {
                 appends.extend(facebook_events(&channel, page_events, correlation))
             }
@@ -133,7 +184,13 @@ pub async fn line_receive(
     let Ok(id) = Uuid::parse_str(&channel_id) else {
         return unknown();
     };
-    let channel = match read::channel_by_id(&app.db, ChannelId(id)).await {
+    let lookup = app
+        .channel_cache
+        .get(format!("line:{id}"), || {
+            read::channel_by_id(&app.db, ChannelId(id))
+        })
+        .await;
+    let channel = match lookup {
         Ok(Some(channel)) if channel.kind == ChannelKind::Line => channel,
         Ok(_) => return unknown(),
         Err(error) => return unavailable(error),

@@ -18,9 +18,9 @@ impl ReadTx {
     /// (`BEGIN IMMEDIATE`), so it waits its turn instead of failing half-way.
     pub async fn begin(db: &Database) -> Result<Self, sqlx::Error> {
         Ok(match db {
-            Database::Sqlite { pool, .. } => {
-                ReadTx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?)
-            }
+            Database::Sqlite {
+                read_pool: pool, ..
+            } => ReadTx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
             Database::Postgres { pool } => ReadTx::Postgres(pool.begin().await?),
         })
     }
@@ -57,7 +57,7 @@ macro_rules! execute {
 macro_rules! fetch_all {
     ($db:expr, $sql:expr, [$($arg:expr),* $(,)?], |$row:ident| $map:expr) => {
         match $db {
-            omnibox_store::Database::Sqlite { pool, .. } => sqlx::query($sql)$(.bind($arg))*.fetch_all(pool).await
+            omnibox_store::Database::Sqlite { read_pool: pool, .. } => sqlx::query($sql)$(.bind($arg))*.fetch_all(pool).await
                 .and_then(|rows| rows.iter().map(|$row| $map).collect::<Result<Vec<_>, sqlx::Error>>()),
             omnibox_store::Database::Postgres { pool } => sqlx::query($sql)$(.bind($arg))*.fetch_all(pool).await
                 .and_then(|rows| rows.iter().map(|$row| $map).collect::<Result<Vec<_>, sqlx::Error>>()),
@@ -70,7 +70,7 @@ macro_rules! fetch_all {
 macro_rules! fetch_optional {
     ($db:expr, $sql:expr, [$($arg:expr),* $(,)?], |$row:ident| $map:expr) => {
         match $db {
-            omnibox_store::Database::Sqlite { pool, .. } => sqlx::query($sql)$(.bind($arg))*.fetch_optional(pool).await
+            omnibox_store::Database::Sqlite { read_pool: pool, .. } => sqlx::query($sql)$(.bind($arg))*.fetch_optional(pool).await
                 .and_then(|row| row.as_ref().map(|$row| $map).transpose()),
             omnibox_store::Database::Postgres { pool } => sqlx::query($sql)$(.bind($arg))*.fetch_optional(pool).await
                 .and_then(|row| row.as_ref().map(|$row| $map).transpose()),

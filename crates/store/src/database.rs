@@ -41,14 +41,19 @@ fn migrator(migrations: Vec<Migration>) -> Migrator {
 /// A connection pool to the configured database.
 #[derive(Clone, Debug)]
 pub enum Database {
-    /// An SQLite file; `path` is also where the writer thread opens it.
+    /// SQLite: the log and the secrets in the file at `path` (where the
+    /// writer thread also opens it), the read models in a second file beside
+    /// it (`<name>.read.db`). SQLite has one write lock per file: keeping
+    /// projectors' writes out of the log's file means they never delay an
+    /// append, and the read models can be deleted and rebuilt at will.
     Sqlite {
         pool: SqlitePool,
         path: PathBuf,
+        read_pool: SqlitePool,
+        read_path: PathBuf,
     },
-    Postgres {
-        pool: PgPool,
-    },
+    /// PostgreSQL: one database for everything.
+    Postgres { pool: PgPool },
 }
 
 /// How long a statement waits for SQLite's write lock before giving up.
@@ -79,23 +84,35 @@ impl Database {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)?;
         }
-        let options = sqlite_options(&path);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
-            .connect_with(options)
+            .connect_with(sqlite_options(&path))
             .await?;
-        Ok(Database::Sqlite { pool, path })
+        let read_path = read_model_path(&path);
+        let read_pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(sqlite_options(&read_path))
+            .await?;
+        Ok(Database::Sqlite {
+            pool,
+            path,
+            read_pool,
+            read_path,
+        })
     }
 
     /// Applies every migration not yet applied. Safe to run from several
     /// processes at once: the migrator takes a lock.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self {
-            Database::Sqlite { pool, .. } => migrator(
-                migrations!("sqlite": 1 "0001_event_log", 2 "0002_secrets", 3 "0003_read_models", 4 "0004_channels", 5 "0005_inbox", 6 "0006_media", 7 "0007_deliveries", 8 "0008_templates"),
-            )
-            .run(pool)
-            .await?,
+            Database::Sqlite { pool, read_pool, .. } => {
+                migrator(migrations!("sqlite": 1 "0001_event_log", 2 "0002_secrets"))
+                    .run(pool)
+                    .await?;
+                migrator(migrations!("sqlite": 3 "0003_read_models", 4 "0004_channels", 5 "0005_inbox", 6 "0006_media", 7 "0007_deliveries", 8 "0008_templates"))
+                    .run(read_pool)
+                    .await?
+            }
             Database::Postgres { pool } => migrator(
                 migrations!("postgres": 1 "0001_event_log", 2 "0002_secrets", 3 "0003_read_models", 4 "0004_channels", 5 "0005_inbox", 6 "0006_media", 7 "0007_deliveries", 8 "0008_templates"),
             )
@@ -134,7 +151,12 @@ impl Database {
 
     pub async fn close(&self) {
         match self {
-            Database::Sqlite { pool, .. } => pool.close().await,
+            Database::Sqlite {
+                pool, read_pool, ..
+            } => {
+                pool.close().await;
+                read_pool.close().await;
+            }
             Database::Postgres { pool } => pool.close().await,
         }
     }
@@ -154,6 +176,14 @@ pub(crate) fn sqlite_options(path: &Path) -> SqliteConnectOptions {
 
 pub(crate) const SQLITE_BUSY_TIMEOUT_MS: u64 = SQLITE_BUSY_TIMEOUT.as_millis() as u64;
 
+/// `omnibox.db` → `omnibox.read.db`, in the same folder.
+fn read_model_path(path: &Path) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map_or_else(|| "omnibox".into(), |s| s.to_string_lossy().into_owned());
+    path.with_file_name(format!("{stem}.read.db"))
+}
+
 fn sqlite_path(url: &str) -> Option<PathBuf> {
     let rest = url
         .strip_prefix("sqlite://")
@@ -168,6 +198,18 @@ fn sqlite_path(url: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_models_live_beside_the_log() {
+        assert_eq!(
+            read_model_path(Path::new("data/omnibox.db")),
+            PathBuf::from("data/omnibox.read.db")
+        );
+        assert_eq!(
+            read_model_path(Path::new("inbox")),
+            PathBuf::from("inbox.read.db")
+        );
+    }
 
     #[test]
     fn sqlite_urls_name_a_file() {
