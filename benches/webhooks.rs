@@ -165,13 +165,18 @@ async fn open_loop(url: &str, rate: usize, total: usize) -> (f64, Vec<Duration>)
     let client = reqwest::Client::new();
     let bodies: Vec<_> = (0..total).map(webhook).collect();
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    // Bounded in flight, so an overloaded server shows as latency, not as
+    // the load generator running out of sockets.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(800));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(total);
     for (n, (body, signature)) in bodies.into_iter().enumerate() {
         let due = started + interval * n as u32;
         tokio::time::sleep_until(due.into()).await;
         let (client, url) = (client.clone(), url.to_owned());
+        let permit = in_flight.clone().acquire_owned().await.expect("semaphore");
         tasks.push(tokio::spawn(async move {
+            let _permit = permit;
             let sent = Instant::now();
             let status = client
                 .post(&url)
