@@ -435,9 +435,46 @@ async fn reply_templates_per_channel_kind(app: App) {
     );
 }
 
+/// An echo carrying our metadata marks our own message delivered, even
+/// when the Send API's answer was never recorded.
+async fn echoes_confirm_our_own_messages(app: App) {
+    let (inbox, conversation) = facebook_conversation(app).await;
+    let queued = send(
+        &inbox,
+        json!({ "conversationId": conversation, "bubbles": [{ "text": "On its way" }] }),
+    )
+    .await;
+    let id = queued["data"]["sendReply"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let mut echo: Value = fixture_json("facebook/echo_message.json");
+    echo["entry"][0]["messaging"][0]["message"]["metadata"] = json!(format!("omnibox:msg:{id}"));
+    let body = serde_json::to_vec(&echo).expect("json");
+    let status = reqwest::Client::new()
+        .post(format!("{}/webhooks/facebook", inbox.app.url))
+        .header(
+            "X-Hub-Signature-256",
+            crate::support::facebook_signature(&body),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("post")
+        .status();
+    assert_eq!(status, 200);
+    inbox.app.settle().await;
+    assert_eq!(
+        states(&inbox, &conversation).await,
+        [("On its way".to_owned(), "DELIVERED".to_owned())],
+        "no second copy of the message"
+    );
+}
+
 in_process_on_both_backends!(
     facebook_replies_follow_the_window,
     facebook_delivery_outcomes,
     line_replies_use_the_token_then_push_with_a_retry_key,
     reply_templates_per_channel_kind,
+    echoes_confirm_our_own_messages,
 );

@@ -264,8 +264,34 @@ async fn apply_conversation(
             sent_at,
             text,
             attachments,
+            metadata,
             ..
         } => {
+            // Our own reply, echoed: the metadata names our message.
+            let ours = metadata
+                .as_deref()
+                .and_then(|m| m.strip_prefix("omnibox:msg:"))
+                .and_then(|id| Uuid::parse_str(id).ok());
+            if let Some(ours) = ours {
+                let updated = execute!(
+                    tx,
+                    "UPDATE rm_messages SET delivery_state = 'DELIVERED', platform_message_id = $1
+                     WHERE message_id = $2 AND conversation_id = $3",
+                    platform_message_id.clone(),
+                    ours,
+                    conversation.0
+                )?;
+                if updated > 0 {
+                    changes.push((
+                        org,
+                        Change::Message {
+                            conversation,
+                            message: ours,
+                        },
+                    ));
+                    return Ok(());
+                }
+            }
             if message_exists(tx, conversation, &platform_message_id).await? {
                 execute!(
                     tx,
