@@ -21,6 +21,8 @@ pub enum ApiError {
     PromotionalNotAllowed(String),
     AttachmentNotAllowed(String),
     NotSupportedOnChannel(String),
+    /// A live subscriber missed updates and must re-query.
+    Resync(String),
     /// Something broke on our side; the details go to the log, not the client.
     Internal,
 }
@@ -39,6 +41,7 @@ impl ApiError {
             ApiError::PromotionalNotAllowed(_) => "PROMOTIONAL_NOT_ALLOWED",
             ApiError::AttachmentNotAllowed(_) => "ATTACHMENT_NOT_ALLOWED",
             ApiError::NotSupportedOnChannel(_) => "NOT_SUPPORTED_ON_CHANNEL",
+            ApiError::Resync(_) => "RESYNC",
             ApiError::Internal => "INTERNAL",
         }
     }
@@ -58,7 +61,8 @@ impl ApiError {
             | ApiError::WindowClosed(message)
             | ApiError::PromotionalNotAllowed(message)
             | ApiError::AttachmentNotAllowed(message)
-            | ApiError::NotSupportedOnChannel(message) => message.clone(),
+            | ApiError::NotSupportedOnChannel(message)
+            | ApiError::Resync(message) => message.clone(),
             ApiError::Internal => "internal error; the server log has the details".into(),
         }
     }

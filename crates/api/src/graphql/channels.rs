@@ -7,7 +7,6 @@ use omnibox_domain::channel::{self as domain, ChannelStatus as DomainStatus};
 use omnibox_domain::ids::ChannelId;
 use omnibox_projections::channels::{self as read, ChannelRow};
 use omnibox_projections::Change;
-use tokio_stream::wrappers::BroadcastStream;
 use uuid::Uuid;
 
 use super::{session, state};
@@ -269,27 +268,30 @@ impl ChannelsSubscription {
     async fn channel_updates(
         &self,
         ctx: &Context<'_>,
-    ) -> async_graphql::Result<impl Stream<Item = Channel>> {
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Channel>>> {
         let org = session(ctx)?.member.org_id;
         let app = state(ctx)?.clone();
-        Ok(BroadcastStream::new(app.bus.subscribe())
-            .filter_map(move |update| {
+        Ok(super::org_updates(&app, org)
+            .filter_map(|update| {
                 std::future::ready(match update {
-                    Ok(update) if update.org_id == org => match update.change {
-                        Change::Channel(id) => Some(id),
+                    Ok(update) => match update.change {
+                        Change::Channel(id) => Some(Ok(id)),
                         _ => None,
                     },
-                    _ => None,
+                    Err(error) => Some(Err(error)),
                 })
             })
-            .then(move |id| {
+            .then(move |wanted| {
                 let app = app.clone();
                 async move {
-                    read::channel(&app.db, org, id)
-                        .await
-                        .ok()
-                        .flatten()
-                        .map(Channel)
+                    match wanted {
+                        Ok(id) => read::channel(&app.db, org, id)
+                            .await
+                            .ok()
+                            .flatten()
+                            .map(|c| Ok(Channel(c))),
+                        Err(error) => Some(Err(error)),
+                    }
                 }
             })
             .filter_map(std::future::ready))

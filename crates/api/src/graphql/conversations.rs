@@ -18,7 +18,6 @@ use omnibox_projections::inbox::{
 };
 use omnibox_projections::members::{self as member_read, MemberRow};
 use omnibox_projections::Change;
-use tokio_stream::wrappers::BroadcastStream;
 use uuid::Uuid;
 
 use super::channels::{Channel, ChannelKind};
@@ -597,32 +596,36 @@ impl ConversationsSubscription {
         &self,
         ctx: &Context<'_>,
         channel_ids: Option<Vec<Uuid>>,
-    ) -> async_graphql::Result<impl Stream<Item = Conversation>> {
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Conversation>>> {
         let org = session(ctx)?.member.org_id;
         let app = state(ctx)?.clone();
         let channels: Option<Vec<ChannelId>> =
             channel_ids.map(|ids| ids.into_iter().map(ChannelId).collect());
-        Ok(BroadcastStream::new(app.bus.subscribe())
-            .filter_map(move |update| {
+        Ok(super::org_updates(&app, org)
+            .filter_map(|update| {
                 std::future::ready(match update {
-                    Ok(update) if update.org_id == org => match update.change {
+                    Ok(update) => match update.change {
                         Change::Conversation(id)
                         | Change::Message {
                             conversation: id, ..
-                        } => Some(id),
+                        } => Some(Ok(id)),
                         _ => None,
                     },
-                    _ => None,
+                    Err(error) => Some(Err(error)),
                 })
             })
-            .then(move |id| {
+            .then(move |wanted| {
                 let app = app.clone();
                 let channels = channels.clone();
                 async move {
+                    let id = match wanted {
+                        Ok(id) => id,
+                        Err(error) => return Some(Err(error)),
+                    };
                     let conversation = load(&app, org, id).await.ok()?;
                     match &channels {
                         Some(wanted) if !wanted.contains(&conversation.row.channel_id) => None,
-                        _ => Some(conversation),
+                        _ => Some(Ok(conversation)),
                     }
                 }
             })
@@ -634,40 +637,35 @@ impl ConversationsSubscription {
         &self,
         ctx: &Context<'_>,
         conversation_id: Uuid,
-    ) -> async_graphql::Result<impl Stream<Item = Message>> {
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Message>>> {
         let org = session(ctx)?.member.org_id;
         let app = state(ctx)?.clone();
         load(&app, org, ConversationId(conversation_id)).await?;
         let wanted = ConversationId(conversation_id);
-        Ok(BroadcastStream::new(app.bus.subscribe())
+        Ok(super::org_updates(&app, org)
             .filter_map(move |update| {
                 std::future::ready(match update {
-                    Ok(update) if update.org_id == org => match update.change {
+                    Ok(update) => match update.change {
                         Change::Message {
                             conversation,
                             message,
-                        } if conversation == wanted => Some(message),
+                        } if conversation == wanted => Some(Ok(message)),
                         _ => None,
                     },
-                    _ => None,
+                    Err(error) => Some(Err(error)),
                 })
             })
-            .then(move |message| {
+            .then(move |wanted| {
                 let app = app.clone();
                 async move {
-                    let row = read::message(&app.db, org, message).await.ok()??;
-                    let author = match row.author_id {
-                        Some(id) => member_read::member(&app.db, org, id).await.ok().flatten(),
-                        None => None,
-                    };
-                    let media = media_of(&app, org, &row).await.ok()?;
-                    let public_url = app.config.public_url.clone();
-                    Some(Message {
-                        row,
-                        author,
-                        media,
-                        public_url,
-                    })
+                    match wanted {
+                        Ok(message) => load_message(&app, org, message)
+                            .await
+                            .ok()
+                            .flatten()
+                            .map(Ok),
+                        Err(error) => Some(Err(error)),
+                    }
                 }
             })
             .filter_map(std::future::ready))

@@ -6,7 +6,6 @@ use omnibox_domain::ids::{MemberId, OrgId};
 use omnibox_domain::org::{self, Email, NewMember, OrgCommand, OrgError, Organization};
 use omnibox_projections::members::{self as read, MemberRow};
 use omnibox_projections::Change;
-use tokio_stream::wrappers::BroadcastStream;
 use uuid::Uuid;
 
 use super::{session, state};
@@ -207,29 +206,30 @@ impl MembersSubscription {
     async fn member_updates(
         &self,
         ctx: &Context<'_>,
-    ) -> async_graphql::Result<impl Stream<Item = Member>> {
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Member>>> {
         let org = session(ctx)?.member.org_id;
         let app = state(ctx)?.clone();
-        let updates = BroadcastStream::new(app.bus.subscribe());
-        Ok(updates
-            .filter_map(move |update| {
-                let wanted = match update {
-                    Ok(update) if update.org_id == org => match update.change {
-                        Change::Member(id) => Some(id),
+        Ok(super::org_updates(&app, org)
+            .filter_map(|update| {
+                std::future::ready(match update {
+                    Ok(update) => match update.change {
+                        Change::Member(id) => Some(Ok(id)),
                         _ => None,
                     },
-                    _ => None,
-                };
-                std::future::ready(wanted)
+                    Err(error) => Some(Err(error)),
+                })
             })
-            .then(move |id| {
+            .then(move |wanted| {
                 let app = app.clone();
                 async move {
-                    read::member(&app.db, org, id)
-                        .await
-                        .ok()
-                        .flatten()
-                        .map(Member::from)
+                    match wanted {
+                        Ok(id) => read::member(&app.db, org, id)
+                            .await
+                            .ok()
+                            .flatten()
+                            .map(|m| Ok(Member::from(m))),
+                        Err(error) => Some(Err(error)),
+                    }
                 }
             })
             .filter_map(std::future::ready))

@@ -75,6 +75,28 @@ pub(crate) fn session<'a>(ctx: &'a Context<'_>) -> Result<&'a Session, ApiError>
     ctx.data_opt::<Session>().ok_or(ApiError::Unauthenticated)
 }
 
+/// The live update bus as a stream of `org`'s changes. A subscriber that
+/// falls further behind than the bus holds is not allowed to slow the
+/// others or to grow memory: it gets one RESYNC error ("re-query what you
+/// show"), then continues live.
+pub(crate) fn org_updates(
+    app: &AppState,
+    org: omnibox_domain::ids::OrgId,
+) -> impl futures_util::Stream<Item = Result<omnibox_projections::LiveUpdate, async_graphql::Error>>
+       + use<> {
+    use futures_util::StreamExt;
+    tokio_stream::wrappers::BroadcastStream::new(app.bus.subscribe()).filter_map(move |update| {
+        std::future::ready(match update {
+            Ok(update) if update.org_id == org => Some(Ok(update)),
+            Ok(_) => None,
+            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(missed)) => Some(Err(ApiError::Resync(format!(
+                "this subscription fell behind and missed {missed} updates; re-query, then keep listening"
+            ))
+            .into())),
+        })
+    })
+}
+
 pub(crate) fn state<'a>(ctx: &'a Context<'_>) -> Result<&'a AppState, ApiError> {
     ctx.data::<AppState>()
         .map_err(|e| ApiError::internal(e.message))
