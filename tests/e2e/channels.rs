@@ -545,6 +545,48 @@ async fn channel_updates_reach_only_their_organization(app: App) {
     );
     let leaked = tokio::time::timeout(Duration::from_millis(300), sockets[1].next()).await;
     assert!(leaked.is_err(), "another organization received {leaked:?}");
+
+    // Every status change is pushed: disconnect one, and its DISCONNECTED arrives.
+    let page = first["payload"]["data"]["channelUpdates"]["externalId"]
+        .as_str()
+        .expect("page")
+        .to_owned();
+    let listed = app
+        .graphql(&owner.token, "{ channels { id externalId } }", json!({}))
+        .await;
+    let id = listed["data"]["channels"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["externalId"] == page.as_str()))
+        .map(|c| c["id"].clone())
+        .expect("channel");
+    app.graphql(
+        &owner.token,
+        "mutation($id: UUID!) { disconnectChannel(id: $id) { id } }",
+        json!({ "id": id }),
+    )
+    .await;
+    let mut statuses = Vec::new();
+    while let Ok(Some(Ok(Message::Text(text)))) =
+        tokio::time::timeout(Duration::from_secs(5), sockets[0].next()).await
+    {
+        let update: Value = serde_json::from_str(&text).expect("json");
+        let channel = &update["payload"]["data"]["channelUpdates"];
+        statuses.push((
+            channel["externalId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            channel["status"].as_str().unwrap_or_default().to_owned(),
+        ));
+        if statuses.last() == Some(&(page.clone(), "DISCONNECTED".to_owned())) {
+            break;
+        }
+    }
+    assert_eq!(
+        statuses.last(),
+        Some(&(page, "DISCONNECTED".to_owned())),
+        "{statuses:?}"
+    );
 }
 
 async fn secrets_never_appear_in_plain_text(app: App) {

@@ -435,6 +435,49 @@ async fn reply_templates_per_channel_kind(app: App) {
     );
 }
 
+/// A disconnected channel refuses replies; its history stays readable.
+async fn disconnected_channels_refuse_replies(app: App) {
+    let (inbox, conversation) = facebook_conversation(app).await;
+    let channels = inbox
+        .app
+        .graphql(&inbox.owner.token, "{ channels { id kind } }", json!({}))
+        .await;
+    let page = channels["data"]["channels"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["kind"] == "FACEBOOK").cloned())
+        .expect("page");
+    let gone = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            "mutation($id: UUID!) { disconnectChannel(id: $id) { status } }",
+            json!({ "id": page["id"] }),
+        )
+        .await;
+    assert_eq!(gone["data"]["disconnectChannel"]["status"], "DISCONNECTED");
+    let refused = send(
+        &inbox,
+        json!({ "conversationId": conversation, "bubbles": [{ "text": "Hello?" }] }),
+    )
+    .await;
+    assert_eq!(
+        error_code(&refused),
+        Some("CHANNEL_NOT_CONNECTED"),
+        "{refused}"
+    );
+    let history = inbox
+        .app
+        .graphql(&inbox.owner.token, MESSAGES, json!({ "id": conversation }))
+        .await;
+    assert_eq!(
+        history["data"]["conversation"]["messages"]["nodes"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "{history}"
+    );
+}
+
 /// An echo carrying our metadata marks our own message delivered, even
 /// when the Send API's answer was never recorded.
 async fn echoes_confirm_our_own_messages(app: App) {
@@ -477,4 +520,5 @@ in_process_on_both_backends!(
     line_replies_use_the_token_then_push_with_a_retry_key,
     reply_templates_per_channel_kind,
     echoes_confirm_our_own_messages,
+    disconnected_channels_refuse_replies,
 );
