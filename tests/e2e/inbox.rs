@@ -350,9 +350,111 @@ async fn inbox_updates_follow_webhooks(app: App) {
     assert!(leaked.is_err(), "another organization received {leaked:?}");
 }
 
+async fn subscribe_inbox(
+    app: &App,
+    token: &str,
+    after: Option<&str>,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let mut request = format!("{}/graphql", app.url.replacen("http", "ws", 1))
+        .into_client_request()
+        .expect("request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("connect");
+    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
+    socket
+        .send(Message::Text(init.to_string().into()))
+        .await
+        .expect("init");
+    socket.next().await.expect("ack").expect("ack");
+    let query = "subscription($after: String) { inboxUpdates(after: $after) { position contact { platformUserId } } }";
+    let subscribe = json!({ "id": "1", "type": "subscribe", "payload": { "query": query, "variables": { "after": after } } });
+    socket
+        .send(Message::Text(subscribe.to_string().into()))
+        .await
+        .expect("subscribe");
+    socket
+}
+
+/// Updates on `socket` until it is quiet for `quiet`.
+async fn drain(
+    socket: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    quiet: Duration,
+) -> Vec<Value> {
+    let mut updates = Vec::new();
+    while let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(quiet, socket.next()).await {
+        let message: Value = serde_json::from_str(&text).expect("json");
+        updates.push(message["payload"]["data"]["inboxUpdates"].clone());
+    }
+    updates
+}
+
+/// A client that reconnects with the last position it saw receives exactly
+/// the conversations that changed while it was away, then goes live.
+async fn a_reconnect_with_a_position_receives_exactly_what_was_missed(app: App) {
+    let inbox = inbox(app, false).await;
+    let mut socket = subscribe_inbox(&inbox.app, &inbox.owner.token, None).await;
+    let mut seen = Vec::new();
+    for file in [
+        "facebook/text_message.json",
+        "facebook/image_attachment.json",
+        "facebook/postback.json",
+    ] {
+        inbox.facebook(file).await;
+        seen.extend(drain(&mut socket, Duration::from_millis(700)).await);
+        if !seen.is_empty() {
+            break;
+        }
+    }
+    let last = seen
+        .last()
+        .and_then(|u| u["position"].as_str())
+        .expect("a position")
+        .to_owned();
+    drop(socket);
+
+    // While away: a LINE customer and a second Facebook customer write.
+    assert_eq!(inbox.line("line/text_message.json").await, 200);
+    assert_eq!(
+        inbox
+            .facebook("facebook/multiple_entries_batched.json")
+            .await,
+        200
+    );
+    inbox.app.settle().await;
+
+    let mut socket = subscribe_inbox(&inbox.app, &inbox.owner.token, Some(&last)).await;
+    let missed = drain(&mut socket, Duration::from_millis(1500)).await;
+    let mut who: Vec<&str> = missed
+        .iter()
+        .filter_map(|u| u["contact"]["platformUserId"].as_str())
+        .collect();
+    who.sort_unstable();
+    assert_eq!(
+        who,
+        ["6602957718843910", "U8e2b1f6c0d9a4e7b3c5f1a2d4e6b8c0a"],
+        "{missed:?}"
+    );
+    // Then live.
+    assert_eq!(inbox.line("line/image_message.json").await, 200);
+    let live = drain(&mut socket, Duration::from_millis(1500)).await;
+    assert!(
+        live.iter()
+            .any(|u| u["contact"]["platformUserId"] == "U8e2b1f6c0d9a4e7b3c5f1a2d4e6b8c0a"),
+        "{live:?}"
+    );
+}
+
 in_process_on_both_backends!(
     the_inbox_follows_platform_time_not_arrival,
     filters_pagination_and_member_actions,
     line_conversations_have_no_window,
     inbox_updates_follow_webhooks,
+    a_reconnect_with_a_position_receives_exactly_what_was_missed,
 );

@@ -202,6 +202,8 @@ pub struct Conversation {
     row: ConversationRow,
     channel: Option<ChannelRow>,
     assignee: Option<MemberRow>,
+    /// In a subscription: the log position this row reflects.
+    position: Option<omnibox_store::Position>,
 }
 
 fn cursor(at: DateTime<Utc>, id: Uuid) -> String {
@@ -235,6 +237,11 @@ fn page_size(value: Option<i32>, default: i32) -> Result<usize, ApiError> {
 impl Conversation {
     async fn id(&self) -> Uuid {
         self.row.id.0
+    }
+    /// In `inboxUpdates`: the log position this row reflects. Pass the last
+    /// one seen as `after` when reconnecting to receive what was missed.
+    async fn position(&self) -> Option<String> {
+        self.position.map(|p| p.to_string())
     }
     async fn channel(&self) -> Option<Channel> {
         self.channel.clone().map(Channel)
@@ -400,6 +407,54 @@ async fn authors(
         .collect())
 }
 
+/// The conversations of `org` changed in the log after `after`, each once
+/// with the position of its last change, and the position replayed up to.
+/// Waits until the read models show that position, so the rows sent
+/// reflect at least what the positions say.
+async fn missed_conversations(
+    app: &AppState,
+    org: OrgId,
+    after: omnibox_store::Position,
+) -> Result<
+    (
+        Vec<(ConversationId, omnibox_store::Position)>,
+        Option<omnibox_store::Position>,
+    ),
+    ApiError,
+> {
+    let mut changed: Vec<(ConversationId, omnibox_store::Position)> = Vec::new();
+    let mut cursor = Some(after);
+    let mut last = None;
+    loop {
+        let page = app.store.read_all(cursor, 1000).await?;
+        let Some(end) = page.last().map(|e| e.position) else {
+            break;
+        };
+        for event in page
+            .iter()
+            .filter(|e| e.stream.category() == ConversationId::CATEGORY)
+        {
+            let Ok(data) = serde_json::from_str::<domain::ConversationEvent>(&event.data) else {
+                continue;
+            };
+            if data.org_id() != org {
+                continue;
+            }
+            let id = data.conversation_id();
+            changed.retain(|(c, _)| *c != id);
+            changed.push((id, event.position));
+        }
+        cursor = Some(end);
+        last = Some(end);
+    }
+    if let Some(last) = last {
+        app.projections
+            .wait_for(last, std::time::Duration::from_secs(10))
+            .await;
+    }
+    Ok((changed, last))
+}
+
 /// Dresses rows with their channel and assignee, with two queries whatever the page size.
 async fn dress(
     app: &AppState,
@@ -415,6 +470,7 @@ async fn dress(
     Ok(rows
         .into_iter()
         .map(|row| Conversation {
+            position: None,
             channel: channels.get(&row.channel_id).cloned(),
             assignee: row.assignee_id.and_then(|id| members.get(&id).cloned()),
             row,
@@ -596,33 +652,50 @@ impl ConversationsSubscription {
         &self,
         ctx: &Context<'_>,
         channel_ids: Option<Vec<Uuid>>,
+        after: Option<String>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Conversation>>> {
         let org = session(ctx)?.member.org_id;
         let app = state(ctx)?.clone();
         let channels: Option<Vec<ChannelId>> =
             channel_ids.map(|ids| ids.into_iter().map(ChannelId).collect());
-        Ok(super::org_updates(&app, org)
-            .filter_map(|update| {
-                std::future::ready(match update {
-                    Ok(update) => match update.change {
-                        Change::Conversation(id)
-                        | Change::Message {
-                            conversation: id, ..
-                        } => Some(Ok(id)),
-                        _ => None,
-                    },
-                    Err(error) => Some(Err(error)),
-                })
+        let after = after
+            .map(|p| {
+                p.parse::<omnibox_store::Position>()
+                    .map_err(|e| ApiError::Validation(e.to_string()))
             })
+            .transpose()?;
+        // Listen first, then replay, so nothing falls between the two.
+        let live = super::org_updates(&app, org);
+        let (missed, replayed_to) = match after {
+            Some(after) => missed_conversations(&app, org, after).await?,
+            None => (Vec::new(), None),
+        };
+        let replay = futures_util::stream::iter(missed.into_iter().map(Ok));
+        let live = live.filter_map(move |update| {
+            std::future::ready(match update {
+                Ok(update) if replayed_to.is_some_and(|to| update.position <= to) => None,
+                Ok(update) => match update.change {
+                    Change::Conversation(id)
+                    | Change::Message {
+                        conversation: id, ..
+                    } => Some(Ok((id, update.position))),
+                    _ => None,
+                },
+                Err(error) => Some(Err(error)),
+            })
+        });
+        Ok(replay
+            .chain(live)
             .then(move |wanted| {
                 let app = app.clone();
                 let channels = channels.clone();
                 async move {
-                    let id = match wanted {
-                        Ok(id) => id,
+                    let (id, position) = match wanted {
+                        Ok(wanted) => wanted,
                         Err(error) => return Some(Err(error)),
                     };
-                    let conversation = load(&app, org, id).await.ok()?;
+                    let mut conversation = load(&app, org, id).await.ok()?;
+                    conversation.position = Some(position);
                     match &channels {
                         Some(wanted) if !wanted.contains(&conversation.row.channel_id) => None,
                         _ => Some(Ok(conversation)),
