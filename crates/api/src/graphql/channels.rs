@@ -2,7 +2,7 @@
 
 use async_graphql::{Context, Enum, InputObject, Object, Subscription};
 use chrono::{DateTime, Utc};
-use futures_util::stream::{Stream, StreamExt};
+use futures_util::stream::Stream;
 use omnibox_domain::channel::{self as domain, ChannelStatus as DomainStatus};
 use omnibox_domain::ids::ChannelId;
 use omnibox_projections::channels::{self as read, ChannelRow};
@@ -270,30 +270,20 @@ impl ChannelsSubscription {
         ctx: &Context<'_>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Channel>>> {
         let org = session(ctx)?.member.org_id;
-        let app = state(ctx)?.clone();
-        Ok(super::org_updates(&app, org)
-            .filter_map(|update| {
-                std::future::ready(match update {
-                    Ok(update) => match update.change {
-                        Change::Channel(id) => Some(Ok(id)),
-                        _ => None,
-                    },
-                    Err(error) => Some(Err(error)),
-                })
-            })
-            .then(move |wanted| {
-                let app = app.clone();
-                async move {
-                    match wanted {
-                        Ok(id) => read::channel(&app.db, org, id)
-                            .await
-                            .ok()
-                            .flatten()
-                            .map(|c| Ok(Channel(c))),
-                        Err(error) => Some(Err(error)),
-                    }
-                }
-            })
-            .filter_map(std::future::ready))
+        Ok(super::live_rows(
+            state(ctx)?.clone(),
+            org,
+            |change| match change {
+                Change::Channel(id) => Some(id),
+                _ => None,
+            },
+            move |app, id| async move {
+                read::channel(&app.db, org, id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(Channel)
+            },
+        ))
     }
 }

@@ -715,32 +715,17 @@ impl ConversationsSubscription {
         let app = state(ctx)?.clone();
         load(&app, org, ConversationId(conversation_id)).await?;
         let wanted = ConversationId(conversation_id);
-        Ok(super::org_updates(&app, org)
-            .filter_map(move |update| {
-                std::future::ready(match update {
-                    Ok(update) => match update.change {
-                        Change::Message {
-                            conversation,
-                            message,
-                        } if conversation == wanted => Some(Ok(message)),
-                        _ => None,
-                    },
-                    Err(error) => Some(Err(error)),
-                })
-            })
-            .then(move |wanted| {
-                let app = app.clone();
-                async move {
-                    match wanted {
-                        Ok(message) => load_message(&app, org, message)
-                            .await
-                            .ok()
-                            .flatten()
-                            .map(Ok),
-                        Err(error) => Some(Err(error)),
-                    }
-                }
-            })
-            .filter_map(std::future::ready))
+        Ok(super::live_rows(
+            app,
+            org,
+            move |change| match change {
+                Change::Message {
+                    conversation,
+                    message,
+                } if conversation == wanted => Some(message),
+                _ => None,
+            },
+            move |app, message| async move { load_message(&app, org, message).await.ok().flatten() },
+        ))
     }
 }

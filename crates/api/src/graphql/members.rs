@@ -1,7 +1,7 @@
 //! Members: who am I, who is on my team, adding agents, availability.
 
 use async_graphql::{Context, Enum, Object, SimpleObject, Subscription};
-use futures_util::stream::{Stream, StreamExt};
+use futures_util::stream::Stream;
 use omnibox_domain::ids::{MemberId, OrgId};
 use omnibox_domain::org::{self, Email, NewMember, OrgCommand, OrgError, Organization};
 use omnibox_projections::members::{self as read, MemberRow};
@@ -208,30 +208,20 @@ impl MembersSubscription {
         ctx: &Context<'_>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Member>>> {
         let org = session(ctx)?.member.org_id;
-        let app = state(ctx)?.clone();
-        Ok(super::org_updates(&app, org)
-            .filter_map(|update| {
-                std::future::ready(match update {
-                    Ok(update) => match update.change {
-                        Change::Member(id) => Some(Ok(id)),
-                        _ => None,
-                    },
-                    Err(error) => Some(Err(error)),
-                })
-            })
-            .then(move |wanted| {
-                let app = app.clone();
-                async move {
-                    match wanted {
-                        Ok(id) => read::member(&app.db, org, id)
-                            .await
-                            .ok()
-                            .flatten()
-                            .map(|m| Ok(Member::from(m))),
-                        Err(error) => Some(Err(error)),
-                    }
-                }
-            })
-            .filter_map(std::future::ready))
+        Ok(super::live_rows(
+            state(ctx)?.clone(),
+            org,
+            |change| match change {
+                Change::Member(id) => Some(id),
+                _ => None,
+            },
+            move |app, id| async move {
+                read::member(&app.db, org, id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(Member::from)
+            },
+        ))
     }
 }

@@ -97,6 +97,40 @@ pub(crate) fn org_updates(
     })
 }
 
+/// A subscription's stream: the organization's changes that `pick` selects,
+/// each turned into its current row by `load` (rows gone meanwhile are
+/// skipped), with RESYNC errors passed through.
+pub(crate) fn live_rows<K, T, Fut>(
+    app: AppState,
+    org: omnibox_domain::ids::OrgId,
+    pick: impl Fn(omnibox_projections::Change) -> Option<K> + Send + 'static,
+    load: impl Fn(AppState, K) -> Fut + Send + Sync + Clone + 'static,
+) -> impl futures_util::Stream<Item = async_graphql::Result<T>>
+where
+    K: Send + 'static,
+    T: Send + 'static,
+    Fut: std::future::Future<Output = Option<T>> + Send,
+{
+    use futures_util::StreamExt;
+    org_updates(&app, org)
+        .filter_map(move |update| {
+            std::future::ready(match update {
+                Ok(update) => pick(update.change).map(Ok),
+                Err(error) => Some(Err(error)),
+            })
+        })
+        .then(move |wanted| {
+            let (app, load) = (app.clone(), load.clone());
+            async move {
+                match wanted {
+                    Ok(key) => load(app, key).await.map(Ok),
+                    Err(error) => Some(Err(error)),
+                }
+            }
+        })
+        .filter_map(std::future::ready)
+}
+
 pub(crate) fn state<'a>(ctx: &'a Context<'_>) -> Result<&'a AppState, ApiError> {
     ctx.data::<AppState>()
         .map_err(|e| ApiError::internal(e.message))
