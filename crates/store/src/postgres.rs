@@ -75,16 +75,23 @@ impl PgEventStore {
         let (requests, queue) = mpsc::channel(QUEUE_DEPTH);
         let queue: Queue = Arc::new(Mutex::new(queue));
         let changes = Arc::new(watch::Sender::new(0));
+        // Commits of this process, announced to others by one notifier task.
+        let local = Arc::new(watch::Sender::new(0u64));
         let mut tasks: Vec<JoinHandle<()>> = (0..WRITERS)
             .map(|_| {
                 tokio::spawn(run_writer(
                     pool.clone(),
                     queue.clone(),
                     changes.clone(),
-                    channel.clone(),
+                    local.clone(),
                 ))
             })
             .collect();
+        tasks.push(tokio::spawn(run_notifier(
+            pool.clone(),
+            channel.clone(),
+            local.subscribe(),
+        )));
         tasks.push(tokio::spawn(run_listener(
             pool.clone(),
             channel,
@@ -215,7 +222,12 @@ fn decode(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     })
 }
 
-async fn run_writer(pool: PgPool, queue: Queue, changes: Arc<watch::Sender<u64>>, channel: String) {
+async fn run_writer(
+    pool: PgPool,
+    queue: Queue,
+    changes: Arc<watch::Sender<u64>>,
+    local: Arc<watch::Sender<u64>>,
+) {
     loop {
         let batch = {
             let mut queue = queue.lock().await;
@@ -266,17 +278,24 @@ async fn run_writer(pool: PgPool, queue: Queue, changes: Arc<watch::Sender<u64>>
         }
         if wrote {
             changes.send_modify(|n| *n = n.wrapping_add(1));
-            // Announce without holding up the next batch.
-            let (pool, channel) = (pool.clone(), channel.clone());
-            tokio::spawn(async move {
-                if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
-                    .bind(&channel)
-                    .execute(&pool)
-                    .await
-                {
-                    tracing::warn!(%error, "could not announce a commit; other processes will see it at their next poll");
-                }
-            });
+            local.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+}
+
+/// Announces this process's commits to other processes with `pg_notify`,
+/// after the fact and outside any append transaction. One NOTIFY at a time:
+/// commits made while one is in flight share the next, so announcing never
+/// holds more than one pooled connection or slows the writers.
+async fn run_notifier(pool: PgPool, channel: String, mut local: watch::Receiver<u64>) {
+    while local.changed().await.is_ok() {
+        local.borrow_and_update();
+        if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(&channel)
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(%error, "could not announce a commit; other processes will see it at their next poll");
         }
     }
 }
