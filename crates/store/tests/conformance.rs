@@ -52,17 +52,32 @@ async fn fixture(backend: Backend) -> Option<Fixture> {
     })
 }
 
-async fn count_all(store: &dyn EventStore) -> usize {
-    let mut after = None;
-    let mut count = 0;
+/// Every event `$all` shows, once it shows at least `expected` of them.
+///
+/// On PostgreSQL an event becomes visible in `$all` only when no older
+/// transaction is still running anywhere in the cluster (other tests', for
+/// instance): a reader may briefly see less than was committed, never more
+/// and never out of order. Tests that count therefore wait for the count.
+async fn visible_all(store: &dyn EventStore, expected: usize) -> Vec<omnibox_store::RecordedEvent> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let page = store.read_all(after, 1000).await.expect("read $all");
-        let Some(last) = page.last() else {
-            return count;
-        };
-        after = Some(last.position);
-        count += page.len();
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.read_all(after, 1000).await.expect("read $all");
+            let Some(last) = page.last() else { break };
+            after = Some(last.position);
+            all.extend(page);
+        }
+        if all.len() >= expected || std::time::Instant::now() > deadline {
+            return all;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+async fn count_all(store: &dyn EventStore, expected: usize) -> usize {
+    visible_all(store, expected).await.len()
 }
 
 async fn expected_revisions_are_enforced(f: Fixture) {
@@ -128,7 +143,7 @@ async fn expected_revisions_are_enforced(f: Fixture) {
         .expect("any");
     assert_eq!(any.revision, 3);
     assert_eq!(
-        count_all(&*f.store).await,
+        count_all(&*f.store, 4).await,
         4,
         "refused appends wrote nothing"
     );
@@ -230,7 +245,7 @@ async fn stored_ids_make_appends_idempotent(f: Fixture) {
         .await
         .expect_err("mixed, stored id last");
     assert!(matches!(err, StoreError::PartiallyStored { .. }), "{err:?}");
-    assert_eq!(count_all(&*f.store).await, 3);
+    assert_eq!(count_all(&*f.store, 3).await, 3);
 }
 
 async fn streams_read_forwards_and_backwards(f: Fixture) {
@@ -295,6 +310,7 @@ async fn all_reads_in_pages_in_position_order(f: Fixture) {
                 .expect("append");
         }
     }
+    visible_all(&*f.store, ids.len()).await;
     let mut seen = Vec::new();
     let mut after = None;
     loop {
@@ -383,7 +399,7 @@ async fn concurrent_single_appends_are_each_durable_when_acknowledged(f: Fixture
         ids.insert(task.await.expect("task"));
     }
     assert_eq!(ids.len(), APPENDS);
-    assert_eq!(count_all(&*f.store).await, APPENDS);
+    assert_eq!(count_all(&*f.store, APPENDS).await, APPENDS);
 }
 
 async fn concurrent_appends_to_one_stream_never_fork_it(f: Fixture) {
@@ -467,14 +483,11 @@ async fn a_reader_following_all_under_concurrent_writers_skips_nothing(f: Fixtur
     }
     let seen = reader.await.expect("reader");
 
-    let mut final_order = Vec::with_capacity(TOTAL);
-    let mut after = None;
-    loop {
-        let page = f.store.read_all(after, 1000).await.expect("read");
-        let Some(last) = page.last() else { break };
-        after = Some(last.position);
-        final_order.extend(page.into_iter().map(|e| (e.position, e.id)));
-    }
+    let final_order: Vec<_> = visible_all(&*f.store, TOTAL)
+        .await
+        .into_iter()
+        .map(|e| (e.position, e.id))
+        .collect();
     assert_eq!(final_order.len(), TOTAL);
     assert_eq!(seen.len(), TOTAL, "the reader saw each event once");
     assert!(
