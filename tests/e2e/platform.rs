@@ -35,6 +35,10 @@ struct World {
     send_script: std::collections::VecDeque<(StatusCode, Value)>,
     /// LINE retry keys already accepted.
     accepted_retry_keys: std::collections::HashSet<String>,
+    /// How long send calls take to answer (a slow platform).
+    send_delay: std::time::Duration,
+    /// Messages the platform actually took (each accepted send call).
+    delivered: usize,
 }
 
 #[derive(Clone, Default)]
@@ -94,6 +98,17 @@ impl Platform {
                 .send_script
                 .push_back((StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body));
         }
+    }
+
+    /// Send calls answer only after `delay` (the work is done at once: a
+    /// caller that stops waiting has still sent).
+    pub fn delay_sends(&self, delay: std::time::Duration) {
+        self.world().send_delay = delay;
+    }
+
+    /// How many messages the platform took.
+    pub fn delivered(&self) -> usize {
+        self.world().delivered
     }
 
     /// Requests to paths ending with `suffix`, as JSON bodies.
@@ -305,6 +320,12 @@ async fn facebook_send(
     if let Some((status, body)) = next_scripted(&platform) {
         return (status, axum::Json(body)).into_response();
     }
+    let delay = {
+        let mut world = platform.world();
+        world.delivered += 1;
+        world.send_delay
+    };
+    tokio::time::sleep(delay).await;
     let mut answer = fixture("facebook/send_success.json");
     answer["message_id"] = json!(format!("m_{}", uuid::Uuid::new_v4().simple()));
     axum::Json(answer).into_response()
@@ -334,8 +355,14 @@ async fn line_send(
     if let Some((status, body)) = next_scripted(&platform) {
         return (status, axum::Json(body)).into_response();
     }
-    if let Some(key) = retry_key {
-        platform.world().accepted_retry_keys.insert(key);
-    }
+    let delay = {
+        let mut world = platform.world();
+        if let Some(key) = retry_key {
+            world.accepted_retry_keys.insert(key);
+        }
+        world.delivered += 1;
+        world.send_delay
+    };
+    tokio::time::sleep(delay).await;
     axum::Json(fixture("line/push_success.json")).into_response()
 }

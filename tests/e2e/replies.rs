@@ -176,8 +176,8 @@ async fn facebook_replies_follow_the_window(app: App) {
     let refused_only = inbox.app.events().await.len();
     assert_eq!(
         refused_only,
-        before + 3,
-        "only the allowed reply, its delivery and the page token's renewed 90 days were appended"
+        before + 4,
+        "only the allowed reply, its sending mark, its delivery and the page token's renewed 90 days were appended"
     );
 }
 
@@ -514,6 +514,132 @@ async fn echoes_confirm_our_own_messages(app: App) {
     );
 }
 
+/// Waits until the stand-in has received `n` requests ending with `suffix`.
+async fn until_sent(inbox: &Inbox, suffix: &str, n: usize) {
+    for _ in 0..500 {
+        if inbox.app.platform.sent(suffix).len() >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the platform never received {n} requests to {suffix}");
+}
+
+/// The server stops while Facebook is handling a send: the restarted
+/// worker does not send it again (Facebook has no idempotency key), and the
+/// echo confirms it. Facebook got the message exactly once.
+async fn a_crash_mid_send_never_sends_twice_on_facebook(app: App) {
+    let (inbox, conversation) = facebook_conversation(app).await;
+    inbox
+        .app
+        .platform
+        .delay_sends(std::time::Duration::from_secs(30));
+    let queued = send(&inbox, json!({ "conversationId": conversation, "bubbles": [{ "text": "Your order is confirmed" }] })).await;
+    let id = queued["data"]["sendReply"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let state = inbox.app.state.clone();
+    let crashed = tokio::spawn(async move {
+        omnibox_api::delivery::DeliveryWorker::default()
+            .run_once(&state)
+            .await
+    });
+    until_sent(&inbox, "/messages", 1).await;
+    crashed.abort();
+    inbox.app.settle().await;
+
+    // After the restart: nothing is sent again, whatever the passes.
+    let restarted = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    deliver(&inbox, &restarted).await;
+    deliver(&inbox, &restarted).await;
+    assert_eq!(inbox.app.platform.sent("/messages").len(), 1);
+    // Facebook's echo carries our metadata and confirms the delivery.
+    let mut echo: Value = fixture_json("facebook/echo_message.json");
+    echo["entry"][0]["messaging"][0]["message"]["metadata"] = json!(format!("omnibox:msg:{id}"));
+    let body = serde_json::to_vec(&echo).expect("json");
+    reqwest::Client::new()
+        .post(format!("{}/webhooks/facebook", inbox.app.url))
+        .header(
+            "X-Hub-Signature-256",
+            crate::support::facebook_signature(&body),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("echo");
+    inbox.app.settle().await;
+    inbox.app.clock.advance(Duration::minutes(10));
+    deliver(&inbox, &restarted).await;
+    assert_eq!(
+        states(&inbox, &conversation).await,
+        [("Your order is confirmed".to_owned(), "DELIVERED".to_owned())]
+    );
+    assert_eq!(
+        inbox.app.platform.delivered(),
+        1,
+        "Facebook took the message exactly once"
+    );
+}
+
+/// A push in flight when the server stops is sent again with the same
+/// retry key; LINE answers 409 and the message exists once.
+async fn a_crash_mid_push_never_sends_twice_on_line(app: App) {
+    let inbox = inbox(app, false).await;
+    assert_eq!(inbox.line("line/text_message.json").await, 200);
+    inbox.app.settle().await;
+    // An hour later: the reply token is stale, the reply is pushed.
+    inbox.app.clock.set(
+        chrono::DateTime::parse_from_rfc3339("2026-11-23T03:30:00Z")
+            .expect("instant")
+            .to_utc(),
+    );
+    let list = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            "{ conversations { nodes { id } } }",
+            json!({}),
+        )
+        .await;
+    let conversation = list["data"]["conversations"]["nodes"][0]["id"].clone();
+    inbox
+        .app
+        .platform
+        .delay_sends(std::time::Duration::from_secs(30));
+    send(
+        &inbox,
+        json!({ "conversationId": conversation, "bubbles": [{ "text": "ได้รับคำสั่งซื้อแล้วครับ" }] }),
+    )
+    .await;
+    let state = inbox.app.state.clone();
+    let crashed = tokio::spawn(async move {
+        omnibox_api::delivery::DeliveryWorker::default()
+            .run_once(&state)
+            .await
+    });
+    until_sent(&inbox, "/v2/bot/message/push", 1).await;
+    crashed.abort();
+    inbox.app.platform.delay_sends(std::time::Duration::ZERO);
+    let restarted = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    deliver(&inbox, &restarted).await;
+    let pushes = inbox.app.platform.sent("/v2/bot/message/push");
+    assert_eq!(pushes.len(), 2, "sent again after the restart");
+    assert_eq!(pushes[0].0.retry_key, pushes[1].0.retry_key);
+    assert_eq!(
+        inbox.app.platform.delivered(),
+        1,
+        "LINE took the message exactly once (409 the second time)"
+    );
+    assert_eq!(
+        states(&inbox, &conversation)
+            .await
+            .last()
+            .map(|s| s.1.clone()),
+        Some("DELIVERED".into())
+    );
+}
+
 in_process_on_both_backends!(
     facebook_replies_follow_the_window,
     facebook_delivery_outcomes,
@@ -521,4 +647,6 @@ in_process_on_both_backends!(
     reply_templates_per_channel_kind,
     echoes_confirm_our_own_messages,
     disconnected_channels_refuse_replies,
+    a_crash_mid_send_never_sends_twice_on_facebook,
+    a_crash_mid_push_never_sends_twice_on_line,
 );

@@ -37,6 +37,9 @@ use crate::{ApiError, AppState};
 
 /// Attempts for a bubble that keeps meeting throttling or server errors.
 const MAX_ATTEMPTS: u32 = 6;
+/// How long a bubble interrupted mid-send waits for Facebook's echo before
+/// it is recorded as FAILED.
+const INTERRUPTED_GRACE: chrono::Duration = chrono::Duration::minutes(2);
 /// Back-off ceiling between attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -87,7 +90,8 @@ impl DeliveryWorker {
 
     /// One pass over the pending deliveries; returns the outcomes recorded.
     pub async fn run_once(&self, app: &AppState) -> Result<usize, ApiError> {
-        let pending = read::pending_deliveries(&app.db, 256).await?;
+        let mut recorded = self.interrupted(app).await?;
+        let pending = read::deliveries(&app.db, "PENDING", 256).await?;
         let pending: Vec<PendingDelivery> = {
             let mut recorded = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
             recorded.retain(|id| pending.iter().any(|p| p.message_id == *id));
@@ -131,7 +135,6 @@ impl DeliveryWorker {
                 });
             entry.1.bubbles.push((delivery.index, bubble));
         }
-        let mut recorded = 0;
         let mut used_channels = HashSet::new();
         for (channel_id, queued) in replies.into_values() {
             if !self.due(queued.reply_id) {
@@ -198,6 +201,35 @@ impl DeliveryWorker {
         for channel in used_channels {
             // A successful send restarts the page token's 90 days.
             crate::channels::record_token_use(app, channel).await?;
+        }
+        Ok(recorded)
+    }
+
+    /// Bubbles some worker began sending (Facebook has no idempotency key)
+    /// and never recorded an outcome for: that worker stopped mid-call. They
+    /// are not sent again, which could deliver twice; an echo carrying our
+    /// metadata still marks them delivered. After a grace period without one
+    /// they are recorded FAILED, saying what happened.
+    async fn interrupted(&self, app: &AppState) -> Result<usize, ApiError> {
+        let now = app.clock.now();
+        let mut recorded = 0;
+        for delivery in read::deliveries(&app.db, "SENDING", 256).await? {
+            if now - delivery.queued_at < INTERRUPTED_GRACE {
+                continue;
+            }
+            let event = ConversationEvent::ReplyBubbleFailed {
+                conversation_id: delivery.conversation_id,
+                org_id: delivery.org_id,
+                reply_id: delivery.reply_id,
+                index: delivery.index,
+                code: Some("INTERRUPTED".into()),
+                reason: "the server stopped while handing this message to Facebook, and no echo confirmed it; \
+                         it was not sent again, to avoid a duplicate"
+                    .into(),
+                at: now,
+            };
+            record(app, delivery.conversation_id, delivery.message_id, &event).await?;
+            recorded += 1;
         }
         Ok(recorded)
     }
@@ -356,10 +388,47 @@ impl DeliveryWorker {
             if let Some(tag) = tag {
                 body["tag"] = json!(tag);
             }
+            let message_id = reply_message_id(queued.reply_id, *index);
+            let sending = ConversationEvent::ReplyBubbleSending {
+                conversation_id: queued.conversation,
+                org_id: queued.org,
+                reply_id: queued.reply_id,
+                index: *index,
+                at: app.clock.now(),
+            };
+            // Durable before the call: a restart must not send this bubble again.
+            if let Err(error) = mark(app, queued.conversation, message_id, &sending).await {
+                verdicts.push((
+                    *index,
+                    Verdict::Retry(format!("could not record the attempt: {}", error.message())),
+                ));
+                break;
+            }
             let verdict = match app.graph.send(&channel.external_id, token, &body).await {
                 Ok(sent) => Verdict::Delivered(vec![Some(sent.message_id)]),
                 Err(error) => facebook_verdict(app, channel, error).await,
             };
+            // Facebook answered "not now": not sent, so back to the queue.
+            let not_now = match &verdict {
+                Verdict::Retry(reason) => Some(reason.clone()),
+                Verdict::Wait => {
+                    Some("the page token was rejected; waiting for reauthorization".to_owned())
+                }
+                _ => None,
+            };
+            if let Some(reason) = not_now {
+                let deferred = ConversationEvent::ReplyBubbleDeferred {
+                    conversation_id: queued.conversation,
+                    org_id: queued.org,
+                    reply_id: queued.reply_id,
+                    index: *index,
+                    reason,
+                    at: app.clock.now(),
+                };
+                if let Err(error) = mark(app, queued.conversation, message_id, &deferred).await {
+                    tracing::warn!(error = %error.message(), "could not put a deferred bubble back in the queue");
+                }
+            }
             let stop = !matches!(verdict, Verdict::Delivered(_) | Verdict::Failed { .. });
             verdicts.push((*index, verdict));
             if stop {
@@ -491,11 +560,41 @@ async fn record(
     message_id: Uuid,
     event: &ConversationEvent,
 ) -> Result<(), ApiError> {
+    record_as(app, conversation, message_id, event, b"outcome").await
+}
+
+/// Appends a state mark (sending, deferred) about bubble `message_id`. Marks
+/// repeat across attempts, so each gets a fresh id.
+async fn mark(
+    app: &AppState,
+    conversation: ConversationId,
+    message_id: Uuid,
+    event: &ConversationEvent,
+) -> Result<(), ApiError> {
+    record_as(
+        app,
+        conversation,
+        message_id,
+        event,
+        Uuid::now_v7().as_bytes(),
+    )
+    .await
+}
+
+/// Appends `event` about bubble `message_id`, with an id derived from both,
+/// so whichever worker records it first is the only one that does.
+async fn record_as(
+    app: &AppState,
+    conversation: ConversationId,
+    message_id: Uuid,
+    event: &ConversationEvent,
+    what: &[u8],
+) -> Result<(), ApiError> {
     let stream =
         StreamName::new(ConversationId::CATEGORY, conversation.0).map_err(ApiError::internal)?;
     let event = NewEvent {
         // One outcome per bubble, whoever records it first.
-        id: Uuid::new_v5(&message_id, b"outcome"),
+        id: Uuid::new_v5(&message_id, what),
         event_type: event.event_type().to_owned(),
         data: serde_json::to_string(event).map_err(ApiError::internal)?,
         metadata: Metadata {

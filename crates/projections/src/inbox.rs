@@ -282,6 +282,11 @@ async fn apply_conversation(
                     conversation.0
                 )?;
                 if updated > 0 {
+                    execute!(
+                        tx,
+                        "UPDATE rm_deliveries SET state = 'DONE' WHERE message_id = $1",
+                        ours
+                    )?;
                     changes.push((
                         org,
                         Change::Message {
@@ -499,6 +504,26 @@ async fn apply_conversation(
                 ));
             }
             touch_conversation(tx, conversation, queued_at, &shown).await?;
+        }
+        ConversationEvent::ReplyBubbleDeferred {
+            reply_id, index, ..
+        } => {
+            let id = omnibox_domain::conversation::reply_message_id(reply_id, index);
+            execute!(tx, "UPDATE rm_deliveries SET state = 'PENDING' WHERE message_id = $1 AND state = 'SENDING'", id)?;
+        }
+        ConversationEvent::ReplyBubbleSending {
+            reply_id,
+            index,
+            at,
+            ..
+        } => {
+            let id = omnibox_domain::conversation::reply_message_id(reply_id, index);
+            execute!(
+                tx,
+                "UPDATE rm_deliveries SET state = 'SENDING', queued_at = $1 WHERE message_id = $2 AND state = 'PENDING'",
+                micros(at),
+                id
+            )?;
         }
         ConversationEvent::ReplyBubbleDelivered {
             reply_id,
@@ -1016,16 +1041,18 @@ pub struct PendingDelivery {
     pub queued_at: DateTime<Utc>,
 }
 
-/// Bubbles waiting for delivery, oldest first.
-pub async fn pending_deliveries(
+/// Bubbles in `state` (PENDING: waiting for delivery; SENDING: handed to a
+/// platform by a worker that has not recorded the outcome), oldest first.
+pub async fn deliveries(
     db: &Database,
+    state: &str,
     limit: usize,
 ) -> Result<Vec<PendingDelivery>, sqlx::Error> {
     fetch_all!(
         db,
         "SELECT message_id, reply_id, idx, conversation_id, org_id, channel_id, payload, queued_at FROM rm_deliveries
-         WHERE state = 'PENDING' ORDER BY queued_at, reply_id, idx LIMIT $1",
-        [i64::try_from(limit).unwrap_or(i64::MAX)],
+         WHERE state = $1 ORDER BY queued_at, reply_id, idx LIMIT $2",
+        [state, i64::try_from(limit).unwrap_or(i64::MAX)],
         |row| {
             let payload: String = row.try_get(6)?;
             Ok(PendingDelivery {

@@ -223,6 +223,27 @@ pub enum ConversationEvent {
         platform_message_id: Option<String>,
         at: DateTime<Utc>,
     },
+    /// The worker is about to hand bubble `index` to a platform that has no
+    /// idempotency key (Facebook's Send API). If the process stops before the
+    /// outcome is recorded, this mark keeps a restart from sending it again.
+    ReplyBubbleSending {
+        conversation_id: ConversationId,
+        org_id: OrgId,
+        reply_id: uuid::Uuid,
+        index: u32,
+        at: DateTime<Utc>,
+    },
+    /// The platform answered a send of bubble `index` with "not now"
+    /// (throttling, a server error, an expired token): it was not delivered
+    /// and waits to be sent again.
+    ReplyBubbleDeferred {
+        conversation_id: ConversationId,
+        org_id: OrgId,
+        reply_id: uuid::Uuid,
+        index: u32,
+        reason: String,
+        at: DateTime<Utc>,
+    },
     /// Bubble `index` of a reply will not be delivered.
     ReplyBubbleFailed {
         conversation_id: ConversationId,
@@ -259,6 +280,8 @@ impl ConversationEvent {
             ConversationEvent::MediaFetchFailed { .. } => "MediaFetchFailed",
             ConversationEvent::ReplyQueued { .. } => "ReplyQueued",
             ConversationEvent::ReplyBubbleDelivered { .. } => "ReplyBubbleDelivered",
+            ConversationEvent::ReplyBubbleSending { .. } => "ReplyBubbleSending",
+            ConversationEvent::ReplyBubbleDeferred { .. } => "ReplyBubbleDeferred",
             ConversationEvent::ReplyBubbleFailed { .. } => "ReplyBubbleFailed",
             ConversationEvent::MessageUnsent { .. } => "MessageUnsent",
         }
@@ -305,6 +328,12 @@ impl ConversationEvent {
             | ConversationEvent::ReplyBubbleDelivered {
                 conversation_id, ..
             }
+            | ConversationEvent::ReplyBubbleSending {
+                conversation_id, ..
+            }
+            | ConversationEvent::ReplyBubbleDeferred {
+                conversation_id, ..
+            }
             | ConversationEvent::ReplyBubbleFailed {
                 conversation_id, ..
             }
@@ -329,6 +358,8 @@ impl ConversationEvent {
             | ConversationEvent::MediaFetchFailed { org_id, .. }
             | ConversationEvent::ReplyQueued { org_id, .. }
             | ConversationEvent::ReplyBubbleDelivered { org_id, .. }
+            | ConversationEvent::ReplyBubbleSending { org_id, .. }
+            | ConversationEvent::ReplyBubbleDeferred { org_id, .. }
             | ConversationEvent::ReplyBubbleFailed { org_id, .. }
             | ConversationEvent::MessageUnsent { org_id, .. } => *org_id,
         }

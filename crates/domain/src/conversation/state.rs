@@ -69,6 +69,8 @@ impl Conversation {
             ConversationEvent::MediaStored { .. }
             | ConversationEvent::MediaFetchFailed { .. }
             | ConversationEvent::ReplyBubbleDelivered { .. }
+            | ConversationEvent::ReplyBubbleSending { .. }
+            | ConversationEvent::ReplyBubbleDeferred { .. }
             | ConversationEvent::ReplyBubbleFailed { .. } => {}
         }
     }
