@@ -221,15 +221,18 @@ async fn apply_conversation(
             )?;
             insert_message(
                 tx,
-                message_id,
-                conversation,
-                org,
-                "INBOUND",
-                &platform_message_id,
-                sent_at,
-                text,
-                &attachments,
-                None,
+                NewMessage {
+                    id: message_id,
+                    conversation,
+                    org,
+                    inbound: true,
+                    platform_message_id: Some(&platform_message_id),
+                    sent_at,
+                    text,
+                    attachments: &attachments,
+                    delivery_state: None,
+                    author: None,
+                },
             )
             .await?;
             for (index, attachment) in attachments.iter().enumerate() {
@@ -309,15 +312,18 @@ async fn apply_conversation(
                 if conversation_exists(tx, conversation).await? {
                     insert_message(
                         tx,
-                        message_id,
-                        conversation,
-                        org,
-                        "OUTBOUND",
-                        &platform_message_id,
-                        sent_at,
-                        text.clone(),
-                        &attachments,
-                        Some("DELIVERED"),
+                        NewMessage {
+                            id: message_id,
+                            conversation,
+                            org,
+                            inbound: false,
+                            platform_message_id: Some(&platform_message_id),
+                            sent_at,
+                            text: text.clone(),
+                            attachments: &attachments,
+                            delivery_state: Some("DELIVERED"),
+                            author: None,
+                        },
                     )
                     .await?;
                     touch_conversation(
@@ -463,18 +469,20 @@ async fn apply_conversation(
                 shown = preview(text.as_deref(), &attachments);
                 insert_message(
                     tx,
-                    id,
-                    conversation,
-                    org,
-                    "OUTBOUND",
-                    "",
-                    queued_at,
-                    text,
-                    &attachments,
-                    Some("QUEUED"),
+                    NewMessage {
+                        id: id,
+                        conversation,
+                        org,
+                        inbound: false,
+                        platform_message_id: None,
+                        sent_at: queued_at,
+                        text,
+                        attachments: &attachments,
+                        delivery_state: Some("QUEUED"),
+                        author: Some(author),
+                    },
                 )
                 .await?;
-                execute!(tx, "UPDATE rm_messages SET author_id = $1, platform_message_id = NULL WHERE message_id = $2", author.0, id)?;
                 let payload = serde_json::json!({
                     "recipient": recipient,
                     "bubble": bubble,
@@ -649,33 +657,36 @@ async fn message_exists(
     Ok(found.is_some())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn insert_message(
-    tx: &mut ReadTx,
-    message_id: Uuid,
+/// A row of `rm_messages` to insert.
+struct NewMessage<'a> {
+    id: Uuid,
     conversation: ConversationId,
     org: OrgId,
-    direction: &str,
-    platform_message_id: &str,
+    inbound: bool,
+    platform_message_id: Option<&'a str>,
     sent_at: DateTime<Utc>,
     text: Option<String>,
-    attachments: &[InboundAttachment],
-    delivery_state: Option<&str>,
-) -> Result<(), ApplyError> {
+    attachments: &'a [InboundAttachment],
+    delivery_state: Option<&'a str>,
+    author: Option<MemberId>,
+}
+
+async fn insert_message(tx: &mut ReadTx, message: NewMessage<'_>) -> Result<(), ApplyError> {
     execute!(
         tx,
         "INSERT INTO rm_messages (message_id, conversation_id, org_id, direction, platform_message_id, sent_at, text,
-             attachments, delivery_state, unsent)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        message_id,
-        conversation.0,
-        org.0,
-        direction,
-        platform_message_id,
-        micros(sent_at),
-        text,
-        serde_json::to_string(attachments)?,
-        delivery_state,
+             attachments, delivery_state, author_id, unsent)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        message.id,
+        message.conversation.0,
+        message.org.0,
+        if message.inbound { "INBOUND" } else { "OUTBOUND" },
+        message.platform_message_id,
+        micros(message.sent_at),
+        message.text,
+        serde_json::to_string(message.attachments)?,
+        message.delivery_state,
+        message.author.map(|a| a.0),
         false
     )?;
     Ok(())
