@@ -470,7 +470,7 @@ async fn apply_conversation(
                 insert_message(
                     tx,
                     NewMessage {
-                        id: id,
+                        id,
                         conversation,
                         org,
                         inbound: false,
