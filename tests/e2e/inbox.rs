@@ -115,6 +115,42 @@ async fn the_inbox_follows_platform_time_not_arrival(app: App) {
         .await;
     assert_eq!(closed["data"]["conversation"]["window"]["phase"], "CLOSED");
 
+    // An auditor reads the conversation's exact history, platform events included.
+    let history = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            "query($s: String!) { history(stream: $s) { nodes { type } } }",
+            json!({ "s": format!("conversation-{id}") }),
+        )
+        .await;
+    let types: Vec<&str> = history["data"]["history"]["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| n["type"].as_str())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "MessageReceived",
+            "MessageReceived",
+            "MessageEchoed",
+            "MessageReceived"
+        ],
+        "{history}"
+    );
+    let stranger = inbox.app.bootstrap("Elsewhere", "x@example.com").await;
+    let hidden = inbox
+        .app
+        .graphql(
+            &stranger.token,
+            "query($s: String!) { history(stream: $s) { nodes { type } } }",
+            json!({ "s": format!("conversation-{id}") }),
+        )
+        .await;
+    assert_eq!(error_code(&hidden), Some("NOT_FOUND"));
+
     let read = inbox
         .app
         .graphql(

@@ -3,8 +3,8 @@
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
-use omnibox_domain::ids::{ChannelId, OrgId};
-use omnibox_projections::channels;
+use omnibox_domain::ids::{ChannelId, ConversationId, OrgId};
+use omnibox_projections::{channels, inbox};
 use omnibox_store::{Direction, StreamName};
 
 use super::{session, state};
@@ -52,6 +52,12 @@ impl HistoryQuery {
                 .await
                 .map_err(ApiError::from)?
                 .is_some(),
+            ConversationId::CATEGORY => {
+                inbox::conversation(&app.db, me.org_id, ConversationId(name.id()))
+                    .await
+                    .map_err(ApiError::from)?
+                    .is_some()
+            }
             _ => false,
         };
         if !visible {
