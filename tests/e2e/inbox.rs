@@ -416,17 +416,21 @@ async fn subscribe_inbox(
     socket
 }
 
-/// Updates on `socket` until it is quiet for `quiet`.
+/// Updates on `socket`: the first within `first` (none if nothing comes),
+/// then more until it is quiet for `quiet`.
 async fn drain(
     socket: &mut tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >,
+    first: Duration,
     quiet: Duration,
 ) -> Vec<Value> {
     let mut updates = Vec::new();
-    while let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(quiet, socket.next()).await {
+    let mut wait = first;
+    while let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(wait, socket.next()).await {
         let message: Value = serde_json::from_str(&text).expect("json");
         updates.push(message["payload"]["data"]["inboxUpdates"].clone());
+        wait = quiet;
     }
     updates
 }
@@ -443,7 +447,14 @@ async fn a_reconnect_with_a_position_receives_exactly_what_was_missed(app: App) 
         "facebook/postback.json",
     ] {
         inbox.facebook(file).await;
-        seen.extend(drain(&mut socket, Duration::from_millis(700)).await);
+        seen.extend(
+            drain(
+                &mut socket,
+                Duration::from_secs(2),
+                Duration::from_millis(700),
+            )
+            .await,
+        );
         if !seen.is_empty() {
             break;
         }
@@ -466,7 +477,12 @@ async fn a_reconnect_with_a_position_receives_exactly_what_was_missed(app: App) 
     inbox.app.settle().await;
 
     let mut socket = subscribe_inbox(&inbox.app, &inbox.owner.token, Some(&last)).await;
-    let missed = drain(&mut socket, Duration::from_millis(1500)).await;
+    let missed = drain(
+        &mut socket,
+        Duration::from_secs(15),
+        Duration::from_millis(1500),
+    )
+    .await;
     let mut who: Vec<&str> = missed
         .iter()
         .filter_map(|u| u["contact"]["platformUserId"].as_str())
@@ -479,7 +495,12 @@ async fn a_reconnect_with_a_position_receives_exactly_what_was_missed(app: App) 
     );
     // Then live.
     assert_eq!(inbox.line("line/image_message.json").await, 200);
-    let live = drain(&mut socket, Duration::from_millis(1500)).await;
+    let live = drain(
+        &mut socket,
+        Duration::from_secs(15),
+        Duration::from_millis(1500),
+    )
+    .await;
     assert!(
         live.iter()
             .any(|u| u["contact"]["platformUserId"] == "U8e2b1f6c0d9a4e7b3c5f1a2d4e6b8c0a"),
