@@ -640,6 +640,101 @@ async fn a_crash_mid_push_never_sends_twice_on_line(app: App) {
     );
 }
 
+/// A Send API call that times out may still have reached Facebook: it is
+/// not sent again; the echo confirms it.
+async fn a_facebook_timeout_is_not_sent_again(app: App) {
+    let (inbox, conversation) = facebook_conversation(app).await;
+    inbox
+        .app
+        .platform
+        .delay_sends(std::time::Duration::from_secs(3));
+    let queued = send(
+        &inbox,
+        json!({ "conversationId": conversation, "bubbles": [{ "text": "Slow network today" }] }),
+    )
+    .await;
+    let id = queued["data"]["sendReply"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let worker = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    assert_eq!(deliver(&inbox, &worker).await, 0, "the outcome is unknown");
+    assert_eq!(deliver(&inbox, &worker).await, 0);
+    assert_eq!(
+        inbox.app.platform.sent("/messages").len(),
+        1,
+        "not sent again"
+    );
+    let mut echo: Value = fixture_json("facebook/echo_message.json");
+    echo["entry"][0]["messaging"][0]["message"]["metadata"] = json!(format!("omnibox:msg:{id}"));
+    let body = serde_json::to_vec(&echo).expect("json");
+    reqwest::Client::new()
+        .post(format!("{}/webhooks/facebook", inbox.app.url))
+        .header(
+            "X-Hub-Signature-256",
+            crate::support::facebook_signature(&body),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("echo");
+    inbox.app.settle().await;
+    assert_eq!(
+        states(&inbox, &conversation).await,
+        [("Slow network today".to_owned(), "DELIVERED".to_owned())]
+    );
+    assert_eq!(inbox.app.platform.delivered(), 1);
+}
+
+/// A LINE push that times out is sent again with the same retry key.
+async fn a_line_timeout_is_retried_with_the_same_key(app: App) {
+    let inbox = inbox(app, false).await;
+    assert_eq!(inbox.line("line/text_message.json").await, 200);
+    inbox.app.settle().await;
+    inbox.app.clock.set(
+        chrono::DateTime::parse_from_rfc3339("2026-11-23T03:30:00Z")
+            .expect("instant")
+            .to_utc(),
+    );
+    let list = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            "{ conversations { nodes { id } } }",
+            json!({}),
+        )
+        .await;
+    let conversation = list["data"]["conversations"]["nodes"][0]["id"].clone();
+    inbox
+        .app
+        .platform
+        .delay_sends(std::time::Duration::from_secs(3));
+    send(
+        &inbox,
+        json!({ "conversationId": conversation, "bubbles": [{ "text": "ขอโทษที่ตอบช้าครับ" }] }),
+    )
+    .await;
+    let worker = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    assert_eq!(
+        deliver(&inbox, &worker).await,
+        0,
+        "timed out: retried later"
+    );
+    inbox.app.platform.delay_sends(std::time::Duration::ZERO);
+    assert_eq!(deliver(&inbox, &worker).await, 1);
+    let pushes = inbox.app.platform.sent("/v2/bot/message/push");
+    assert_eq!(pushes.len(), 2);
+    assert_eq!(pushes[0].0.retry_key, pushes[1].0.retry_key);
+    assert_eq!(inbox.app.platform.delivered(), 1, "LINE took it once");
+    assert_eq!(
+        states(&inbox, &conversation)
+            .await
+            .last()
+            .map(|s| s.1.clone()),
+        Some("DELIVERED".into())
+    );
+}
+
 in_process_on_both_backends!(
     facebook_replies_follow_the_window,
     facebook_delivery_outcomes,
@@ -649,4 +744,6 @@ in_process_on_both_backends!(
     disconnected_channels_refuse_replies,
     a_crash_mid_send_never_sends_twice_on_facebook,
     a_crash_mid_push_never_sends_twice_on_line,
+    a_facebook_timeout_is_not_sent_again,
+    a_line_timeout_is_retried_with_the_same_key,
 );

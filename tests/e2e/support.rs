@@ -254,6 +254,8 @@ impl App {
                 "fixture-verify-token".to_owned(),
             ),
             ("OMNIBOX_MEDIA_DIR", media_dir.display().to_string()),
+            // Slow platform answers fail fast in tests.
+            ("OMNIBOX_PLATFORM_TIMEOUT_MS", "1000".to_owned()),
         ]
         .into_iter()
         .collect();

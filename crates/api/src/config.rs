@@ -27,6 +27,8 @@ pub struct Config {
     pub line_data_url: String,
     /// Where inbound media files are kept (default: `omnibox-media` beside the database).
     pub media_dir: Option<std::path::PathBuf>,
+    /// How long a platform request may take before it counts as failed.
+    pub platform_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -89,6 +91,15 @@ impl Config {
                 .unwrap_or_else(|| "https://api-data.line.me".to_owned()),
             line_api_url: line_api_url.unwrap_or_else(|| "https://api.line.me".to_owned()),
             media_dir: non_empty("OMNIBOX_MEDIA_DIR").map(std::path::PathBuf::from),
+            platform_timeout: match non_empty("OMNIBOX_PLATFORM_TIMEOUT_MS") {
+                Some(ms) => std::time::Duration::from_millis(ms.parse().map_err(|_| {
+                    ConfigError::Invalid {
+                        name: "OMNIBOX_PLATFORM_TIMEOUT_MS",
+                        reason: format!("{ms:?} is not a number of milliseconds"),
+                    }
+                })?),
+                None => omnibox_channels::client::REQUEST_TIMEOUT,
+            },
         })
     }
 

@@ -60,6 +60,10 @@ impl Default for DeliveryWorker {
 
 enum Verdict {
     Delivered(Vec<Option<String>>),
+    /// The request may have reached Facebook (a timeout after connecting):
+    /// sending again could deliver twice. The bubble stays marked as being
+    /// sent until an echo confirms it or the grace period fails it.
+    Unknown,
     Failed {
         code: Option<String>,
         reason: String,
@@ -182,7 +186,7 @@ impl DeliveryWorker {
                             at: app.clock.now(),
                         }
                     }
-                    Verdict::Wait => break,
+                    Verdict::Wait | Verdict::Unknown => break,
                 };
                 record(
                     app,
@@ -474,7 +478,11 @@ async fn facebook_verdict(app: &AppState, channel: &ChannelRow, error: PlatformE
                 ),
             },
         },
-        PlatformError::Unreachable(error) => Verdict::Retry(error.to_string()),
+        // Never connected: nothing was sent, so sending again is safe.
+        PlatformError::Unreachable(error) if error.is_connect() => {
+            Verdict::Retry(error.to_string())
+        }
+        PlatformError::Unreachable(_) => Verdict::Unknown,
         PlatformError::UnexpectedAnswer { status, reason } if status >= 500 || status == 0 => {
             Verdict::Retry(reason)
         }

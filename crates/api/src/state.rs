@@ -95,7 +95,7 @@ impl AppState {
             runner(Arc::new(InboxProjector)),
             runner(Arc::new(omnibox_projections::templates::TemplatesProjector)),
         ]);
-        let http = http_client()?;
+        let http = http_client(config.platform_timeout)?;
         let graph = GraphClient::new(http.clone(), &config.facebook_graph_url);
         let line = LineClient::new(http.clone(), &config.line_api_url, &config.line_data_url);
         let media: Arc<dyn crate::media::MediaStore> =

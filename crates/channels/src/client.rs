@@ -9,14 +9,15 @@ use std::time::Duration;
 
 /// Time to establish a connection to a platform.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Time for a whole platform request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// Time for a whole platform request, unless configured.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Builds the process's platform HTTP client.
-pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+/// Builds the process's platform HTTP client; a request that takes longer
+/// than `timeout` fails as unreachable (and is retried where that is safe).
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+        .timeout(timeout)
         .user_agent(concat!("omnibox/", env!("CARGO_PKG_VERSION")))
         .build()
 }
