@@ -142,6 +142,9 @@ impl RepliesMutation {
         .await
         .map_err(|e| match e {
             CommandError::Rejected(error) => reply_error(error),
+            CommandError::Contended => ApiError::Conflict(
+                "the conversation kept changing while the reply was decided; send it again".into(),
+            ),
             other => ApiError::internal(other),
         })?;
         app.read_your_writes(executed.position).await;
