@@ -1,0 +1,272 @@
+//! Replies end to end: `sendReply` over GraphQL, then the delivery worker
+//! calls a local stand-in for Facebook's Send API, until the message shows
+//! DELIVERED in the read model.
+//!
+//! `cargo bench --bench replies` (SQLite; `-- postgres` for PostgreSQL).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::routing::post;
+use hmac::Mac;
+use omnibox_api::commands::{execute, Actor};
+use omnibox_api::{AppState, Config};
+use omnibox_domain::channel::{self, Channel, ChannelCommand, Requester, SecretRef};
+use omnibox_domain::ids::ChannelId;
+use omnibox_domain::org::Role;
+use omnibox_domain::{ChannelKind, SystemClock};
+use omnibox_projections::Change;
+use omnibox_store::testing::{Backend, TestDatabase};
+use serde_json::json;
+use uuid::Uuid;
+
+const APP_SECRET: &str = "bench-app-secret";
+const PAGE: &str = "104729381650237";
+const REPLIES: usize = 2000;
+const CONCURRENCY: usize = 16;
+
+/// Facebook's Send API, answering at once.
+async fn platform() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let app = axum::Router::new().route(
+        "/{page}/messages",
+        post(|| async { axum::Json(json!({ "recipient_id": "7294018365520341", "message_id": format!("m_{}", Uuid::new_v4().simple()) })) }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+async fn run(backend: Backend) {
+    let Some(database) = TestDatabase::create(backend).await else {
+        println!("\n{backend:?}: skipped (not reachable)");
+        return;
+    };
+    let graph = platform().await;
+    let vars: HashMap<&str, String> = [
+        ("OMNIBOX_DATABASE_URL", database.url.clone()),
+        (
+            "OMNIBOX_SECRET_KEY",
+            "dGVzdC1rZXktMzItYnl0ZXMtbG9uZy0tLS0tLS0tLS0=".to_owned(),
+        ),
+        ("OMNIBOX_FACEBOOK_APP_SECRET", APP_SECRET.to_owned()),
+        ("OMNIBOX_FACEBOOK_GRAPH_URL", graph),
+    ]
+    .into_iter()
+    .collect();
+    let config = Config::from_lookup(|name| vars.get(name).cloned()).expect("config");
+    let app = AppState::open(config, Arc::new(SystemClock))
+        .await
+        .expect("open");
+    app.start_background();
+    let owner = omnibox_api::bootstrap::bootstrap(&app, "Bench", "owner@example.com")
+        .await
+        .expect("bootstrap");
+    let token = app
+        .secrets
+        .put("bench token", &omnibox_store::secrets::Secret::new("bench"))
+        .await
+        .expect("secret");
+    let channel_id = ChannelId::generate();
+    let command = ChannelCommand::Connect {
+        by: Requester {
+            member_id: owner.user_id,
+            org_id: owner.org_id,
+            role: Role::Owner,
+        },
+        channel_id,
+        kind: ChannelKind::Facebook,
+        external_id: PAGE.into(),
+        name: "Bench page".into(),
+        access_token: SecretRef {
+            id: token.id,
+            fingerprint: token.fingerprint,
+        },
+        channel_secret: None,
+    };
+    let now = chrono::Utc::now();
+    let connected =
+        execute::<Channel, _>(&*app.store, channel_id.0, &Actor::system("bench"), |c| {
+            channel::decide(c, command.clone(), now)
+        })
+        .await
+        .expect("connect");
+    if let Some(position) = connected.position {
+        app.projections
+            .catch_up_to(position, Duration::from_secs(30))
+            .await
+            .expect("catch up");
+    }
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    let serving = app.clone();
+    tokio::spawn(async move {
+        let _ = omnibox_api::server::serve(serving, listener, std::future::pending()).await;
+    });
+    let client = reqwest::Client::new();
+    // One customer per sender writes first: their 24-hour windows are open.
+    let millis = chrono::Utc::now().timestamp_millis();
+    for n in 0..CONCURRENCY {
+        let body = format!(
+            r#"{{"object":"page","entry":[{{"id":"{PAGE}","time":{millis},"messaging":[{{"sender":{{"id":"72940183655{n:05}"}},"recipient":{{"id":"{PAGE}"}},"timestamp":{millis},"message":{{"mid":"m_bench_in_{n}","text":"hello"}}}}]}}]}}"#
+        );
+        let mut mac =
+            <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(APP_SECRET.as_bytes()).expect("key");
+        mac.update(body.as_bytes());
+        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        client
+            .post(format!("{base}/webhooks/facebook"))
+            .header("x-hub-signature-256", signature)
+            .body(body)
+            .send()
+            .await
+            .expect("webhook");
+    }
+    let waiting_since = Instant::now();
+    let conversations: Vec<String> = loop {
+        assert!(
+            waiting_since.elapsed() < Duration::from_secs(30),
+            "the inbound messages never reached the inbox"
+        );
+        let answer: serde_json::Value = client
+            .post(format!("{base}/graphql"))
+            .bearer_auth(&owner.token)
+            .json(&json!({ "query": "{ conversations(first: 50) { nodes { id } } }" }))
+            .send()
+            .await
+            .expect("query")
+            .json()
+            .await
+            .expect("json");
+        let ids: Vec<String> = answer["data"]["conversations"]["nodes"]
+            .as_array()
+            .map(|nodes| {
+                nodes
+                    .iter()
+                    .filter_map(|n| n["id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if ids.len() == CONCURRENCY {
+            break ids;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+
+    // Watch the read model's updates for DELIVERED, as a live client would.
+    let sent_at: Arc<Mutex<HashMap<Uuid, Instant>>> = Arc::default();
+    let delivered: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let mut updates = app.bus.subscribe();
+    let watcher = {
+        let (app, sent_at, delivered) = (app.clone(), sent_at.clone(), delivered.clone());
+        let org = owner.org_id;
+        tokio::spawn(async move {
+            loop {
+                let update = match updates.recv().await {
+                    Ok(update) => update,
+                    // Fell behind the bus: the remaining messages are checked below.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                if let Change::Message { message, .. } = update.change {
+                    let Some(started) = sent_at.lock().expect("lock").get(&message).copied() else {
+                        continue;
+                    };
+                    let row = omnibox_projections::inbox::message(&app.db, org, message)
+                        .await
+                        .ok()
+                        .flatten();
+                    if row.and_then(|r| r.delivery_state).as_deref() == Some("DELIVERED") {
+                        sent_at.lock().expect("lock").remove(&message);
+                        let mut done = delivered.lock().expect("lock");
+                        done.push(started.elapsed());
+                        if done.len() == REPLIES {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut send_latencies = Vec::with_capacity(REPLIES);
+    let per_task = REPLIES / CONCURRENCY;
+    let tasks: Vec<_> = conversations
+        .into_iter()
+        .map(|conversation| {
+            let (client, base, token, sent_at) = (client.clone(), base.clone(), owner.token.clone(), sent_at.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(per_task);
+                for n in 0..per_task {
+                    let begun = Instant::now();
+                    let answer: serde_json::Value = client
+                        .post(format!("{base}/graphql"))
+                        .bearer_auth(&token)
+                        .json(&json!({
+                            "query": "mutation($i: SendReplyInput!) { sendReply(input: $i) { id } }",
+                            "variables": { "i": { "conversationId": conversation, "bubbles": [{ "text": format!("Reply {n}") }] } }
+                        }))
+                        .send()
+                        .await
+                        .expect("sendReply")
+                        .json()
+                        .await
+                        .expect("json");
+                    let id = answer["data"]["sendReply"][0]["id"].as_str().and_then(|s| Uuid::parse_str(s).ok());
+                    let id = id.unwrap_or_else(|| panic!("sendReply failed: {answer}"));
+                    sent_at.lock().expect("lock").insert(id, begun);
+                    latencies.push(begun.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    for task in tasks {
+        send_latencies.extend(task.await.expect("sender"));
+    }
+    tokio::time::timeout(Duration::from_secs(120), watcher)
+        .await
+        .expect("all delivered")
+        .expect("watcher");
+    let elapsed = started.elapsed();
+    send_latencies.sort();
+    let mut delivered = delivered.lock().expect("lock").clone();
+    delivered.sort();
+    let at = |v: &[Duration], p: f64| v[((v.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3;
+    println!("\n### {backend:?}\n");
+    println!("| measure | p50 ms | p99 ms |");
+    println!("|---|---:|---:|");
+    println!(
+        "| `sendReply` answered (QUEUED) | {:.1} | {:.1} |",
+        at(&send_latencies, 0.5),
+        at(&send_latencies, 0.99)
+    );
+    println!(
+        "| `sendReply` to DELIVERED in the read model | {:.1} | {:.1} |",
+        at(&delivered, 0.5),
+        at(&delivered, 0.99)
+    );
+    println!(
+        "\n{REPLIES} replies from {CONCURRENCY} concurrent clients: {:.0} replies/s delivered",
+        REPLIES as f64 / elapsed.as_secs_f64()
+    );
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    println!("reply benchmark, {}", chrono::Utc::now().format("%Y-%m-%d"));
+    let backend = match filter.as_deref() {
+        Some(f) if f.contains("postgres") => Backend::Postgres,
+        _ => Backend::Sqlite,
+    };
+    run(backend).await;
+}
