@@ -491,10 +491,23 @@ async fn echoes_confirm_our_own_messages(app: App) {
         .as_str()
         .expect("id")
         .to_owned();
+    let status = post_echo(&inbox, &id).await;
+    assert_eq!(status, 200);
+    inbox.app.settle().await;
+    assert_eq!(
+        states(&inbox, &conversation).await,
+        [("On its way".to_owned(), "DELIVERED".to_owned())],
+        "no second copy of the message"
+    );
+}
+
+/// Posts Facebook's echo of our own message `id` (its metadata names it);
+/// returns the webhook's status.
+async fn post_echo(inbox: &Inbox, id: &str) -> u16 {
     let mut echo: Value = fixture_json("facebook/echo_message.json");
     echo["entry"][0]["messaging"][0]["message"]["metadata"] = json!(format!("omnibox:msg:{id}"));
     let body = serde_json::to_vec(&echo).expect("json");
-    let status = reqwest::Client::new()
+    reqwest::Client::new()
         .post(format!("{}/webhooks/facebook", inbox.app.url))
         .header(
             "X-Hub-Signature-256",
@@ -503,15 +516,9 @@ async fn echoes_confirm_our_own_messages(app: App) {
         .body(body)
         .send()
         .await
-        .expect("post")
-        .status();
-    assert_eq!(status, 200);
-    inbox.app.settle().await;
-    assert_eq!(
-        states(&inbox, &conversation).await,
-        [("On its way".to_owned(), "DELIVERED".to_owned())],
-        "no second copy of the message"
-    );
+        .expect("echo")
+        .status()
+        .as_u16()
 }
 
 /// Waits until the stand-in has received `n` requests ending with `suffix`.
@@ -555,19 +562,7 @@ async fn a_crash_mid_send_never_sends_twice_on_facebook(app: App) {
     deliver(&inbox, &restarted).await;
     assert_eq!(inbox.app.platform.sent("/messages").len(), 1);
     // Facebook's echo carries our metadata and confirms the delivery.
-    let mut echo: Value = fixture_json("facebook/echo_message.json");
-    echo["entry"][0]["messaging"][0]["message"]["metadata"] = json!(format!("omnibox:msg:{id}"));
-    let body = serde_json::to_vec(&echo).expect("json");
-    reqwest::Client::new()
-        .post(format!("{}/webhooks/facebook", inbox.app.url))
-        .header(
-            "X-Hub-Signature-256",
-            crate::support::facebook_signature(&body),
-        )
-        .body(body)
-        .send()
-        .await
-        .expect("echo");
+    post_echo(&inbox, &id).await;
     inbox.app.settle().await;
     inbox.app.clock.advance(Duration::minutes(10));
     deliver(&inbox, &restarted).await;
@@ -665,19 +660,7 @@ async fn a_facebook_timeout_is_not_sent_again(app: App) {
         1,
         "not sent again"
     );
-    let mut echo: Value = fixture_json("facebook/echo_message.json");
-    echo["entry"][0]["messaging"][0]["message"]["metadata"] = json!(format!("omnibox:msg:{id}"));
-    let body = serde_json::to_vec(&echo).expect("json");
-    reqwest::Client::new()
-        .post(format!("{}/webhooks/facebook", inbox.app.url))
-        .header(
-            "X-Hub-Signature-256",
-            crate::support::facebook_signature(&body),
-        )
-        .body(body)
-        .send()
-        .await
-        .expect("echo");
+    assert_eq!(post_echo(&inbox, &id).await, 200);
     inbox.app.settle().await;
     assert_eq!(
         states(&inbox, &conversation).await,
