@@ -99,6 +99,82 @@ fn unsupported(
     )
 }
 
+/// A customer's message or button tap, before the ids that follow from it.
+struct Received {
+    /// Kind of platform item, part of the derived event id.
+    kind: &'static str,
+    thread: Thread,
+    /// Who wrote; also names the contact (else the thread does).
+    author: Option<String>,
+    platform_message_id: String,
+    sent_at: DateTime<Utc>,
+    text: Option<String>,
+    attachments: Vec<InboundAttachment>,
+    postback: Option<Postback>,
+    quick_reply_payload: Option<String>,
+    reply_to: Option<String>,
+    reply_token: Option<String>,
+    standby: bool,
+}
+
+impl Received {
+    fn new(
+        kind: &'static str,
+        thread: Thread,
+        author: Option<String>,
+        platform_message_id: String,
+        sent_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            kind,
+            thread,
+            author,
+            platform_message_id,
+            sent_at,
+            text: None,
+            attachments: Vec::new(),
+            postback: None,
+            quick_reply_payload: None,
+            reply_to: None,
+            reply_token: None,
+            standby: false,
+        }
+    }
+
+    fn append(self, channel: &ChannelRow, correlation: Uuid, actor: &str) -> Option<Append> {
+        let conversation_id = conversation_id(channel.id, &self.thread);
+        let contact = self
+            .author
+            .clone()
+            .unwrap_or_else(|| self.thread.platform_id().to_owned());
+        let id = inbound_event_id(
+            channel.id,
+            self.kind,
+            &self.platform_message_id,
+            self.sent_at,
+        );
+        let event = ConversationEvent::MessageReceived {
+            conversation_id,
+            org_id: channel.org_id,
+            channel_id: channel.id,
+            channel_kind: channel.kind,
+            contact_id: contact_id(channel.id, &contact),
+            thread: self.thread,
+            author: self.author,
+            platform_message_id: self.platform_message_id,
+            sent_at: self.sent_at,
+            text: self.text,
+            attachments: self.attachments,
+            postback: self.postback,
+            quick_reply_payload: self.quick_reply_payload,
+            reply_to: self.reply_to,
+            reply_token: self.reply_token,
+            standby: self.standby,
+        };
+        conversation(&event, id, conversation_id, correlation, actor)
+    }
+}
+
 fn org(channel: &ChannelRow) -> OrgId {
     channel.org_id
 }
@@ -115,34 +191,25 @@ pub fn facebook_events(
         let standby = event.standby;
         let at = event.timestamp;
         let mapped = match (event.kind, at) {
-            (facebook::EventKind::Message { psid, message }, Some(at)) => {
-                let thread = Thread::User(psid.clone());
-                let conversation_id = conversation_id(channel.id, &thread);
-                let id = inbound_event_id(channel.id, "message", &message.mid, at);
-                let event = ConversationEvent::MessageReceived {
-                    conversation_id,
-                    org_id: org(channel),
-                    channel_id: channel.id,
-                    channel_kind: channel.kind,
-                    contact_id: contact_id(channel.id, &psid),
-                    thread,
-                    author: Some(psid),
-                    platform_message_id: message.mid,
-                    sent_at: at,
-                    text: message.text,
-                    attachments: message
-                        .attachments
-                        .into_iter()
-                        .map(facebook_attachment)
-                        .collect(),
-                    postback: None,
-                    quick_reply_payload: message.quick_reply_payload,
-                    reply_to: message.reply_to_mid,
-                    reply_token: None,
-                    standby,
-                };
-                conversation(&event, id, conversation_id, correlation, ACTOR)
+            (facebook::EventKind::Message { psid, message }, Some(at)) => Received {
+                text: message.text,
+                attachments: message
+                    .attachments
+                    .into_iter()
+                    .map(facebook_attachment)
+                    .collect(),
+                quick_reply_payload: message.quick_reply_payload,
+                reply_to: message.reply_to_mid,
+                standby,
+                ..Received::new(
+                    "message",
+                    Thread::User(psid.clone()),
+                    Some(psid),
+                    message.mid,
+                    at,
+                )
             }
+            .append(channel, correlation, ACTOR),
             (
                 facebook::EventKind::Echo {
                     psid,
@@ -180,30 +247,21 @@ pub fn facebook_events(
                 },
                 Some(at),
             ) => {
-                let thread = Thread::User(psid.clone());
-                let conversation_id = conversation_id(channel.id, &thread);
                 let platform_id =
                     mid.unwrap_or_else(|| format!("postback:{psid}:{}", at.timestamp_millis()));
-                let id = inbound_event_id(channel.id, "postback", &platform_id, at);
-                let event = ConversationEvent::MessageReceived {
-                    conversation_id,
-                    org_id: org(channel),
-                    channel_id: channel.id,
-                    channel_kind: channel.kind,
-                    contact_id: contact_id(channel.id, &psid),
-                    thread,
-                    author: Some(psid),
-                    platform_message_id: platform_id,
-                    sent_at: at,
+                Received {
                     text: title.clone(),
-                    attachments: Vec::new(),
                     postback: Some(Postback { title, payload }),
-                    quick_reply_payload: None,
-                    reply_to: None,
-                    reply_token: None,
                     standby,
-                };
-                conversation(&event, id, conversation_id, correlation, ACTOR)
+                    ..Received::new(
+                        "postback",
+                        Thread::User(psid.clone()),
+                        Some(psid),
+                        platform_id,
+                        at,
+                    )
+                }
+                .append(channel, correlation, ACTOR)
             }
             (
                 facebook::EventKind::Delivery {
@@ -331,30 +389,15 @@ pub fn line_events(
         let mapped = match (event.kind, thread) {
             (line::EventKind::Message(message), Some(thread)) => {
                 match line_content(message.content, &message.id) {
-                    Ok((text, attachments)) => {
-                        let conversation_id = conversation_id(channel.id, &thread);
-                        let contact = author.as_deref().unwrap_or(thread.platform_id());
-                        let id = inbound_event_id(channel.id, "message", &message.id, at);
-                        let event = ConversationEvent::MessageReceived {
-                            conversation_id,
-                            org_id: org(channel),
-                            channel_id: channel.id,
-                            channel_kind: channel.kind,
-                            contact_id: contact_id(channel.id, contact),
-                            thread,
-                            author,
-                            platform_message_id: message.id,
-                            sent_at: at,
-                            text,
-                            attachments,
-                            postback: None,
-                            quick_reply_payload: None,
-                            reply_to: message.quoted_message_id,
-                            reply_token: event.reply_token,
-                            standby,
-                        };
-                        conversation(&event, id, conversation_id, correlation, ACTOR)
+                    Ok((text, attachments)) => Received {
+                        text,
+                        attachments,
+                        reply_to: message.quoted_message_id,
+                        reply_token: event.reply_token,
+                        standby,
+                        ..Received::new("message", thread, author, message.id, at)
                     }
+                    .append(channel, correlation, ACTOR),
                     Err(kind) => unsupported(
                         channel,
                         format!("message:{kind}"),
@@ -365,33 +408,16 @@ pub fn line_events(
                     ),
                 }
             }
-            (line::EventKind::Postback(postback), Some(thread)) => {
-                let conversation_id = conversation_id(channel.id, &thread);
-                let contact = author.as_deref().unwrap_or(thread.platform_id());
-                let id = inbound_event_id(channel.id, "postback", &event_id, at);
-                let event = ConversationEvent::MessageReceived {
-                    conversation_id,
-                    org_id: org(channel),
-                    channel_id: channel.id,
-                    channel_kind: channel.kind,
-                    contact_id: contact_id(channel.id, contact),
-                    thread,
-                    author,
-                    platform_message_id: event_id,
-                    sent_at: at,
-                    text: None,
-                    attachments: Vec::new(),
-                    postback: Some(Postback {
-                        title: None,
-                        payload: Some(postback.data),
-                    }),
-                    quick_reply_payload: None,
-                    reply_to: None,
-                    reply_token: event.reply_token,
-                    standby,
-                };
-                conversation(&event, id, conversation_id, correlation, ACTOR)
+            (line::EventKind::Postback(postback), Some(thread)) => Received {
+                postback: Some(Postback {
+                    title: None,
+                    payload: Some(postback.data),
+                }),
+                reply_token: event.reply_token,
+                standby,
+                ..Received::new("postback", thread, author, event_id, at)
             }
+            .append(channel, correlation, ACTOR),
             (line::EventKind::Unsend { message_id }, Some(thread)) => {
                 let conversation_id = conversation_id(channel.id, &thread);
                 let id = inbound_event_id(channel.id, "unsend", &message_id, at);
