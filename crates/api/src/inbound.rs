@@ -7,7 +7,7 @@ use omnibox_domain::conversation::{
     contact_id, conversation_id, inbound_event_id, AttachmentKind, ContactEvent, ConversationEvent,
     InboundAttachment, InboundEvent, MediaSource, Postback, Thread,
 };
-use omnibox_domain::ids::{ConversationId, OrgId};
+use omnibox_domain::ids::ConversationId;
 use omnibox_projections::channels::ChannelRow;
 use omnibox_store::{Metadata, NewEvent, StreamName};
 use serde::Serialize;
@@ -175,10 +175,6 @@ impl Received {
     }
 }
 
-fn org(channel: &ChannelRow) -> OrgId {
-    channel.org_id
-}
-
 /// Facebook items for one page (its channel), as appends.
 pub fn facebook_events(
     channel: &ChannelRow,
@@ -223,7 +219,7 @@ pub fn facebook_events(
                 let id = inbound_event_id(channel.id, "echo", &message.mid, at);
                 let event = ConversationEvent::MessageEchoed {
                     conversation_id,
-                    org_id: org(channel),
+                    org_id: channel.org_id,
                     channel_id: channel.id,
                     platform_message_id: message.mid,
                     sent_at: at,
@@ -280,7 +276,7 @@ pub fn facebook_events(
                 );
                 let event = ConversationEvent::MessagesDelivered {
                     conversation_id,
-                    org_id: org(channel),
+                    org_id: channel.org_id,
                     channel_id: channel.id,
                     watermark,
                     platform_message_ids: mids,
@@ -297,7 +293,7 @@ pub fn facebook_events(
                 );
                 let event = ConversationEvent::MessagesRead {
                     conversation_id,
-                    org_id: org(channel),
+                    org_id: channel.org_id,
                     channel_id: channel.id,
                     watermark,
                 };
@@ -423,7 +419,7 @@ pub fn line_events(
                 let id = inbound_event_id(channel.id, "unsend", &message_id, at);
                 let event = ConversationEvent::MessageUnsent {
                     conversation_id,
-                    org_id: org(channel),
+                    org_id: channel.org_id,
                     channel_id: channel.id,
                     platform_message_id: message_id,
                     at,
@@ -435,7 +431,7 @@ pub fn line_events(
                 let id = inbound_event_id(channel.id, "follow", &event_id, at);
                 let event = ContactEvent::ContactFollowed {
                     contact_id: contact,
-                    org_id: org(channel),
+                    org_id: channel.org_id,
                     channel_id: channel.id,
                     platform_user_id: user,
                     unblocked: is_unblocked,
@@ -456,7 +452,7 @@ pub fn line_events(
                 let id = inbound_event_id(channel.id, "unfollow", &event_id, at);
                 let event = ContactEvent::ContactUnfollowed {
                     contact_id: contact,
-                    org_id: org(channel),
+                    org_id: channel.org_id,
                     channel_id: channel.id,
                     platform_user_id: user,
                     at,
