@@ -169,29 +169,46 @@ async fn run(backend: Backend) {
         let (app, sent_at, delivered) = (app.clone(), sent_at.clone(), delivered.clone());
         let org = owner.org_id;
         tokio::spawn(async move {
-            loop {
-                let update = match updates.recv().await {
-                    Ok(update) => update,
-                    // Fell behind the bus: the remaining messages are checked below.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                };
-                if let Change::Message { message, .. } = update.change {
-                    let Some(started) = sent_at.lock().expect("lock").get(&message).copied() else {
-                        continue;
-                    };
-                    let row = omnibox_projections::inbox::message(&app.db, org, message)
-                        .await
-                        .ok()
-                        .flatten();
-                    if row.and_then(|r| r.delivery_state).as_deref() == Some("DELIVERED") {
-                        sent_at.lock().expect("lock").remove(&message);
-                        let mut done = delivered.lock().expect("lock");
-                        done.push(started.elapsed());
-                        if done.len() == REPLIES {
-                            return;
+            // Checks `messages` in the read model; true once all are delivered.
+            let check = |messages: Vec<Uuid>| {
+                let (app, sent_at, delivered) = (app.clone(), sent_at.clone(), delivered.clone());
+                async move {
+                    for message in messages {
+                        let Some(started) = sent_at.lock().expect("lock").get(&message).copied()
+                        else {
+                            continue;
+                        };
+                        let row = omnibox_projections::inbox::message(&app.db, org, message)
+                            .await
+                            .ok()
+                            .flatten();
+                        if row.and_then(|r| r.delivery_state).as_deref() == Some("DELIVERED") {
+                            sent_at.lock().expect("lock").remove(&message);
+                            delivered.lock().expect("lock").push(started.elapsed());
                         }
                     }
+                    delivered.lock().expect("lock").len() == REPLIES
+                }
+            };
+            let mut sweep = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                let messages = tokio::select! {
+                    update = updates.recv() => match update {
+                        Ok(update) => match update.change {
+                            Change::Message { message, .. } => vec![message],
+                            _ => continue,
+                        },
+                        // Fell behind the bus: look at everything outstanding.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            sent_at.lock().expect("lock").keys().copied().collect()
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                    // A message delivered before its sender recorded the id.
+                    _ = sweep.tick() => sent_at.lock().expect("lock").keys().copied().collect(),
+                };
+                if check(messages).await {
+                    return;
                 }
             }
         })

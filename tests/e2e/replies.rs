@@ -173,6 +173,13 @@ async fn facebook_replies_follow_the_window(app: App) {
         .await;
         assert_eq!(error_code(&answer), Some(code), "{bubbles} → {answer}");
     }
+    // Facebook never shows the agent: a persona is refused, not dropped.
+    let persona = send(
+        &inbox,
+        json!({ "conversationId": conversation, "bubbles": [{ "text": "Hi" }], "sender": { "name": "Mai" } }),
+    )
+    .await;
+    assert_eq!(error_code(&persona), Some("VALIDATION"), "{persona}");
     let refused_only = inbox.app.events().await.len();
     assert_eq!(
         refused_only,
@@ -343,16 +350,36 @@ async fn line_replies_use_the_token_then_push_with_a_retry_key(app: App) {
         .app
         .platform
         .script_sends(vec![(500, json!({ "message": "internal error" }))]);
-    send(
+    let refused = send(
         &inbox,
-        json!({ "conversationId": conversation, "bubbles": [{ "text": "อีกเรื่องครับ" }] }),
+        json!({ "conversationId": conversation, "bubbles": [{ "text": "x" }], "sender": { "name": "LINE desk" } }),
     )
     .await;
+    assert_eq!(error_code(&refused), Some("VALIDATION"), "{refused}");
+    let pushed = send(
+        &inbox,
+        json!({
+            "conversationId": conversation,
+            "bubbles": [{ "text": "อีกเรื่องครับ" }],
+            "sender": { "name": "Mai (Support)", "iconUrl": "https://cdn.example.com/mai.png" }
+        }),
+    )
+    .await;
+    assert!(pushed["errors"].is_null(), "{pushed}");
     assert_eq!(deliver(&inbox, &worker).await, 0, "a 500 is retried");
     assert_eq!(deliver(&inbox, &worker).await, 1);
     let pushes = inbox.app.platform.sent("/v2/bot/message/push");
     assert_eq!(pushes.len(), 2);
     assert_eq!(pushes[0].1["to"], "U8e2b1f6c0d9a4e7b3c5f1a2d4e6b8c0a");
+    assert_eq!(
+        pushes[0].1["messages"][0]["sender"],
+        json!({ "name": "Mai (Support)", "iconUrl": "https://cdn.example.com/mai.png" }),
+        "the agent persona rides on the message"
+    );
+    assert!(
+        replies[0].1["messages"][0].get("sender").is_none(),
+        "no persona unless asked"
+    );
     assert!(pushes[0].0.retry_key.is_some());
     assert_eq!(
         pushes[0].0.retry_key, pushes[1].0.retry_key,
@@ -718,7 +745,45 @@ async fn a_line_timeout_is_retried_with_the_same_key(app: App) {
     );
 }
 
+/// A reply that must be retried holds back the replies queued after it in
+/// the same conversation: the customer reads them in the order written.
+async fn a_retried_reply_keeps_its_place_in_the_conversation(app: App) {
+    let (inbox, conversation) = facebook_conversation(app).await;
+    let worker = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    inbox.app.platform.script_sends(vec![(
+        500,
+        json!({ "error": { "message": "try later", "code": 2 } }),
+    )]);
+    for text in ["first", "second"] {
+        let answer = send(
+            &inbox,
+            json!({ "conversationId": conversation, "bubbles": [{ "text": text }] }),
+        )
+        .await;
+        assert!(answer["errors"].is_null(), "{answer}");
+    }
+    assert_eq!(deliver(&inbox, &worker).await, 0, "the first is retried");
+    let tried: Vec<Value> = inbox
+        .app
+        .platform
+        .sent("/messages")
+        .into_iter()
+        .map(|(_, body)| body["message"]["text"].clone())
+        .collect();
+    assert_eq!(tried, vec![json!("first")], "the second waited");
+    assert_eq!(deliver(&inbox, &worker).await, 2);
+    let tried: Vec<Value> = inbox
+        .app
+        .platform
+        .sent("/messages")
+        .into_iter()
+        .map(|(_, body)| body["message"]["text"].clone())
+        .collect();
+    assert_eq!(tried, vec![json!("first"), json!("first"), json!("second")]);
+}
+
 in_process_on_both_backends!(
+    a_retried_reply_keeps_its_place_in_the_conversation,
     facebook_replies_follow_the_window,
     facebook_delivery_outcomes,
     line_replies_use_the_token_then_push_with_a_retry_key,

@@ -18,10 +18,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use omnibox_channels::client::PlatformError;
 use omnibox_domain::channel::ChannelStatus;
 use omnibox_domain::conversation::{reply_message_id, ConversationEvent, Thread};
-use omnibox_domain::ids::{ConversationId, OrgId};
+use omnibox_domain::ids::{ChannelId, ConversationId, OrgId};
 use omnibox_domain::policy::{
     self, CheckedBubble, OutboundAttachmentKind, ReplyAllowance, WindowPhase,
 };
@@ -40,6 +41,8 @@ const MAX_ATTEMPTS: u32 = 6;
 /// How long a bubble interrupted mid-send waits for Facebook's echo before
 /// it is recorded as FAILED.
 const INTERRUPTED_GRACE: chrono::Duration = chrono::Duration::minutes(2);
+/// Conversations whose replies are delivered at the same time.
+const CONCURRENT_CONVERSATIONS: usize = 32;
 /// Back-off ceiling between attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -80,6 +83,8 @@ struct Queued {
     recipient: Thread,
     evidence: Option<ReplyAllowance>,
     reply_token: Option<String>,
+    /// LINE: the agent persona shown on every bubble.
+    sender: Option<policy::Sender>,
     bubbles: Vec<(u32, CheckedBubble)>,
 }
 
@@ -105,10 +110,8 @@ impl DeliveryWorker {
                 .collect()
         };
         // Group bubbles by reply, keeping the queue's order of replies.
-        let mut replies: BTreeMap<
-            (chrono::DateTime<chrono::Utc>, Uuid),
-            (omnibox_domain::ids::ChannelId, Queued),
-        > = BTreeMap::new();
+        let mut replies: BTreeMap<(chrono::DateTime<chrono::Utc>, Uuid), (ChannelId, Queued)> =
+            BTreeMap::new();
         for delivery in pending {
             let Some(bubble) =
                 serde_json::from_value::<CheckedBubble>(delivery.payload["bubble"].clone()).ok()
@@ -133,25 +136,71 @@ impl DeliveryWorker {
                             reply_token: delivery.payload["reply_token"]
                                 .as_str()
                                 .map(str::to_owned),
+                            sender: serde_json::from_value(delivery.payload["sender"].clone())
+                                .ok()
+                                .flatten(),
                             bubbles: Vec::new(),
                         },
                     )
                 });
             entry.1.bubbles.push((delivery.index, bubble));
         }
-        let mut used_channels = HashSet::new();
+        // Conversations are delivered concurrently; within one, replies go
+        // out in the order they were queued, and a reply that must wait
+        // holds back the ones after it.
+        let mut conversations: Vec<Vec<(ChannelId, Queued)>> = Vec::new();
+        let mut slot: HashMap<ConversationId, usize> = HashMap::new();
         for (channel_id, queued) in replies.into_values() {
+            let index = *slot.entry(queued.conversation).or_insert_with(|| {
+                conversations.push(Vec::new());
+                conversations.len() - 1
+            });
+            conversations[index].push((channel_id, queued));
+        }
+        let used_channels = Mutex::new(HashSet::new());
+        let outcomes: Vec<Result<usize, ApiError>> = futures_util::stream::iter(conversations)
+            .map(|queue| self.deliver_conversation(app, queue, &used_channels))
+            .buffer_unordered(CONCURRENT_CONVERSATIONS)
+            .collect()
+            .await;
+        for outcome in outcomes {
+            recorded += outcome?;
+        }
+        let used_channels = used_channels
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
+        for channel in used_channels {
+            // A successful send restarts the page token's 90 days.
+            crate::channels::record_token_use(app, channel).await?;
+        }
+        Ok(recorded)
+    }
+
+    /// Delivers one conversation's queued replies in order; returns the
+    /// outcomes recorded.
+    async fn deliver_conversation(
+        &self,
+        app: &AppState,
+        queue: Vec<(ChannelId, Queued)>,
+        used_channels: &Mutex<HashSet<ChannelId>>,
+    ) -> Result<usize, ApiError> {
+        let mut recorded = 0;
+        for (channel_id, queued) in queue {
             if !self.due(queued.reply_id) {
-                continue;
+                break;
             }
             let Some(channel) = channel_read::channel_by_id(&app.db, channel_id).await? else {
-                continue;
+                break;
             };
             let verdicts = self.deliver(app, &channel, &queued).await;
+            let mut finished = verdicts.len() == queued.bubbles.len();
             for (index, verdict) in verdicts {
                 let event = match verdict {
                     Verdict::Delivered(ids) => {
-                        used_channels.insert(channel.id);
+                        used_channels
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(channel.id);
                         let platform_message_id = ids.into_iter().next().flatten();
                         ConversationEvent::ReplyBubbleDelivered {
                             conversation_id: queued.conversation,
@@ -174,6 +223,7 @@ impl DeliveryWorker {
                     Verdict::Retry(reason) => {
                         if self.back_off(queued.reply_id) {
                             tracing::info!(reply = %queued.reply_id, %reason, "delivery will be retried");
+                            finished = false;
                             break;
                         }
                         ConversationEvent::ReplyBubbleFailed {
@@ -186,7 +236,10 @@ impl DeliveryWorker {
                             at: app.clock.now(),
                         }
                     }
-                    Verdict::Wait | Verdict::Unknown => break,
+                    Verdict::Wait | Verdict::Unknown => {
+                        finished = false;
+                        break;
+                    }
                 };
                 record(
                     app,
@@ -201,10 +254,9 @@ impl DeliveryWorker {
                     .insert(reply_message_id(queued.reply_id, index));
                 recorded += 1;
             }
-        }
-        for channel in used_channels {
-            // A successful send restarts the page token's 90 days.
-            crate::channels::record_token_use(app, channel).await?;
+            if !finished {
+                break;
+            }
         }
         Ok(recorded)
     }
@@ -493,8 +545,8 @@ async fn facebook_verdict(app: &AppState, channel: &ChannelRow, error: PlatformE
     }
 }
 
-fn line_message(bubble: &CheckedBubble) -> Value {
-    match bubble {
+fn line_message(bubble: &CheckedBubble, sender: Option<&policy::Sender>) -> Value {
+    let mut message = match bubble {
         CheckedBubble::Text(text) => json!({ "type": "text", "text": text }),
         CheckedBubble::Attachment {
             attachment,
@@ -512,14 +564,21 @@ fn line_message(bubble: &CheckedBubble) -> Value {
             // LINE bots cannot send files; the policy refuses them, and a link is the fallback.
             OutboundAttachmentKind::File => json!({ "type": "text", "text": attachment.url }),
         },
+    };
+    if let Some(sender) = sender {
+        message["sender"] = match &sender.icon_url {
+            Some(icon) => json!({ "name": sender.name, "iconUrl": icon }),
+            None => json!({ "name": sender.name }),
+        };
     }
+    message
 }
 
 async fn deliver_line(app: &AppState, queued: &Queued, token: &str) -> Verdict {
     let messages: Vec<Value> = queued
         .bubbles
         .iter()
-        .map(|(_, b)| line_message(b))
+        .map(|(_, b)| line_message(b, queued.sender.as_ref()))
         .collect();
     if let Some(reply_token) = &queued.reply_token {
         match app.line.reply(token, reply_token, &messages).await {

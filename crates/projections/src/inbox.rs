@@ -435,6 +435,7 @@ async fn apply_conversation(
             evidence,
             author,
             reply_token,
+            sender,
             queued_at,
             ..
         } => {
@@ -488,6 +489,7 @@ async fn apply_conversation(
                     "bubble": bubble,
                     "evidence": evidence,
                     "reply_token": reply_token,
+                    "sender": sender,
                     "count": bubbles.len(),
                 });
                 execute!(
@@ -1047,7 +1049,7 @@ pub struct PendingDelivery {
     pub conversation_id: ConversationId,
     pub org_id: OrgId,
     pub channel_id: ChannelId,
-    /// `{recipient, bubble, evidence, reply_token, count}` as queued.
+    /// `{recipient, bubble, evidence, reply_token, sender, count}` as queued.
     pub payload: serde_json::Value,
     pub queued_at: DateTime<Utc>,
 }

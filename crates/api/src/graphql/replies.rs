@@ -4,7 +4,7 @@
 use async_graphql::{Context, InputObject, Object};
 use omnibox_domain::conversation::{self as domain, reply_message_id, ReplyError, ReplyRequest};
 use omnibox_domain::ids::{ConversationId, OrgId};
-use omnibox_domain::policy::{AttachmentRef, Bubble, BubbleRefused, ReplyRefused};
+use omnibox_domain::policy::{AttachmentRef, Bubble, BubbleRefused, ReplyRefused, Sender};
 use omnibox_projections::channels as channel_read;
 use omnibox_projections::inbox as read;
 use uuid::Uuid;
@@ -38,6 +38,17 @@ pub struct SendReplyInput {
     #[graphql(default = false)]
     pub promotional: bool,
     pub template_id: Option<Uuid>,
+    /// LINE only: show the agent to the customer as this name and icon.
+    /// Facebook never shows the agent, so a sender there is refused.
+    pub sender: Option<SenderInput>,
+}
+
+/// The agent persona a LINE message carries: a name of at most 20
+/// characters (not containing "LINE") and an optional https PNG icon.
+#[derive(InputObject)]
+pub struct SenderInput {
+    pub name: String,
+    pub icon_url: Option<String>,
 }
 
 pub(crate) fn parse_bubble(input: BubbleInput, index: usize) -> Result<Bubble, ApiError> {
@@ -77,6 +88,7 @@ pub(crate) fn reply_error(error: ReplyError) -> ApiError {
             ApiError::AttachmentNotAllowed(refused.to_string())
         }
         ReplyError::Bubbles(refused) => ApiError::Validation(refused.to_string()),
+        ReplyError::Sender(refused) => ApiError::Validation(refused.to_string()),
     }
 }
 
@@ -131,6 +143,10 @@ impl RepliesMutation {
             bubbles,
             promotional: input.promotional,
             template_id,
+            sender: input.sender.map(|s| Sender {
+                name: s.name,
+                icon_url: s.icon_url,
+            }),
         };
         let reply_id = request.reply_id;
         let executed = execute::<domain::Conversation, _>(

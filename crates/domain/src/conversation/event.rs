@@ -212,6 +212,9 @@ pub enum ConversationEvent {
         /// LINE: the customer's fresh reply token this reply may use (free of quota).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reply_token: Option<String>,
+        /// LINE: the agent persona shown to the customer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sender: Option<crate::policy::Sender>,
         queued_at: DateTime<Utc>,
     },
     /// The platform accepted bubble `index` of a reply.

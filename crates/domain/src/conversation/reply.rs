@@ -19,6 +19,8 @@ pub struct ReplyRequest {
     pub bubbles: Vec<Bubble>,
     pub promotional: bool,
     pub template_id: Option<TemplateId>,
+    /// LINE only: the agent persona the customer sees.
+    pub sender: Option<policy::Sender>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,6 +33,8 @@ pub enum ReplyError {
     Window(#[from] ReplyRefused),
     #[error(transparent)]
     Bubbles(#[from] BubbleRefused),
+    #[error(transparent)]
+    Sender(#[from] policy::SenderRefused),
 }
 
 /// Decides a reply in `conversation` (of `org`), whose channel is in
@@ -68,6 +72,10 @@ pub fn decide_reply(
     let window = policy::window(kind, conversation.last_customer_message_at, now);
     let evidence = policy::decide_reply(kind, &window, request.promotional, AuthorKind::Human)?;
     let bubbles = policy::check_bubbles(kind, &request.bubbles)?;
+    let sender = request
+        .sender
+        .map(|sender| policy::check_sender(kind, sender))
+        .transpose()?;
     let reply_token = conversation
         .reply_token
         .as_ref()
@@ -85,6 +93,7 @@ pub fn decide_reply(
         author: request.author,
         template_id: request.template_id,
         reply_token,
+        sender,
         queued_at: now,
     }])
 }
@@ -140,6 +149,7 @@ mod tests {
             bubbles,
             promotional,
             template_id: None,
+            sender: None,
         }
     }
 
@@ -276,5 +286,33 @@ mod tests {
             panic!("queued")
         };
         assert_eq!(reply_token, &None, "an hour-old token is not tried");
+    }
+
+    #[test]
+    fn the_agent_persona_goes_to_line_and_is_refused_on_facebook() {
+        let mai = policy::Sender {
+            name: "Mai".into(),
+            icon_url: Some("https://cdn.example.com/mai.png".into()),
+        };
+        let (c, org) = conversation(ChannelKind::Line, None);
+        let mut with_sender = request(vec![text("x")], false);
+        with_sender.sender = Some(mai.clone());
+        let queued = decide_reply(
+            &c,
+            org,
+            ChannelStatus::Connected,
+            with_sender.clone(),
+            at(1),
+        )
+        .expect("ok");
+        let ConversationEvent::ReplyQueued { sender, .. } = &queued[0] else {
+            panic!("queued")
+        };
+        assert_eq!(sender.as_ref(), Some(&mai));
+        let (c, org) = conversation(ChannelKind::Facebook, None);
+        assert_eq!(
+            decide_reply(&c, org, ChannelStatus::Connected, with_sender, at(1)),
+            Err(ReplyError::Sender(policy::SenderRefused::Facebook))
+        );
     }
 }

@@ -17,12 +17,15 @@
 //! - [`check_bubbles`]: a reply is 1 to 5 bubbles, each text or attachment.
 //! - [`check_template`]: reply templates follow the bubble rules; Facebook
 //!   templates are text only.
+//! - [`check_sender`]: the agent persona a LINE message may carry;
+//!   Facebook never shows the agent.
 //! - [`token_expires_at`]: a Facebook page token lapses 90 days after the
 //!   channel last sent a message or was (re)authorized.
 
 mod attachment;
 mod bubble;
 mod reply;
+mod sender;
 mod template;
 mod text;
 mod token_expiry;
@@ -36,6 +39,7 @@ pub use bubble::{check_bubbles, Bubble, BubbleRefused, CheckedBubble, MAX_BUBBLE
 pub use reply::{
     decide_reply, AuthorKind, MessageTag, MessagingType, ReplyAllowance, ReplyRefused,
 };
+pub use sender::{check_sender, Sender, SenderRefused};
 pub use template::{check_template, TemplateRefused};
 pub use text::{check_text, max_text_units, TextRefused};
 pub use token_expiry::{is_token_expired, token_expires_at, FACEBOOK_TOKEN_IDLE_LIFETIME};
