@@ -18,6 +18,7 @@ pub mod delivery;
 mod error;
 pub mod graphql;
 pub mod inbound;
+pub mod live;
 pub mod media;
 pub mod metrics;
 pub mod profiles;

@@ -45,6 +45,8 @@ pub struct Inner {
     pub secrets: Secrets,
     pub projections: Projections,
     pub bus: UpdateBus,
+    /// The bus's updates per organization, for subscriptions.
+    pub live: crate::live::LiveHub,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     pub graph: GraphClient,
@@ -112,6 +114,7 @@ impl AppState {
             store,
             secrets,
             projections,
+            live: crate::live::LiveHub::new(bus.clone()),
             bus,
             clock,
             metrics,

@@ -274,10 +274,10 @@ impl ChannelsSubscription {
             state(ctx)?.clone(),
             org,
             |change| match change {
-                Change::Channel(id) => Some(id),
+                Change::Channel(id) => Some(*id),
                 _ => None,
             },
-            move |app, id| async move {
+            move |app, _, id| async move {
                 read::channel(&app.db, org, id)
                     .await
                     .ok()

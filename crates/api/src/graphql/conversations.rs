@@ -110,6 +110,7 @@ pub struct Attachment {
 }
 
 /// One message, inbound or outbound.
+#[derive(Clone)]
 pub struct Message {
     row: MessageRow,
     author: Option<MemberRow>,
@@ -198,6 +199,7 @@ impl Message {
 }
 
 /// A conversation with one customer (or LINE group) on one channel.
+#[derive(Clone)]
 pub struct Conversation {
     row: ConversationRow,
     channel: Option<ChannelRow>,
@@ -670,15 +672,19 @@ impl ConversationsSubscription {
             Some(after) => missed_conversations(&app, org, after).await?,
             None => (Vec::new(), None),
         };
-        let replay = futures_util::stream::iter(missed.into_iter().map(Ok));
+        let replay = futures_util::stream::iter(
+            missed
+                .into_iter()
+                .map(|(id, position)| Ok((id, position, None))),
+        );
         let live = live.filter_map(move |update| {
             std::future::ready(match update {
-                Ok(update) if replayed_to.is_some_and(|to| update.position <= to) => None,
-                Ok(update) => match update.change {
+                Ok(shared) if replayed_to.is_some_and(|to| shared.update.position <= to) => None,
+                Ok(shared) => match shared.update.change {
                     Change::Conversation(id)
                     | Change::Message {
                         conversation: id, ..
-                    } => Some(Ok((id, update.position))),
+                    } => Some(Ok((id, shared.update.position, Some(shared)))),
                     _ => None,
                 },
                 Err(error) => Some(Err(error)),
@@ -690,11 +696,16 @@ impl ConversationsSubscription {
                 let app = app.clone();
                 let channels = channels.clone();
                 async move {
-                    let (id, position) = match wanted {
+                    let (id, position, shared) = match wanted {
                         Ok(wanted) => wanted,
                         Err(error) => return Some(Err(error)),
                     };
-                    let mut conversation = load(&app, org, id).await.ok()?;
+                    let load = || async { load(&app, org, id).await.ok() };
+                    let mut conversation = match shared {
+                        // Loaded once for every subscriber of the organization.
+                        Some(shared) => shared.conversation(load).await?,
+                        None => load().await?,
+                    };
                     conversation.position = Some(position);
                     match &channels {
                         Some(wanted) if !wanted.contains(&conversation.row.channel_id) => None,
@@ -722,10 +733,14 @@ impl ConversationsSubscription {
                 Change::Message {
                     conversation,
                     message,
-                } if conversation == wanted => Some(message),
+                } if *conversation == wanted => Some(*message),
                 _ => None,
             },
-            move |app, message| async move { load_message(&app, org, message).await.ok().flatten() },
+            move |app, shared, message| async move {
+                shared
+                    .message(|| async { load_message(&app, org, message).await.ok().flatten() })
+                    .await
+            },
         ))
     }
 }

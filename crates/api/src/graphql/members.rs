@@ -212,10 +212,10 @@ impl MembersSubscription {
             state(ctx)?.clone(),
             org,
             |change| match change {
-                Change::Member(id) => Some(id),
+                Change::Member(id) => Some(*id),
                 _ => None,
             },
-            move |app, id| async move {
+            move |app, _, id| async move {
                 read::member(&app.db, org, id)
                     .await
                     .ok()

@@ -13,11 +13,14 @@ mod members;
 mod replies;
 mod templates;
 
+use std::sync::Arc;
+
 use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
 
 use crate::auth::Session;
 use crate::{ApiError, AppState};
 
+pub(crate) use conversations::{Conversation, Message};
 pub use members::Member;
 
 #[derive(MergedObject, Default)]
@@ -75,26 +78,30 @@ pub(crate) fn session<'a>(ctx: &'a Context<'_>) -> Result<&'a Session, ApiError>
     ctx.data_opt::<Session>().ok_or(ApiError::Unauthenticated)
 }
 
-/// The live update bus as a stream of `org`'s changes. A subscriber that
-/// falls further behind than the bus holds is not allowed to slow the
-/// others or to grow memory: it gets one RESYNC error ("re-query what you
-/// show"), then continues live.
+/// `org`'s live updates. A subscriber that falls further behind than the
+/// hub holds is not allowed to slow the others or to grow memory: it gets
+/// one RESYNC error ("re-query what you show"), then continues live.
 pub(crate) fn org_updates(
     app: &AppState,
     org: omnibox_domain::ids::OrgId,
-) -> impl futures_util::Stream<Item = Result<omnibox_projections::LiveUpdate, async_graphql::Error>>
-       + use<> {
+) -> impl futures_util::Stream<Item = Result<Arc<crate::live::Shared>, async_graphql::Error>> + use<>
+{
     use futures_util::StreamExt;
-    tokio_stream::wrappers::BroadcastStream::new(app.bus.subscribe()).filter_map(move |update| {
-        std::future::ready(match update {
-            Ok(update) if update.org_id == org => Some(Ok(update)),
-            Ok(_) => None,
-            Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(missed)) => Some(Err(ApiError::Resync(format!(
-                "this subscription fell behind and missed {missed} updates; re-query, then keep listening"
-            ))
-            .into())),
-        })
-    })
+    let resync = |missed: u64| {
+        ApiError::Resync(format!(
+            "this subscription fell behind and missed {missed} updates; re-query, then keep listening"
+        ))
+        .into()
+    };
+    tokio_stream::wrappers::BroadcastStream::new(app.live.subscribe(org)).map(
+        move |item| match item {
+            Ok(crate::live::Item::Update(shared)) => Ok(shared),
+            Ok(crate::live::Item::Missed(missed))
+            | Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(missed)) => {
+                Err(resync(missed))
+            }
+        },
+    )
 }
 
 /// A subscription's stream: the organization's changes that `pick` selects,
@@ -103,8 +110,8 @@ pub(crate) fn org_updates(
 pub(crate) fn live_rows<K, T, Fut>(
     app: AppState,
     org: omnibox_domain::ids::OrgId,
-    pick: impl Fn(omnibox_projections::Change) -> Option<K> + Send + 'static,
-    load: impl Fn(AppState, K) -> Fut + Send + Sync + Clone + 'static,
+    pick: impl Fn(&omnibox_projections::Change) -> Option<K> + Send + 'static,
+    load: impl Fn(AppState, Arc<crate::live::Shared>, K) -> Fut + Send + Sync + Clone + 'static,
 ) -> impl futures_util::Stream<Item = async_graphql::Result<T>>
 where
     K: Send + 'static,
@@ -115,7 +122,7 @@ where
     org_updates(&app, org)
         .filter_map(move |update| {
             std::future::ready(match update {
-                Ok(update) => pick(update.change).map(Ok),
+                Ok(shared) => pick(&shared.update.change).map(|key| Ok((shared, key))),
                 Err(error) => Some(Err(error)),
             })
         })
@@ -123,7 +130,7 @@ where
             let (app, load) = (app.clone(), load.clone());
             async move {
                 match wanted {
-                    Ok(key) => load(app, key).await.map(Ok),
+                    Ok((shared, key)) => load(app, shared, key).await.map(Ok),
                     Err(error) => Some(Err(error)),
                 }
             }
