@@ -1,0 +1,361 @@
+//! Webhook to subscriber: how long after a customer's message is posted
+//! does every live inbox client of its organization see it?
+//!
+//! 100 organizations, each with one Facebook page and 10 agents whose
+//! clients hold an `inboxUpdates` subscription over a real WebSocket
+//! (graphql-transport-ws): 1,000 subscribers. Signed webhooks are posted
+//! over loopback at a fixed rate (open loop, 1,000 messages/s by default),
+//! spread over the organizations; each message carries its sequence number
+//! in its text, and each subscriber notes when the conversation first shows
+//! it as `lastMessagePreview`. Latency runs from the moment the webhook is
+//! posted to that receipt, per (message, subscriber).
+//!
+//! `cargo bench --bench live` (SQLite; `-- postgres` for PostgreSQL).
+//! `OMNIBOX_BENCH_RATE` (messages/s) and `OMNIBOX_BENCH_SECONDS` change the load.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hmac::Mac;
+use omnibox_api::commands::{execute, Actor};
+use omnibox_api::{AppState, Config};
+use omnibox_domain::channel::{self, Channel, ChannelCommand, Requester, SecretRef};
+use omnibox_domain::ids::ChannelId;
+use omnibox_domain::org::Role;
+use omnibox_domain::{ChannelKind, SystemClock};
+use omnibox_store::testing::{Backend, TestDatabase};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+const APP_SECRET: &str = "bench-app-secret";
+const ORGS: usize = 100;
+const AGENTS_PER_ORG: usize = 10;
+/// Customers writing to each page.
+const CUSTOMERS_PER_PAGE: usize = 100;
+
+fn env_number(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+fn page(org: usize) -> String {
+    format!("{}", 104_729_381_000_000u64 + org as u64)
+}
+
+/// A signed one-message webhook for message `seq`, to organization `seq % ORGS`.
+fn webhook(seq: usize) -> (String, String) {
+    let org = seq % ORGS;
+    let page = page(org);
+    let psid = 7_000_000_000_000_000u64
+        + (org * CUSTOMERS_PER_PAGE + (seq / ORGS) % CUSTOMERS_PER_PAGE) as u64;
+    let now = chrono::Utc::now().timestamp_millis();
+    let body = format!(
+        r#"{{"object":"page","entry":[{{"id":"{page}","time":{now},"messaging":[{{"sender":{{"id":"{psid}"}},"recipient":{{"id":"{page}"}},"timestamp":{now},"message":{{"mid":"m_live_{seq}_{nonce}","text":"bench {seq}"}}}}]}}]}}"#,
+        nonce = uuid::Uuid::new_v4().simple(),
+    );
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(APP_SECRET.as_bytes()).expect("key");
+    mac.update(body.as_bytes());
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    (body, signature)
+}
+
+/// An organization with its page connected; answers the owner's token.
+async fn organization(app: &AppState, org: usize) -> String {
+    let owner = omnibox_api::bootstrap::bootstrap(
+        app,
+        &format!("Shop {org}"),
+        &format!("owner{org}@example.com"),
+    )
+    .await
+    .expect("bootstrap");
+    let token = app
+        .secrets
+        .put("bench token", &omnibox_store::secrets::Secret::new("bench"))
+        .await
+        .expect("secret");
+    let channel_id = ChannelId::generate();
+    let command = ChannelCommand::Connect {
+        by: Requester {
+            member_id: owner.user_id,
+            org_id: owner.org_id,
+            role: Role::Owner,
+        },
+        channel_id,
+        kind: ChannelKind::Facebook,
+        external_id: page(org),
+        name: format!("Page {org}"),
+        access_token: SecretRef {
+            id: token.id,
+            fingerprint: token.fingerprint,
+        },
+        channel_secret: None,
+    };
+    let now = chrono::Utc::now();
+    let connected =
+        execute::<Channel, _>(&*app.store, channel_id.0, &Actor::system("bench"), |c| {
+            channel::decide(c, command.clone(), now)
+        })
+        .await
+        .expect("connect");
+    if let Some(position) = connected.position {
+        app.projections
+            .catch_up_to(position, Duration::from_secs(30))
+            .await
+            .expect("catch up");
+    }
+    owner.token
+}
+
+struct Receipts {
+    /// Nanoseconds after `epoch` at which message `seq` was posted (0: not yet).
+    posted: Vec<AtomicU64>,
+    epoch: Instant,
+    latencies: Mutex<Vec<Duration>>,
+    resyncs: AtomicU64,
+    /// Subscribers that have seen at least one update.
+    live: AtomicU64,
+}
+
+async fn subscriber(ws_url: String, token: String, receipts: Arc<Receipts>) {
+    let mut request = ws_url.into_client_request().expect("request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("connect");
+    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
+    socket
+        .send(Message::Text(init.to_string().into()))
+        .await
+        .expect("init");
+    socket.next().await.expect("ack").expect("ack");
+    let subscribe = json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription { inboxUpdates { id lastMessagePreview unreadCount } }" } });
+    socket
+        .send(Message::Text(subscribe.to_string().into()))
+        .await
+        .expect("subscribe");
+    let mut seen = HashSet::new();
+    let mut first = true;
+    while let Some(Ok(message)) = socket.next().await {
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let received = receipts.epoch.elapsed();
+        let value: serde_json::Value = serde_json::from_str(&text).expect("json");
+        if value["payload"]["errors"].is_array() {
+            receipts.resyncs.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        if first {
+            first = false;
+            receipts.live.fetch_add(1, Ordering::Relaxed);
+        }
+        let Some(seq) = value["payload"]["data"]["inboxUpdates"]["lastMessagePreview"]
+            .as_str()
+            .and_then(|p| p.strip_prefix("bench "))
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let posted = receipts
+            .posted
+            .get(seq)
+            .map_or(0, |p| p.load(Ordering::Acquire));
+        if posted == 0 || !seen.insert(seq) {
+            continue;
+        }
+        let latency = received.saturating_sub(Duration::from_nanos(posted));
+        receipts.latencies.lock().expect("lock").push(latency);
+    }
+}
+
+async fn run(backend: Backend, rate: f64, seconds: f64) {
+    let Some(database) = TestDatabase::create(backend).await else {
+        println!("\n{backend:?}: skipped (not reachable)");
+        return;
+    };
+    let vars: HashMap<&str, String> = [
+        ("OMNIBOX_DATABASE_URL", database.url.clone()),
+        (
+            "OMNIBOX_SECRET_KEY",
+            "dGVzdC1rZXktMzItYnl0ZXMtbG9uZy0tLS0tLS0tLS0=".to_owned(),
+        ),
+        ("OMNIBOX_FACEBOOK_APP_SECRET", APP_SECRET.to_owned()),
+        // Profile lookups fail at once instead of leaving the machine.
+        (
+            "OMNIBOX_FACEBOOK_GRAPH_URL",
+            "http://127.0.0.1:9".to_owned(),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let config = Config::from_lookup(|name| vars.get(name).cloned()).expect("config");
+    let app = AppState::open(config, Arc::new(SystemClock))
+        .await
+        .expect("open");
+    app.start_background();
+    let mut tokens = Vec::with_capacity(ORGS);
+    for org in 0..ORGS {
+        tokens.push(organization(&app, org).await);
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let serving = app.clone();
+    tokio::spawn(async move {
+        let _ = omnibox_api::server::serve(serving, listener, std::future::pending()).await;
+    });
+
+    let total = (rate * seconds) as usize;
+    let warmup = ORGS;
+    let receipts = Arc::new(Receipts {
+        posted: (0..warmup + total).map(|_| AtomicU64::new(0)).collect(),
+        epoch: Instant::now(),
+        latencies: Mutex::default(),
+        resyncs: AtomicU64::new(0),
+        live: AtomicU64::new(0),
+    });
+    for token in &tokens {
+        for _ in 0..AGENTS_PER_ORG {
+            tokio::spawn(subscriber(
+                format!("ws://{address}/graphql"),
+                token.clone(),
+                receipts.clone(),
+            ));
+        }
+    }
+    let client = reqwest::Client::new();
+    let url = format!("http://{address}/webhooks/facebook");
+    let post = |seq: usize| {
+        let (client, url, receipts) = (client.clone(), url.clone(), receipts.clone());
+        async move {
+            let (body, signature) = webhook(seq);
+            receipts.posted[seq].store(
+                receipts.epoch.elapsed().as_nanos().max(1) as u64,
+                Ordering::Release,
+            );
+            let status = client
+                .post(&url)
+                .header("x-hub-signature-256", signature)
+                .body(body)
+                .send()
+                .await
+                .expect("webhook")
+                .status();
+            assert_eq!(status, 200);
+        }
+    };
+    // Warm-up: one message per organization until every subscriber hears.
+    let subscribers = (ORGS * AGENTS_PER_ORG) as u64;
+    let waiting = Instant::now();
+    let mut round = 0;
+    while receipts.live.load(Ordering::Relaxed) < subscribers {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(120),
+            "only {} of {subscribers} subscribers are live",
+            receipts.live.load(Ordering::Relaxed)
+        );
+        if round * ORGS < warmup {
+            futures_util::future::join_all((0..ORGS).map(|org| post(round * ORGS + org))).await;
+        } else {
+            // Subscriptions are not acknowledged: nudge every page again.
+            futures_util::future::join_all((0..ORGS).map(|org| {
+                let (client, url) = (client.clone(), url.clone());
+                async move {
+                    let (body, signature) = webhook(org);
+                    let _ = client
+                        .post(&url)
+                        .header("x-hub-signature-256", signature)
+                        .body(body)
+                        .send()
+                        .await;
+                }
+            }))
+            .await;
+        }
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    receipts.latencies.lock().expect("lock").clear();
+    receipts.resyncs.store(0, Ordering::Relaxed);
+
+    // The measured run: open loop at `rate`.
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sends = Vec::with_capacity(total);
+    for n in 0..total {
+        ticker.tick().await;
+        sends.push(tokio::spawn(post(warmup + n)));
+    }
+    for send in sends {
+        send.await.expect("post");
+    }
+    let posting = started.elapsed();
+    // Wait for the stragglers.
+    let expected = total * AGENTS_PER_ORG;
+    let waiting = Instant::now();
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = receipts.latencies.lock().expect("lock").len();
+        if now >= expected || (now == last && waiting.elapsed() > Duration::from_secs(5)) {
+            break;
+        }
+        last = now;
+    }
+    let mut latencies = receipts.latencies.lock().expect("lock").clone();
+    latencies.sort();
+    let at = |p: f64| {
+        latencies
+            .get(((latencies.len().max(1) - 1) as f64 * p) as usize)
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+    };
+    println!("\n### {backend:?}\n");
+    println!(
+        "{total} messages posted in {:.1} s ({:.0} messages/s) to {ORGS} organizations, \
+         {subscribers} subscribers ({AGENTS_PER_ORG} per organization)\n",
+        posting.as_secs_f64(),
+        total as f64 / posting.as_secs_f64()
+    );
+    println!("| measure | figure |");
+    println!("|---|---:|");
+    println!(
+        "| receipts (message × subscriber) | {} of {expected} |",
+        latencies.len()
+    );
+    println!(
+        "| RESYNC errors | {} |",
+        receipts.resyncs.load(Ordering::Relaxed)
+    );
+    println!("| webhook → subscriber p50 | {:.1} ms |", at(0.5));
+    println!("| webhook → subscriber p99 | {:.1} ms |", at(0.99));
+    println!("| webhook → subscriber max | {:.1} ms |", at(1.0));
+    drop(database);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let backend = if args.iter().any(|a| a == "postgres") {
+        Backend::Postgres
+    } else {
+        Backend::Sqlite
+    };
+    let rate = env_number("OMNIBOX_BENCH_RATE", 1000.0);
+    let seconds = env_number("OMNIBOX_BENCH_SECONDS", 10.0);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(run(backend, rate, seconds));
+}
