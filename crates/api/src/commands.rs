@@ -16,7 +16,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 /// Attempts before a command on a very contended stream gives up.
-const MAX_ATTEMPTS: usize = 5;
+const MAX_ATTEMPTS: usize = 10;
 const PAGE: usize = 512;
 
 /// An event-sourced aggregate: state folded from one stream.
@@ -132,10 +132,22 @@ pub async fn load<A: Aggregate>(
     let stream = stream_name::<A>(id)?;
     let mut state = A::default();
     let mut revision = None;
+    catch_up(store, &stream, &mut state, &mut revision).await?;
+    Ok((state, revision))
+}
+
+/// Evolves `state`, which reflects `stream` up to `revision`, with the
+/// events appended since.
+async fn catch_up<A: Aggregate>(
+    store: &dyn EventStore,
+    stream: &StreamName,
+    state: &mut A,
+    revision: &mut Option<u64>,
+) -> Result<(), CommandError<std::convert::Infallible>> {
     loop {
         let from = revision.map_or(0, |r: u64| r + 1);
         let page = store
-            .read_stream(&stream, from, Direction::Forwards, PAGE)
+            .read_stream(stream, from, Direction::Forwards, PAGE)
             .await?;
         for recorded in &page {
             let event: A::Event = serde_json::from_str(&recorded.data).map_err(|e| {
@@ -145,10 +157,10 @@ pub async fn load<A: Aggregate>(
                 ))
             })?;
             state.evolve(&event);
-            revision = Some(recorded.revision);
+            *revision = Some(recorded.revision);
         }
         if page.len() < PAGE {
-            return Ok((state, revision));
+            return Ok(());
         }
     }
 }
@@ -169,13 +181,23 @@ where
     A: Aggregate,
 {
     let stream = stream_name::<A>(id)?;
-    for _ in 0..MAX_ATTEMPTS {
-        let (state, revision) = load::<A>(store, id).await.map_err(|e| match e {
-            CommandError::Store(e) => CommandError::Store(e),
-            CommandError::Corrupt(e) => CommandError::Corrupt(e),
-            CommandError::Contended => CommandError::Contended,
-            CommandError::Rejected(never) => match never {},
-        })?;
+    let mut state = A::default();
+    let mut revision = None;
+    for attempt in 0..MAX_ATTEMPTS {
+        if attempt > 0 {
+            // Let the other writer finish before reading what it wrote.
+            let pause = rand::Rng::gen_range(&mut rand::thread_rng(), 0..=attempt as u64 * 2);
+            tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+        }
+        // Only the events appended since the last attempt are read.
+        catch_up(store, &stream, &mut state, &mut revision)
+            .await
+            .map_err(|e| match e {
+                CommandError::Store(e) => CommandError::Store(e),
+                CommandError::Corrupt(e) => CommandError::Corrupt(e),
+                CommandError::Contended => CommandError::Contended,
+                CommandError::Rejected(never) => match never {},
+            })?;
         let events = decide(&state).map_err(CommandError::Rejected)?;
         if events.is_empty() {
             return Ok(Executed {
