@@ -9,8 +9,247 @@ use omnibox_store::Database;
 
 /// A read-model transaction on either backend.
 pub enum ReadTx {
-    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    /// A plain connection to the read-model file: statements run directly,
+    /// without a hand-off to a worker thread each (see
+    /// [`omnibox_store::database::SqliteWriters`]).
+    Sqlite(SqliteTx),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+/// A `BEGIN IMMEDIATE` transaction on a plain SQLite connection; rolled
+/// back if dropped before [`ReadTx::commit`].
+pub struct SqliteTx {
+    connection: Option<rusqlite::Connection>,
+    writers: omnibox_store::database::SqliteWriters,
+}
+
+impl SqliteTx {
+    async fn begin(writers: &omnibox_store::database::SqliteWriters) -> Result<Self, sqlx::Error> {
+        let connection = writers.take().map_err(sqlite_error)?;
+        let mut pause = std::time::Duration::from_micros(200);
+        let deadline = tokio::time::Instant::now() + omnibox_store::database::SQLITE_BUSY_TIMEOUT;
+        loop {
+            match connection.execute_batch("BEGIN IMMEDIATE") {
+                Ok(()) => {
+                    return Ok(Self {
+                        connection: Some(connection),
+                        writers: writers.clone(),
+                    })
+                }
+                // Another writer holds the lock: wait without blocking the thread.
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(20));
+                }
+                Err(error) => {
+                    writers.give(connection);
+                    return Err(sqlite_error(error));
+                }
+            }
+        }
+    }
+
+    /// The open connection (present until the transaction ends).
+    pub fn connection(&self) -> &rusqlite::Connection {
+        self.connection
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("a finished transaction is consumed"))
+    }
+
+    fn finish(mut self, sql: &str) -> Result<(), sqlx::Error> {
+        let Some(connection) = self.connection.take() else {
+            return Ok(());
+        };
+        let outcome = connection.execute_batch(sql).map_err(sqlite_error);
+        if outcome.is_ok() {
+            self.writers.give(connection);
+        }
+        outcome
+    }
+}
+
+impl Drop for SqliteTx {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            if connection.execute_batch("ROLLBACK").is_ok() {
+                self.writers.give(connection);
+            }
+        }
+    }
+}
+
+/// A SQLite error in the type every read-model function returns.
+pub fn sqlite_error(error: rusqlite::Error) -> sqlx::Error {
+    sqlx::Error::Database(Box::new(SqliteFailure(error)))
+}
+
+#[derive(Debug)]
+struct SqliteFailure(rusqlite::Error);
+
+impl std::fmt::Display for SqliteFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SqliteFailure {}
+
+impl sqlx::error::DatabaseError for SqliteFailure {
+    fn message(&self) -> &str {
+        "SQLite statement failed"
+    }
+    fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+        match &self.0 {
+            rusqlite::Error::SqliteFailure(e, _) => Some(e.extended_code.to_string().into()),
+            _ => None,
+        }
+    }
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+    fn kind(&self) -> sqlx::error::ErrorKind {
+        match &self.0 {
+            rusqlite::Error::SqliteFailure(e, _)
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                match e.extended_code {
+                    rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                        sqlx::error::ErrorKind::UniqueViolation
+                    }
+                    rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY => {
+                        sqlx::error::ErrorKind::ForeignKeyViolation
+                    }
+                    rusqlite::ffi::SQLITE_CONSTRAINT_NOTNULL => {
+                        sqlx::error::ErrorKind::NotNullViolation
+                    }
+                    rusqlite::ffi::SQLITE_CONSTRAINT_CHECK => {
+                        sqlx::error::ErrorKind::CheckViolation
+                    }
+                    _ => sqlx::error::ErrorKind::Other,
+                }
+            }
+            _ => sqlx::error::ErrorKind::Other,
+        }
+    }
+}
+
+/// Prepares `sql` (cached per connection) and binds `args` to its `$n`
+/// placeholders: a placeholder used twice is one parameter in SQLite, so
+/// each is bound by its number, as sqlx does.
+fn prepare<'c>(
+    connection: &'c rusqlite::Connection,
+    sql: &str,
+    args: &[&dyn Arg],
+) -> Result<rusqlite::CachedStatement<'c>, sqlx::Error> {
+    let mut statement = connection.prepare_cached(sql).map_err(sqlite_error)?;
+    for index in 1..=statement.parameter_count() {
+        let number = statement
+            .parameter_name(index)
+            .and_then(|name| name.strip_prefix('$'))
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| (1..=args.len()).contains(n))
+            .ok_or_else(|| {
+                sqlx::Error::Protocol(format!("{sql}: placeholder {index} is not bound"))
+            })?;
+        statement
+            .raw_bind_parameter(index, args[number - 1])
+            .map_err(sqlite_error)?;
+    }
+    Ok(statement)
+}
+
+/// Runs one statement in a SQLite read-model transaction; the rows changed.
+pub fn sqlite_execute(tx: &SqliteTx, sql: &str, args: &[&dyn Arg]) -> Result<u64, sqlx::Error> {
+    let mut statement = prepare(tx.connection(), sql, args)?;
+    statement
+        .raw_execute()
+        .map(|n| n as u64)
+        .map_err(sqlite_error)
+}
+
+/// Runs one query in a SQLite read-model transaction and maps its first row.
+pub fn sqlite_fetch_optional<T>(
+    tx: &SqliteTx,
+    sql: &str,
+    args: &[&dyn Arg],
+    map: impl FnOnce(&SqliteRow<'_>) -> Result<T, sqlx::Error>,
+) -> Result<Option<T>, sqlx::Error> {
+    let mut statement = prepare(tx.connection(), sql, args)?;
+    let mut rows = statement.raw_query();
+    match rows.next().map_err(sqlite_error)? {
+        Some(row) => map(&SqliteRow(row)).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// A row of a SQLite read-model query, read like an sqlx row.
+pub struct SqliteRow<'r>(&'r rusqlite::Row<'r>);
+
+impl SqliteRow<'_> {
+    pub fn try_get<T: rusqlite::types::FromSql, I: rusqlite::RowIndex>(
+        &self,
+        index: I,
+    ) -> Result<T, sqlx::Error> {
+        self.0.get(index).map_err(sqlite_error)
+    }
+}
+
+/// A value bound to a read-model statement on SQLite, encoded as sqlx
+/// encodes it (so rows written either way read back alike): UUIDs as 16-byte
+/// blobs, instants as RFC 3339 text.
+pub trait Arg {
+    fn sqlite(&self) -> rusqlite::types::ToSqlOutput<'_>;
+}
+
+macro_rules! arg_as_sqlite {
+    ($($t:ty),*) => {$(
+        impl Arg for $t {
+            fn sqlite(&self) -> rusqlite::types::ToSqlOutput<'_> {
+                rusqlite::ToSql::to_sql(self).unwrap_or(rusqlite::types::ToSqlOutput::Owned(rusqlite::types::Value::Null))
+            }
+        }
+    )*};
+}
+
+arg_as_sqlite!(i64, i32, bool, f64, String, str, uuid::Uuid);
+
+impl Arg for chrono::DateTime<chrono::Utc> {
+    fn sqlite(&self) -> rusqlite::types::ToSqlOutput<'_> {
+        rusqlite::types::ToSqlOutput::Owned(rusqlite::types::Value::Text(
+            self.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false),
+        ))
+    }
+}
+
+impl<T: Arg + ?Sized> Arg for &T {
+    fn sqlite(&self) -> rusqlite::types::ToSqlOutput<'_> {
+        (**self).sqlite()
+    }
+}
+
+impl<T: Arg> Arg for Option<T> {
+    fn sqlite(&self) -> rusqlite::types::ToSqlOutput<'_> {
+        match self {
+            Some(value) => value.sqlite(),
+            None => rusqlite::types::ToSqlOutput::Owned(rusqlite::types::Value::Null),
+        }
+    }
+}
+
+impl rusqlite::ToSql for dyn Arg + '_ {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.sqlite())
+    }
 }
 
 impl ReadTx {
@@ -18,23 +257,21 @@ impl ReadTx {
     /// (`BEGIN IMMEDIATE`), so it waits its turn instead of failing half-way.
     pub async fn begin(db: &Database) -> Result<Self, sqlx::Error> {
         Ok(match db {
-            Database::Sqlite {
-                read_pool: pool, ..
-            } => ReadTx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Database::Sqlite { writers, .. } => ReadTx::Sqlite(SqliteTx::begin(writers).await?),
             Database::Postgres { pool } => ReadTx::Postgres(pool.begin().await?),
         })
     }
 
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
-            ReadTx::Sqlite(tx) => tx.commit().await,
+            ReadTx::Sqlite(tx) => tx.finish("COMMIT"),
             ReadTx::Postgres(tx) => tx.commit().await,
         }
     }
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
         match self {
-            ReadTx::Sqlite(tx) => tx.rollback().await,
+            ReadTx::Sqlite(tx) => tx.finish("ROLLBACK"),
             ReadTx::Postgres(tx) => tx.rollback().await,
         }
     }
@@ -45,7 +282,7 @@ impl ReadTx {
 macro_rules! execute {
     ($tx:expr, $sql:expr $(, $arg:expr)* $(,)?) => {
         match $tx {
-            $crate::ReadTx::Sqlite(tx) => sqlx::query($sql)$(.bind($arg))*.execute(&mut **tx).await.map(|r| r.rows_affected()),
+            $crate::ReadTx::Sqlite(tx) => $crate::sql::sqlite_execute(tx, $sql, &[$(&$arg as &dyn $crate::sql::Arg),*]),
             $crate::ReadTx::Postgres(tx) => sqlx::query($sql)$(.bind($arg))*.execute(&mut **tx).await.map(|r| r.rows_affected()),
         }
     };
@@ -83,8 +320,7 @@ macro_rules! fetch_optional {
 macro_rules! fetch_optional_tx {
     ($tx:expr, $sql:expr, [$($arg:expr),* $(,)?], |$row:ident| $map:expr) => {
         match $tx {
-            $crate::ReadTx::Sqlite(tx) => sqlx::query($sql)$(.bind($arg))*.fetch_optional(&mut **tx).await
-                .and_then(|row| row.as_ref().map(|$row| $map).transpose()),
+            $crate::ReadTx::Sqlite(tx) => $crate::sql::sqlite_fetch_optional(tx, $sql, &[$(&$arg as &dyn $crate::sql::Arg),*], |$row| $map),
             $crate::ReadTx::Postgres(tx) => sqlx::query($sql)$(.bind($arg))*.fetch_optional(&mut **tx).await
                 .and_then(|row| row.as_ref().map(|$row| $map).transpose()),
         }
