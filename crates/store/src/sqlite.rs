@@ -50,7 +50,12 @@ pub struct SqliteEventStore {
     requests: mpsc::Sender<AppendRequest>,
     readers: Arc<ReadPool>,
     changes: Arc<watch::Sender<u64>>,
+    /// Held while the store lives; the checkpointer stops once it is gone.
+    _alive: Arc<()>,
 }
+
+/// How often the checkpointer copies the log's WAL back into the file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 impl SqliteEventStore {
     /// Opens the log in the SQLite file at `path` (migrated already) and
@@ -65,10 +70,17 @@ impl SqliteEventStore {
         std::thread::Builder::new()
             .name("omnibox-sqlite-writer".into())
             .spawn(move || run_writer(writer, queue, &notify))?;
+        let alive = Arc::new(());
+        let checkpointer = open_connection(path)?;
+        let store_alive = Arc::downgrade(&alive);
+        std::thread::Builder::new()
+            .name("omnibox-sqlite-checkpointer".into())
+            .spawn(move || run_checkpointer(&checkpointer, &store_alive))?;
         Ok(Self {
             requests,
             readers,
             changes,
+            _alive: alive,
         })
     }
 
@@ -88,10 +100,25 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     conn.busy_timeout(Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    // Checkpoint the WAL every ~16 MiB instead of every 4 MiB: fewer,
-    // larger checkpoints on the writer's path.
-    conn.pragma_update(None, "wal_autocheckpoint", 4096)?;
+    // No commit copies the WAL back into the file: a checkpoint on the
+    // writer's path held every waiting append for tens of milliseconds. The
+    // checkpointer thread does it beside the writer instead.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     Ok(conn)
+}
+
+/// Copies committed WAL frames into the database file, a little at a time,
+/// without ever blocking the writer (PASSIVE), until the store is dropped.
+pub(crate) fn run_checkpointer(conn: &Connection, alive: &std::sync::Weak<()>) {
+    while alive.strong_count() > 0 {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        let outcome = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            row.get::<_, i64>(0)
+        });
+        if let Err(error) = outcome {
+            tracing::warn!(%error, "WAL checkpoint failed; trying again");
+        }
+    }
 }
 
 #[async_trait]
