@@ -100,7 +100,7 @@ impl Database {
             pool,
             path,
             read_pool,
-            writers: SqliteWriters::new(read_path.clone())?,
+            writers: SqliteWriters::new(read_path.clone()),
             read_path,
         })
     }
@@ -193,8 +193,6 @@ pub(crate) const SQLITE_BUSY_TIMEOUT_MS: u64 = SQLITE_BUSY_TIMEOUT.as_millis() a
 pub struct SqliteWriters {
     path: PathBuf,
     idle: Arc<std::sync::Mutex<Vec<rusqlite::Connection>>>,
-    /// Held by every clone; the checkpointer stops once all are gone.
-    _alive: Arc<()>,
 }
 
 impl std::fmt::Debug for SqliteWriters {
@@ -209,22 +207,11 @@ impl std::fmt::Debug for SqliteWriters {
 const IDLE_WRITERS: usize = 8;
 
 impl SqliteWriters {
-    /// Also starts the thread that checkpoints the read-model file's WAL:
-    /// projector commits never do it themselves, since they run on the
-    /// async runtime's threads and a checkpoint can take a while.
-    fn new(path: PathBuf) -> Result<Self, StoreError> {
-        let alive = Arc::new(());
-        let checkpointer = rusqlite::Connection::open(&path)?;
-        checkpointer.busy_timeout(Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS))?;
-        let writers_alive = Arc::downgrade(&alive);
-        std::thread::Builder::new()
-            .name("omnibox-read-checkpointer".into())
-            .spawn(move || crate::sqlite::run_checkpointer(&checkpointer, &writers_alive))?;
-        Ok(Self {
+    fn new(path: PathBuf) -> Self {
+        Self {
             path,
             idle: Arc::default(),
-            _alive: alive,
-        })
+        }
     }
 
     /// An idle connection, or a new one. It does not wait for locks: the
@@ -237,7 +224,7 @@ impl SqliteWriters {
         // A rebuild touches index pages all over the file: keep more of them.
         connection.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -65536;
-             PRAGMA wal_autocheckpoint = 0;",
+             PRAGMA wal_autocheckpoint = 1000;",
         )?;
         connection.busy_timeout(Duration::ZERO)?;
         connection.set_prepared_statement_cache_capacity(64);

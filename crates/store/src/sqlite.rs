@@ -55,7 +55,7 @@ pub struct SqliteEventStore {
 }
 
 /// How often the checkpointer copies the log's WAL back into the file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 impl SqliteEventStore {
     /// Opens the log in the SQLite file at `path` (migrated already) and
@@ -109,7 +109,7 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
 
 /// Copies committed WAL frames into the database file, a little at a time,
 /// without ever blocking the writer (PASSIVE), until the store is dropped.
-pub(crate) fn run_checkpointer(conn: &Connection, alive: &std::sync::Weak<()>) {
+fn run_checkpointer(conn: &Connection, alive: &std::sync::Weak<()>) {
     while alive.strong_count() > 0 {
         std::thread::sleep(CHECKPOINT_EVERY);
         let outcome = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
