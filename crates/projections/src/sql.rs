@@ -21,33 +21,26 @@ pub enum ReadTx {
 pub struct SqliteTx {
     connection: Option<rusqlite::Connection>,
     writers: omnibox_store::database::SqliteWriters,
+    /// This process's write turn on the file, held until the end. Declared
+    /// last: it is released after the connection went back to the pool.
+    _turn: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl SqliteTx {
     async fn begin(writers: &omnibox_store::database::SqliteWriters) -> Result<Self, sqlx::Error> {
+        // Writers in this process queue fairly for the file; SQLite's own
+        // busy wait only ever meets another process's transaction.
+        let turn = writers.turn().await;
         let connection = writers.take().map_err(sqlite_error)?;
-        let mut pause = std::time::Duration::from_micros(200);
-        let deadline = tokio::time::Instant::now() + omnibox_store::database::SQLITE_BUSY_TIMEOUT;
-        loop {
-            match connection.execute_batch("BEGIN IMMEDIATE") {
-                Ok(()) => {
-                    return Ok(Self {
-                        connection: Some(connection),
-                        writers: writers.clone(),
-                    })
-                }
-                // Another writer holds the lock: wait without blocking the thread.
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == rusqlite::ErrorCode::DatabaseBusy
-                        && tokio::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(std::time::Duration::from_millis(20));
-                }
-                Err(error) => {
-                    writers.give(connection);
-                    return Err(sqlite_error(error));
-                }
+        match connection.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => Ok(Self {
+                connection: Some(connection),
+                writers: writers.clone(),
+                _turn: turn,
+            }),
+            Err(error) => {
+                writers.give(connection);
+                Err(sqlite_error(error))
             }
         }
     }

@@ -193,6 +193,8 @@ pub(crate) const SQLITE_BUSY_TIMEOUT_MS: u64 = SQLITE_BUSY_TIMEOUT.as_millis() a
 pub struct SqliteWriters {
     path: PathBuf,
     idle: Arc<std::sync::Mutex<Vec<rusqlite::Connection>>>,
+    /// One write transaction at a time from this process, first come first served.
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for SqliteWriters {
@@ -211,11 +213,17 @@ impl SqliteWriters {
         Self {
             path,
             idle: Arc::default(),
+            turn: Arc::default(),
         }
     }
 
-    /// An idle connection, or a new one. It does not wait for locks: the
-    /// caller retries a busy `BEGIN IMMEDIATE` without blocking its thread.
+    /// Waits for this process's turn to write to the file.
+    pub async fn turn(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.turn.clone().lock_owned().await
+    }
+
+    /// An idle connection, or a new one. Take it during your
+    /// [`SqliteWriters::turn`]; its busy wait then only meets other processes.
     pub fn take(&self) -> Result<rusqlite::Connection, rusqlite::Error> {
         if let Some(connection) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
             return Ok(connection);
@@ -226,7 +234,7 @@ impl SqliteWriters {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA cache_size = -65536;
              PRAGMA wal_autocheckpoint = 1000;",
         )?;
-        connection.busy_timeout(Duration::ZERO)?;
+        connection.busy_timeout(SQLITE_BUSY_TIMEOUT)?;
         connection.set_prepared_statement_cache_capacity(64);
         Ok(connection)
     }
