@@ -13,25 +13,23 @@
 //! `cargo bench --bench live` (SQLite; `-- postgres` for PostgreSQL).
 //! `OMNIBOX_BENCH_RATE` (messages/s) and `OMNIBOX_BENCH_SECONDS` change the load.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use hmac::Mac;
-use omnibox_api::commands::{execute, Actor};
-use omnibox_api::{AppState, Config};
-use omnibox_domain::channel::{self, Channel, ChannelCommand, Requester, SecretRef};
-use omnibox_domain::ids::ChannelId;
-use omnibox_domain::org::Role;
-use omnibox_domain::{ChannelKind, SystemClock};
-use omnibox_store::testing::{Backend, TestDatabase};
+use omnibox_api::AppState;
+use omnibox_store::testing::Backend;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-const APP_SECRET: &str = "bench-app-secret";
+#[path = "support/mod.rs"]
+mod support;
+
+use support::APP_SECRET;
 const ORGS: usize = 100;
 const AGENTS_PER_ORG: usize = 10;
 /// Customers writing to each page.
@@ -75,41 +73,7 @@ async fn organization(app: &AppState, org: usize) -> String {
     )
     .await
     .expect("bootstrap");
-    let token = app
-        .secrets
-        .put("bench token", &omnibox_store::secrets::Secret::new("bench"))
-        .await
-        .expect("secret");
-    let channel_id = ChannelId::generate();
-    let command = ChannelCommand::Connect {
-        by: Requester {
-            member_id: owner.user_id,
-            org_id: owner.org_id,
-            role: Role::Owner,
-        },
-        channel_id,
-        kind: ChannelKind::Facebook,
-        external_id: page(org),
-        name: format!("Page {org}"),
-        access_token: SecretRef {
-            id: token.id,
-            fingerprint: token.fingerprint,
-        },
-        channel_secret: None,
-    };
-    let now = chrono::Utc::now();
-    let connected =
-        execute::<Channel, _>(&*app.store, channel_id.0, &Actor::system("bench"), |c| {
-            channel::decide(c, command.clone(), now)
-        })
-        .await
-        .expect("connect");
-    if let Some(position) = connected.position {
-        app.projections
-            .catch_up_to(position, Duration::from_secs(30))
-            .await
-            .expect("catch up");
-    }
+    support::connect_page(app, &owner, &page(org)).await;
     owner.token
 }
 
@@ -179,30 +143,16 @@ async fn subscriber(ws_url: String, token: String, receipts: Arc<Receipts>) {
 }
 
 async fn run(backend: Backend, rate: f64, seconds: f64) {
-    let Some(database) = TestDatabase::create(backend).await else {
+    // Profile lookups fail at once instead of leaving the machine.
+    let Some((database, app)) = support::open_app(
+        backend,
+        &[("OMNIBOX_FACEBOOK_GRAPH_URL", "http://127.0.0.1:9")],
+    )
+    .await
+    else {
         println!("\n{backend:?}: skipped (not reachable)");
         return;
     };
-    let vars: HashMap<&str, String> = [
-        ("OMNIBOX_DATABASE_URL", database.url.clone()),
-        (
-            "OMNIBOX_SECRET_KEY",
-            "dGVzdC1rZXktMzItYnl0ZXMtbG9uZy0tLS0tLS0tLS0=".to_owned(),
-        ),
-        ("OMNIBOX_FACEBOOK_APP_SECRET", APP_SECRET.to_owned()),
-        // Profile lookups fail at once instead of leaving the machine.
-        (
-            "OMNIBOX_FACEBOOK_GRAPH_URL",
-            "http://127.0.0.1:9".to_owned(),
-        ),
-    ]
-    .into_iter()
-    .collect();
-    let config = Config::from_lookup(|name| vars.get(name).cloned()).expect("config");
-    let app = AppState::open(config, Arc::new(SystemClock))
-        .await
-        .expect("open");
-    app.start_background();
     let mut tokens = Vec::with_capacity(ORGS);
     for org in 0..ORGS {
         tokens.push(organization(&app, org).await);

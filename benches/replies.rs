@@ -10,18 +10,15 @@ use std::time::{Duration, Instant};
 
 use axum::routing::post;
 use hmac::Mac;
-use omnibox_api::commands::{execute, Actor};
-use omnibox_api::{AppState, Config};
-use omnibox_domain::channel::{self, Channel, ChannelCommand, Requester, SecretRef};
-use omnibox_domain::ids::ChannelId;
-use omnibox_domain::org::Role;
-use omnibox_domain::{ChannelKind, SystemClock};
 use omnibox_projections::Change;
-use omnibox_store::testing::{Backend, TestDatabase};
+use omnibox_store::testing::Backend;
 use serde_json::json;
 use uuid::Uuid;
 
-const APP_SECRET: &str = "bench-app-secret";
+#[path = "support/mod.rs"]
+mod support;
+
+use support::APP_SECRET;
 const PAGE: &str = "104729381650237";
 const REPLIES: usize = 2000;
 const CONCURRENCY: usize = 16;
@@ -43,65 +40,17 @@ async fn platform() -> String {
 }
 
 async fn run(backend: Backend) {
-    let Some(database) = TestDatabase::create(backend).await else {
+    let graph = platform().await;
+    let Some((_database, app)) =
+        support::open_app(backend, &[("OMNIBOX_FACEBOOK_GRAPH_URL", &graph)]).await
+    else {
         println!("\n{backend:?}: skipped (not reachable)");
         return;
     };
-    let graph = platform().await;
-    let vars: HashMap<&str, String> = [
-        ("OMNIBOX_DATABASE_URL", database.url.clone()),
-        (
-            "OMNIBOX_SECRET_KEY",
-            "dGVzdC1rZXktMzItYnl0ZXMtbG9uZy0tLS0tLS0tLS0=".to_owned(),
-        ),
-        ("OMNIBOX_FACEBOOK_APP_SECRET", APP_SECRET.to_owned()),
-        ("OMNIBOX_FACEBOOK_GRAPH_URL", graph),
-    ]
-    .into_iter()
-    .collect();
-    let config = Config::from_lookup(|name| vars.get(name).cloned()).expect("config");
-    let app = AppState::open(config, Arc::new(SystemClock))
-        .await
-        .expect("open");
-    app.start_background();
     let owner = omnibox_api::bootstrap::bootstrap(&app, "Bench", "owner@example.com")
         .await
         .expect("bootstrap");
-    let token = app
-        .secrets
-        .put("bench token", &omnibox_store::secrets::Secret::new("bench"))
-        .await
-        .expect("secret");
-    let channel_id = ChannelId::generate();
-    let command = ChannelCommand::Connect {
-        by: Requester {
-            member_id: owner.user_id,
-            org_id: owner.org_id,
-            role: Role::Owner,
-        },
-        channel_id,
-        kind: ChannelKind::Facebook,
-        external_id: PAGE.into(),
-        name: "Bench page".into(),
-        access_token: SecretRef {
-            id: token.id,
-            fingerprint: token.fingerprint,
-        },
-        channel_secret: None,
-    };
-    let now = chrono::Utc::now();
-    let connected =
-        execute::<Channel, _>(&*app.store, channel_id.0, &Actor::system("bench"), |c| {
-            channel::decide(c, command.clone(), now)
-        })
-        .await
-        .expect("connect");
-    if let Some(position) = connected.position {
-        app.projections
-            .catch_up_to(position, Duration::from_secs(30))
-            .await
-            .expect("catch up");
-    }
+    support::connect_page(&app, &owner, PAGE).await;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

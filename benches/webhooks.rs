@@ -12,15 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hmac::Mac;
-use omnibox_api::commands::{execute, Actor};
-use omnibox_api::{AppState, Config};
-use omnibox_domain::channel::{self, Channel, ChannelCommand, Requester, SecretRef};
-use omnibox_domain::ids::ChannelId;
-use omnibox_domain::org::Role;
-use omnibox_domain::{ChannelKind, SystemClock};
+use omnibox_api::AppState;
 use omnibox_store::testing::{Backend, TestDatabase};
 
-const APP_SECRET: &str = "bench-app-secret";
+#[path = "support/mod.rs"]
+mod support;
+
+use support::APP_SECRET;
 const PAGE: &str = "104729381650237";
 
 fn scaled(n: usize) -> usize {
@@ -47,60 +45,12 @@ fn webhook(n: usize) -> (Vec<u8>, String) {
 }
 
 async fn server(backend: Backend) -> Option<(TestDatabase, String, AppState)> {
-    let database = TestDatabase::create(backend).await?;
-    let vars: std::collections::HashMap<&str, String> = [
-        ("OMNIBOX_DATABASE_URL", database.url.clone()),
-        (
-            "OMNIBOX_SECRET_KEY",
-            "dGVzdC1rZXktMzItYnl0ZXMtbG9uZy0tLS0tLS0tLS0=".to_owned(),
-        ),
-        ("OMNIBOX_FACEBOOK_APP_SECRET", APP_SECRET.to_owned()),
-    ]
-    .into_iter()
-    .collect();
-    let config = Config::from_lookup(|name| vars.get(name).cloned()).expect("config");
-    let app = AppState::open(config, Arc::new(SystemClock))
-        .await
-        .expect("open");
-    app.start_background();
+    let (database, app) = support::open_app(backend, &[]).await?;
     let owner = omnibox_api::bootstrap::bootstrap(&app, "Bench", "owner@example.com")
         .await
         .expect("bootstrap");
-    // Connect the page directly through its command: the benchmark measures ingestion.
-    let token = app
-        .secrets
-        .put("bench token", &omnibox_store::secrets::Secret::new("bench"))
-        .await
-        .expect("secret");
-    let channel_id = ChannelId::generate();
-    let command = ChannelCommand::Connect {
-        by: Requester {
-            member_id: owner.user_id,
-            org_id: owner.org_id,
-            role: Role::Owner,
-        },
-        channel_id,
-        kind: ChannelKind::Facebook,
-        external_id: PAGE.into(),
-        name: "Bench page".into(),
-        access_token: SecretRef {
-            id: token.id,
-            fingerprint: token.fingerprint,
-        },
-        channel_secret: None,
-    };
-    let now = chrono::Utc::now();
-    let executed = execute::<Channel, _>(&*app.store, channel_id.0, &Actor::system("bench"), |c| {
-        channel::decide(c, command.clone(), now)
-    })
-    .await
-    .expect("connect");
-    if let Some(position) = executed.position {
-        app.projections
-            .catch_up_to(position, Duration::from_secs(30))
-            .await
-            .expect("catch up");
-    }
+    // Connected directly through its command: the benchmark measures ingestion.
+    support::connect_page(&app, &owner, PAGE).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

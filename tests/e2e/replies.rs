@@ -762,24 +762,22 @@ async fn a_retried_reply_keeps_its_place_in_the_conversation(app: App) {
         .await;
         assert!(answer["errors"].is_null(), "{answer}");
     }
+    let tried = || -> Vec<Value> {
+        inbox
+            .app
+            .platform
+            .sent("/messages")
+            .into_iter()
+            .map(|(_, body)| body["message"]["text"].clone())
+            .collect()
+    };
     assert_eq!(deliver(&inbox, &worker).await, 0, "the first is retried");
-    let tried: Vec<Value> = inbox
-        .app
-        .platform
-        .sent("/messages")
-        .into_iter()
-        .map(|(_, body)| body["message"]["text"].clone())
-        .collect();
-    assert_eq!(tried, vec![json!("first")], "the second waited");
+    assert_eq!(tried(), vec![json!("first")], "the second waited");
     assert_eq!(deliver(&inbox, &worker).await, 2);
-    let tried: Vec<Value> = inbox
-        .app
-        .platform
-        .sent("/messages")
-        .into_iter()
-        .map(|(_, body)| body["message"]["text"].clone())
-        .collect();
-    assert_eq!(tried, vec![json!("first"), json!("first"), json!("second")]);
+    assert_eq!(
+        tried(),
+        vec![json!("first"), json!("first"), json!("second")]
+    );
 }
 
 in_process_on_both_backends!(

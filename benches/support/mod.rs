@@ -1,0 +1,91 @@
+//! What the end-to-end benchmarks share: an application on a fresh
+//! database, and Facebook pages connected straight through their command.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use omnibox_api::bootstrap::Bootstrapped;
+use omnibox_api::commands::{execute, Actor};
+use omnibox_api::{AppState, Config};
+use omnibox_domain::channel::{self, Channel, ChannelCommand, Requester, SecretRef};
+use omnibox_domain::ids::ChannelId;
+use omnibox_domain::org::Role;
+use omnibox_domain::{ChannelKind, SystemClock};
+use omnibox_store::testing::{Backend, TestDatabase};
+
+pub const APP_SECRET: &str = "bench-app-secret";
+
+/// The application on a fresh database of `backend`, its background work
+/// started; `extra` adds or overrides environment variables.
+pub async fn open_app(
+    backend: Backend,
+    extra: &[(&str, &str)],
+) -> Option<(TestDatabase, AppState)> {
+    let database = TestDatabase::create(backend).await?;
+    let mut vars: HashMap<String, String> = [
+        ("OMNIBOX_DATABASE_URL", database.url.as_str()),
+        (
+            "OMNIBOX_SECRET_KEY",
+            "dGVzdC1rZXktMzItYnl0ZXMtbG9uZy0tLS0tLS0tLS0=",
+        ),
+        ("OMNIBOX_FACEBOOK_APP_SECRET", APP_SECRET),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    vars.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let config = Config::from_lookup(|name| vars.get(name).cloned()).expect("config");
+    let app = AppState::open(config, Arc::new(SystemClock))
+        .await
+        .expect("open");
+    app.start_background();
+    Some((database, app))
+}
+
+/// Connects Facebook page `page` to `owner`'s organization through the
+/// channel command (no Graph API round trip: the benchmarks measure what
+/// follows), and waits until the read models show it.
+pub async fn connect_page(app: &AppState, owner: &Bootstrapped, page: &str) {
+    let token = app
+        .secrets
+        .put("bench token", &omnibox_store::secrets::Secret::new("bench"))
+        .await
+        .expect("secret");
+    let channel_id = ChannelId::generate();
+    let command = ChannelCommand::Connect {
+        by: Requester {
+            member_id: owner.user_id,
+            org_id: owner.org_id,
+            role: Role::Owner,
+        },
+        channel_id,
+        kind: ChannelKind::Facebook,
+        external_id: page.into(),
+        name: format!("Page {page}"),
+        access_token: SecretRef {
+            id: token.id,
+            fingerprint: token.fingerprint,
+        },
+        channel_secret: None,
+    };
+    let now = chrono::Utc::now();
+    let connected =
+        execute::<Channel, _>(&*app.store, channel_id.0, &Actor::system("bench"), |c| {
+            channel::decide(c, command.clone(), now)
+        })
+        .await
+        .expect("connect");
+    if let Some(position) = connected.position {
+        app.projections
+            .catch_up_to(position, Duration::from_secs(30))
+            .await
+            .expect("catch up");
+    }
+}
