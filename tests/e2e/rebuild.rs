@@ -160,4 +160,112 @@ async fn a_rebuild_from_zero_equals_incremental_projection(app: App) {
     );
 }
 
-in_process_on_both_backends!(a_rebuild_from_zero_equals_incremental_projection);
+/// A projector that wants only `wanted-…` streams.
+struct OnlyWanted;
+
+#[async_trait::async_trait]
+impl omnibox_projections::Projector for OnlyWanted {
+    fn name(&self) -> &'static str {
+        "test-only-wanted"
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &[]
+    }
+    fn wants(&self, event: &omnibox_store::RecordedEvent) -> bool {
+        event.stream.category() == "wanted"
+    }
+    async fn apply(
+        &self,
+        _tx: &mut omnibox_projections::ReadTx,
+        _event: &omnibox_store::RecordedEvent,
+        _changes: &mut Vec<(omnibox_domain::ids::OrgId, omnibox_projections::Change)>,
+    ) -> Result<(), omnibox_projections::runtime::ApplyError> {
+        Ok(())
+    }
+}
+
+/// Where the checkpoint row of `OnlyWanted` stands in the database.
+async fn stored_checkpoint(app: &App) -> omnibox_store::Position {
+    use sqlx::Row;
+    omnibox_projections::fetch_optional!(
+        &app.state.db,
+        "SELECT commit_position, prepare_position FROM projection_checkpoints WHERE name = $1",
+        ["test-only-wanted"],
+        |row| Ok(omnibox_store::Position::new(
+            row.try_get::<i64, _>(0)? as u64,
+            row.try_get::<i64, _>(1)? as u64
+        ))
+    )
+    .expect("checkpoint")
+    .unwrap_or_default()
+}
+
+/// Events a projector does not want cost it no write: it reports their
+/// position at once, and its checkpoint moves with the next event it wants.
+async fn a_projector_passes_over_events_it_does_not_want(app: App) {
+    use omnibox_store::{ExpectedRevision, Metadata, NewEvent, StreamName};
+    let runner = omnibox_projections::ProjectionRunner::new(
+        app.state.db.clone(),
+        app.state.store.clone(),
+        std::sync::Arc::new(OnlyWanted),
+        app.state.bus.clone(),
+    );
+    runner.catch_up().await.expect("catch up");
+    let start = stored_checkpoint(&app).await;
+    let append = |category: &'static str| {
+        let store = app.state.store.clone();
+        async move {
+            let stream = StreamName::new(category, uuid::Uuid::now_v7()).expect("stream");
+            let event = NewEvent {
+                id: uuid::Uuid::now_v7(),
+                event_type: "Noted".into(),
+                data: "{}".into(),
+                metadata: Metadata {
+                    correlation_id: uuid::Uuid::now_v7(),
+                    causation_id: None,
+                    actor: None,
+                },
+            };
+            store
+                .append(&stream, ExpectedRevision::NoStream, vec![event])
+                .await
+                .expect("append")
+                .position
+        }
+    };
+    let mut last = start;
+    for _ in 0..3 {
+        last = append("other").await;
+    }
+    app.state
+        .projections
+        .catch_up_to(last, std::time::Duration::from_secs(10))
+        .await
+        .expect("others");
+    runner.catch_up().await.expect("catch up");
+    assert_eq!(
+        *runner.position().borrow(),
+        last,
+        "the position it reports moved"
+    );
+    assert_eq!(stored_checkpoint(&app).await, start, "nothing was written");
+    let wanted = append("wanted").await;
+    // On PostgreSQL a new event becomes readable once older transactions end.
+    app.state
+        .projections
+        .catch_up_to(wanted, std::time::Duration::from_secs(10))
+        .await
+        .expect("others");
+    runner.catch_up().await.expect("catch up");
+    assert_eq!(
+        stored_checkpoint(&app).await,
+        wanted,
+        "written with the wanted event"
+    );
+    assert_eq!(*runner.position().borrow(), wanted);
+}
+
+in_process_on_both_backends!(
+    a_rebuild_from_zero_equals_incremental_projection,
+    a_projector_passes_over_events_it_does_not_want,
+);
