@@ -40,10 +40,6 @@ impl Projector for ChannelsProjector {
         &["rm_channels"]
     }
 
-    fn wants(&self, event: &RecordedEvent) -> bool {
-        event.stream.category() == ChannelId::CATEGORY
-    }
-
     async fn apply(
         &self,
         tx: &mut ReadTx,

@@ -63,13 +63,6 @@ impl Projector for InboxProjector {
         ]
     }
 
-    fn wants(&self, event: &RecordedEvent) -> bool {
-        matches!(
-            event.stream.category(),
-            ConversationId::CATEGORY | ContactId::CATEGORY
-        )
-    }
-
     async fn apply(
         &self,
         tx: &mut ReadTx,

@@ -24,10 +24,6 @@ impl Projector for MembersProjector {
         &["rm_organizations", "rm_members"]
     }
 
-    fn wants(&self, event: &RecordedEvent) -> bool {
-        event.stream.category() == OrgId::CATEGORY
-    }
-
     async fn apply(
         &self,
         tx: &mut ReadTx,

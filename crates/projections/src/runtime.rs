@@ -16,11 +16,6 @@ const BATCH: usize = 500;
 /// Events per transaction when catching up (start-up, rebuild): fewer
 /// commits write each hot page fewer times.
 const CATCH_UP_BATCH: usize = 5000;
-/// Events a projector may pass over without writing its checkpoint, when
-/// none of them concerns it: a restart reads at most these again (and
-/// skips them again), and in exchange most projectors write nothing while
-/// the log fills with events for the others.
-pub const MAX_UNPERSISTED: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -57,12 +52,6 @@ pub trait Projector: Send + Sync + 'static {
 
     /// The tables this projector owns (emptied by a rebuild).
     fn tables(&self) -> &'static [&'static str];
-
-    /// Whether `event` may change this projector's tables. A batch with none
-    /// it wants costs no transaction (see [`MAX_UNPERSISTED`]).
-    fn wants(&self, _event: &RecordedEvent) -> bool {
-        true
-    }
 
     /// Applies one event inside the batch's transaction, noting what changed
     /// (and for which organization) in `changes`.
@@ -148,66 +137,40 @@ impl ProjectionRunner {
         &self,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<u64, ProjectionError> {
-        let mut persisted = self.checkpoint().await?;
-        self.position.send_replace(persisted);
-        let (mut cursor, mut skipped, mut applied) = (persisted, 0, 0);
+        let mut position = self.checkpoint().await?;
+        self.position.send_replace(position);
+        let mut applied = 0;
         loop {
-            let events = self.store.read_all(Some(cursor), CATCH_UP_BATCH).await?;
-            let Some(last) = events.last().map(|e| e.position) else {
+            let events = self.store.read_all(Some(position), CATCH_UP_BATCH).await?;
+            if events.is_empty() {
                 return Ok(applied);
-            };
-            match self.take(&mut persisted, &mut skipped, &events).await? {
+            }
+            match self.apply_batch(position, &events).await? {
                 Batch::Applied => {
                     applied += events.len() as u64;
-                    cursor = last;
+                    position = events.last().map_or(position, |e| e.position);
                     progress(applied);
                 }
-                Batch::Lost(now) => cursor = now,
+                Batch::Lost(now) => position = now,
             }
         }
     }
 
     /// Catches up, then follows the log until an error stops it.
     pub async fn run(self) -> Result<(), ProjectionError> {
-        let mut persisted = self.checkpoint().await?;
-        self.position.send_replace(persisted);
-        let mut skipped = 0;
-        let mut subscription = Subscription::new(self.store.clone(), Some(persisted), BATCH);
+        let mut position = self.checkpoint().await?;
+        self.position.send_replace(position);
+        let mut subscription = Subscription::new(self.store.clone(), Some(position), BATCH);
         loop {
             let events = subscription.next_batch().await?;
-            if let Batch::Lost(now) = self.take(&mut persisted, &mut skipped, &events).await? {
-                subscription = Subscription::new(self.store.clone(), Some(now), BATCH);
+            match self.apply_batch(position, &events).await? {
+                Batch::Applied => position = events.last().map_or(position, |e| e.position),
+                Batch::Lost(now) => {
+                    position = now;
+                    subscription = Subscription::new(self.store.clone(), Some(position), BATCH);
+                }
             }
         }
-    }
-
-    /// Takes `events`, read after the checkpoint `persisted` and `skipped`
-    /// events this projector passed over: applies them (moving `persisted`),
-    /// or, when none concerns it and not too many were passed over yet,
-    /// only moves the position it reports.
-    async fn take(
-        &self,
-        persisted: &mut Position,
-        skipped: &mut usize,
-        events: &[RecordedEvent],
-    ) -> Result<Batch, ProjectionError> {
-        let Some(last) = events.last().map(|e| e.position) else {
-            return Ok(Batch::Applied);
-        };
-        if *skipped + events.len() < MAX_UNPERSISTED
-            && !events.iter().any(|e| self.projector.wants(e))
-        {
-            *skipped += events.len();
-            self.position.send_replace(last);
-            return Ok(Batch::Applied);
-        }
-        let outcome = self.apply_batch(*persisted, events).await?;
-        *persisted = match outcome {
-            Batch::Applied => last,
-            Batch::Lost(now) => now,
-        };
-        *skipped = 0;
-        Ok(outcome)
     }
 
     /// Runs until stopped, restarting after transient failures (database

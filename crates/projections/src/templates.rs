@@ -24,10 +24,6 @@ impl Projector for TemplatesProjector {
         &["rm_templates"]
     }
 
-    fn wants(&self, event: &RecordedEvent) -> bool {
-        event.stream.category() == TemplateId::CATEGORY
-    }
-
     async fn apply(
         &self,
         tx: &mut ReadTx,
