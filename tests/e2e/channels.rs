@@ -4,12 +4,13 @@
 use std::time::Duration;
 
 use chrono::Duration as Days;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{error_code, in_process_on_both_backends, start_of_test, App, Bootstrapped};
+use crate::support::{
+    error_code, in_process_on_both_backends, start_of_test, subscribe, App, Bootstrapped,
+};
 
 const PAGE_A: &str = "104729381650237";
 const PAGE_B: &str = "108813467701552";
@@ -498,28 +499,16 @@ async fn channel_updates_reach_only_their_organization(app: App) {
     let stranger = app.bootstrap("Elsewhere", "x@example.com").await;
     let mut sockets = Vec::new();
     for token in [&owner.token, &stranger.token] {
-        let mut request = format!("{}/graphql", app.url.replacen("http", "ws", 1))
-            .into_client_request()
-            .expect("request");
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            "graphql-transport-ws".parse().expect("header"),
-        );
-        let (mut socket, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .expect("connect");
-        let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
-        socket
-            .send(Message::Text(init.to_string().into()))
-            .await
-            .expect("init");
-        let ack = socket.next().await.expect("ack").expect("ack");
-        assert!(ack.to_text().unwrap_or_default().contains("connection_ack"));
-        let subscribe = json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription { channelUpdates { externalId status } }" } });
-        socket
-            .send(Message::Text(subscribe.to_string().into()))
-            .await
-            .expect("subscribe");
+        let query = "subscription { channelUpdates { externalId status } }";
+        let socket = subscribe(
+            &app,
+            "graphql-transport-ws",
+            token,
+            "subscribe",
+            query,
+            json!({}),
+        )
+        .await;
         sockets.push(socket);
     }
     app.platform.add_page(PAGE_A, "Page A", PAGE_TOKEN);

@@ -3,13 +3,12 @@
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::inbound::inbox;
-use crate::support::{error_code, in_process_on_both_backends, App};
+use crate::support::{error_code, in_process_on_both_backends, subscribe, App, Socket};
 
 const LIST: &str = "query($c: [UUID!], $a: UUID, $u: Boolean, $s: ConversationStatus, $f: Int, $after: String) {
   conversations(channelIds: $c, assigneeId: $a, unassigned: $u, status: $s, first: $f, after: $after) {
@@ -315,31 +314,8 @@ async fn inbox_updates_follow_webhooks(app: App) {
         ("graphql-ws", "start", &inbox.owner.token),
         ("graphql-transport-ws", "subscribe", &stranger.token),
     ] {
-        let mut request = format!("{}/graphql", inbox.app.url.replacen("http", "ws", 1))
-            .into_client_request()
-            .expect("request");
-        request
-            .headers_mut()
-            .insert("Sec-WebSocket-Protocol", protocol.parse().expect("header"));
-        let (mut socket, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .expect("connect");
-        let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
-        socket
-            .send(Message::Text(init.to_string().into()))
-            .await
-            .expect("init");
-        let ack = socket.next().await.expect("ack").expect("ack");
-        assert!(
-            ack.to_text().unwrap_or_default().contains("connection_ack"),
-            "{ack:?}"
-        );
         let query = "subscription { inboxUpdates { contact { platformUserId } unreadCount lastMessagePreview } }";
-        let subscribe = json!({ "id": "1", "type": start, "payload": { "query": query } });
-        socket
-            .send(Message::Text(subscribe.to_string().into()))
-            .await
-            .expect("subscribe");
+        let socket = subscribe(&inbox.app, protocol, token, start, query, json!({})).await;
         sockets.push(socket);
     }
     // Subscriptions are not acknowledged: post messages until both clients hear one.
@@ -386,45 +362,22 @@ async fn inbox_updates_follow_webhooks(app: App) {
     assert!(leaked.is_err(), "another organization received {leaked:?}");
 }
 
-async fn subscribe_inbox(
-    app: &App,
-    token: &str,
-    after: Option<&str>,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let mut request = format!("{}/graphql", app.url.replacen("http", "ws", 1))
-        .into_client_request()
-        .expect("request");
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("connect");
-    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
-    socket
-        .send(Message::Text(init.to_string().into()))
-        .await
-        .expect("init");
-    socket.next().await.expect("ack").expect("ack");
+async fn subscribe_inbox(app: &App, token: &str, after: Option<&str>) -> Socket {
     let query = "subscription($after: String) { inboxUpdates(after: $after) { position contact { platformUserId } } }";
-    let subscribe = json!({ "id": "1", "type": "subscribe", "payload": { "query": query, "variables": { "after": after } } });
-    socket
-        .send(Message::Text(subscribe.to_string().into()))
-        .await
-        .expect("subscribe");
-    socket
+    subscribe(
+        app,
+        "graphql-transport-ws",
+        token,
+        "subscribe",
+        query,
+        json!({ "after": after }),
+    )
+    .await
 }
 
 /// Updates on `socket`: the first within `first` (none if nothing comes),
 /// then more until it is quiet for `quiet`.
-async fn drain(
-    socket: &mut tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-    first: Duration,
-    quiet: Duration,
-) -> Vec<Value> {
+async fn drain(socket: &mut Socket, first: Duration, quiet: Duration) -> Vec<Value> {
     let mut updates = Vec::new();
     let mut wait = first;
     while let Ok(Some(Ok(Message::Text(text)))) = tokio::time::timeout(wait, socket.next()).await {

@@ -12,11 +12,30 @@ const MESSAGES: &str = "query($id: UUID!) { conversation(id: $id) { messages(las
 
 /// The conversation of the first Facebook text (PSID_1 on PAGE_A), at 02:30 on the message's day.
 async fn facebook_conversation(app: App) -> (Inbox, Value) {
+    conversation_of(
+        app,
+        Fixture::Facebook("facebook/text_message.json"),
+        "2026-11-23T02:30:00Z",
+    )
+    .await
+}
+
+enum Fixture {
+    Facebook(&'static str),
+    Line(&'static str),
+}
+
+/// The conversation `fixture` starts, with the clock then set to `now`.
+async fn conversation_of(app: App, fixture: Fixture, now: &str) -> (Inbox, Value) {
     let inbox = inbox(app, false).await;
-    assert_eq!(inbox.facebook("facebook/text_message.json").await, 200);
+    let status = match fixture {
+        Fixture::Facebook(path) => inbox.facebook(path).await,
+        Fixture::Line(path) => inbox.line(path).await,
+    };
+    assert_eq!(status, 200);
     inbox.app.settle().await;
     inbox.app.clock.set(
-        chrono::DateTime::parse_from_rfc3339("2026-11-23T02:30:00Z")
+        chrono::DateTime::parse_from_rfc3339(now)
             .expect("instant")
             .to_utc(),
     );
@@ -315,24 +334,13 @@ fn fixture_json(path: &str) -> Value {
 }
 
 async fn line_replies_use_the_token_then_push_with_a_retry_key(app: App) {
-    let inbox = inbox(app, false).await;
-    assert_eq!(inbox.line("line/text_message.json").await, 200);
-    inbox.app.settle().await;
     // Ten seconds after the customer's message: the reply token is fresh.
-    inbox.app.clock.set(
-        chrono::DateTime::parse_from_rfc3339("2026-11-23T02:20:21Z")
-            .expect("instant")
-            .to_utc(),
-    );
-    let list = inbox
-        .app
-        .graphql(
-            &inbox.owner.token,
-            "{ conversations { nodes { id } } }",
-            json!({}),
-        )
-        .await;
-    let conversation = list["data"]["conversations"]["nodes"][0]["id"].clone();
+    let (inbox, conversation) = conversation_of(
+        app,
+        Fixture::Line("line/text_message.json"),
+        "2026-11-23T02:20:21Z",
+    )
+    .await;
     let worker = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
     let first = send(&inbox, json!({ "conversationId": conversation, "bubbles": [{ "text": "สวัสดีครับ" }, { "text": "ส่งได้ครับ" }] })).await;
     assert!(first["errors"].is_null(), "{first}");
@@ -607,24 +615,13 @@ async fn a_crash_mid_send_never_sends_twice_on_facebook(app: App) {
 /// A push in flight when the server stops is sent again with the same
 /// retry key; LINE answers 409 and the message exists once.
 async fn a_crash_mid_push_never_sends_twice_on_line(app: App) {
-    let inbox = inbox(app, false).await;
-    assert_eq!(inbox.line("line/text_message.json").await, 200);
-    inbox.app.settle().await;
     // An hour later: the reply token is stale, the reply is pushed.
-    inbox.app.clock.set(
-        chrono::DateTime::parse_from_rfc3339("2026-11-23T03:30:00Z")
-            .expect("instant")
-            .to_utc(),
-    );
-    let list = inbox
-        .app
-        .graphql(
-            &inbox.owner.token,
-            "{ conversations { nodes { id } } }",
-            json!({}),
-        )
-        .await;
-    let conversation = list["data"]["conversations"]["nodes"][0]["id"].clone();
+    let (inbox, conversation) = conversation_of(
+        app,
+        Fixture::Line("line/text_message.json"),
+        "2026-11-23T03:30:00Z",
+    )
+    .await;
     inbox
         .app
         .platform
@@ -698,23 +695,12 @@ async fn a_facebook_timeout_is_not_sent_again(app: App) {
 
 /// A LINE push that times out is sent again with the same retry key.
 async fn a_line_timeout_is_retried_with_the_same_key(app: App) {
-    let inbox = inbox(app, false).await;
-    assert_eq!(inbox.line("line/text_message.json").await, 200);
-    inbox.app.settle().await;
-    inbox.app.clock.set(
-        chrono::DateTime::parse_from_rfc3339("2026-11-23T03:30:00Z")
-            .expect("instant")
-            .to_utc(),
-    );
-    let list = inbox
-        .app
-        .graphql(
-            &inbox.owner.token,
-            "{ conversations { nodes { id } } }",
-            json!({}),
-        )
-        .await;
-    let conversation = list["data"]["conversations"]["nodes"][0]["id"].clone();
+    let (inbox, conversation) = conversation_of(
+        app,
+        Fixture::Line("line/text_message.json"),
+        "2026-11-23T03:30:00Z",
+    )
+    .await;
     inbox
         .app
         .platform

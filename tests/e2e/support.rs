@@ -462,3 +462,50 @@ pub async fn database_dump(app: &App) -> String {
         }
     }
 }
+
+/// A GraphQL WebSocket client of the in-process server.
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a WebSocket to `app`'s `/graphql` on `protocol` (`graphql-transport-ws`
+/// or `graphql-ws`), initialises it with `token`, checks the acknowledgement,
+/// then starts `query` with `variables` as operation "1" (`start` is the
+/// protocol's word for it: `subscribe` or `start`).
+pub async fn subscribe(
+    app: &App,
+    protocol: &str,
+    token: &str,
+    start: &str,
+    query: &str,
+    variables: Value,
+) -> Socket {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut request = format!("{}/graphql", app.url.replacen("http", "ws", 1))
+        .into_client_request()
+        .expect("request");
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", protocol.parse().expect("header"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("connect");
+    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
+    socket
+        .send(Message::Text(init.to_string().into()))
+        .await
+        .expect("init");
+    let ack = socket.next().await.expect("ack").expect("ack");
+    assert!(
+        ack.to_text().unwrap_or_default().contains("connection_ack"),
+        "{ack:?}"
+    );
+    let subscribe =
+        json!({ "id": "1", "type": start, "payload": { "query": query, "variables": variables } });
+    socket
+        .send(Message::Text(subscribe.to_string().into()))
+        .await
+        .expect("subscribe");
+    socket
+}
