@@ -1,7 +1,6 @@
 //! What the end-to-end benchmarks share: an application on a fresh
 //! database, and Facebook pages connected straight through their command.
 
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::{execute, fetch_optional_tx, Change, LiveUpdate, ReadTx, UpdateBus};
 
-/// Events per transaction during catch-up and live following.
+/// Events per transaction while following the log live.
 const BATCH: usize = 500;
 /// Events per transaction when catching up (start-up, rebuild): fewer
 /// commits write each hot page fewer times.
@@ -207,25 +207,55 @@ impl ProjectionRunner {
         let Some(to) = events.last().map(|e| e.position) else {
             return Ok(Batch::Applied);
         };
+        let name = self.projector.name();
         // On SQLite the statements are synchronous calls made right here.
         // Moving the batch to a blocking thread (or `block_in_place`) was
         // measured: live updates then lagged by ~100 ms instead of ~10.
-        let applied = apply_events(&self.db, &*self.projector, from, to, events).await?;
-        match applied {
-            Applied::Lost => {
-                let now = self.checkpoint().await?;
-                self.position.send_replace(now);
-                Ok(Batch::Lost(now))
-            }
-            Applied::Done(updates) => {
-                self.position.send_replace(to);
-                for update in updates {
-                    // No subscriber is not an error.
-                    let _ = self.bus.send(update);
-                }
-                Ok(Batch::Applied)
-            }
+        let mut tx = ReadTx::begin(&self.db).await?;
+        // The checkpoint moves first: on SQLite that takes the write lock, and
+        // everywhere it is the compare-and-set that lets only one process apply this batch.
+        let moved = execute!(
+            &mut tx,
+            "UPDATE projection_checkpoints SET commit_position = $1, prepare_position = $2
+             WHERE name = $3 AND commit_position = $4 AND prepare_position = $5",
+            to.commit as i64,
+            to.prepare as i64,
+            name,
+            from.commit as i64,
+            from.prepare as i64
+        )?;
+        if moved == 0 {
+            tx.rollback().await?;
+            let now = self.checkpoint().await?;
+            self.position.send_replace(now);
+            return Ok(Batch::Lost(now));
         }
+        let mut updates = Vec::new();
+        let mut changes = Vec::new();
+        for event in events {
+            self.projector
+                .apply(&mut tx, event, &mut changes)
+                .await
+                .map_err(|error| ProjectionError::BadEvent {
+                    projection: name,
+                    position: event.position,
+                    event_id: event.id,
+                    event_type: event.event_type.clone(),
+                    reason: error.to_string(),
+                })?;
+            updates.extend(changes.drain(..).map(|(org_id, change)| LiveUpdate {
+                org_id,
+                position: event.position,
+                change,
+            }));
+        }
+        tx.commit().await?;
+        self.position.send_replace(to);
+        for update in updates {
+            // No subscriber is not an error.
+            let _ = self.bus.send(update);
+        }
+        Ok(Batch::Applied)
     }
 
     /// Empties this projection's tables and checkpoint, then replays the whole log.
@@ -255,62 +285,6 @@ impl ProjectionRunner {
         tx.commit().await?;
         self.catch_up_reporting(progress).await
     }
-}
-
-enum Applied {
-    Done(Vec<LiveUpdate>),
-    /// Another process moved the checkpoint first.
-    Lost,
-}
-
-/// One batch in one transaction: the checkpoint's compare-and-set from
-/// `from` to `to`, then every event; the updates to publish once committed.
-async fn apply_events(
-    db: &Database,
-    projector: &dyn Projector,
-    from: Position,
-    to: Position,
-    events: &[RecordedEvent],
-) -> Result<Applied, ProjectionError> {
-    let name = projector.name();
-    let mut tx = ReadTx::begin(db).await?;
-    // The checkpoint moves first: on SQLite that takes the write lock, and
-    // everywhere it is the compare-and-set that lets only one process apply this batch.
-    let moved = execute!(
-        &mut tx,
-        "UPDATE projection_checkpoints SET commit_position = $1, prepare_position = $2
-         WHERE name = $3 AND commit_position = $4 AND prepare_position = $5",
-        to.commit as i64,
-        to.prepare as i64,
-        name,
-        from.commit as i64,
-        from.prepare as i64
-    )?;
-    if moved == 0 {
-        tx.rollback().await?;
-        return Ok(Applied::Lost);
-    }
-    let mut updates = Vec::new();
-    let mut changes = Vec::new();
-    for event in events {
-        projector
-            .apply(&mut tx, event, &mut changes)
-            .await
-            .map_err(|error| ProjectionError::BadEvent {
-                projection: name,
-                position: event.position,
-                event_id: event.id,
-                event_type: event.event_type.clone(),
-                reason: error.to_string(),
-            })?;
-        updates.extend(changes.drain(..).map(|(org_id, change)| LiveUpdate {
-            org_id,
-            position: event.position,
-            change,
-        }));
-    }
-    tx.commit().await?;
-    Ok(Applied::Done(updates))
 }
 
 /// Every projector of the process, and a way to wait until they all reflect a position.

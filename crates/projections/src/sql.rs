@@ -46,10 +46,11 @@ impl SqliteTx {
     }
 
     /// The open connection (present until the transaction ends).
-    pub fn connection(&self) -> &rusqlite::Connection {
+    /// (Finishing consumes the transaction, so the error cannot happen.)
+    pub fn connection(&self) -> Result<&rusqlite::Connection, sqlx::Error> {
         self.connection
             .as_ref()
-            .unwrap_or_else(|| unreachable!("a finished transaction is consumed"))
+            .ok_or_else(|| sqlx::Error::Protocol("the transaction already ended".into()))
     }
 
     fn finish(mut self, sql: &str) -> Result<(), sqlx::Error> {
@@ -163,7 +164,7 @@ fn prepare<'c>(
 
 /// Runs one statement in a SQLite read-model transaction; the rows changed.
 pub fn sqlite_execute(tx: &SqliteTx, sql: &str, args: &[&dyn Arg]) -> Result<u64, sqlx::Error> {
-    let mut statement = prepare(tx.connection(), sql, args)?;
+    let mut statement = prepare(tx.connection()?, sql, args)?;
     statement
         .raw_execute()
         .map(|n| n as u64)
@@ -177,7 +178,7 @@ pub fn sqlite_fetch_optional<T>(
     args: &[&dyn Arg],
     map: impl FnOnce(&SqliteRow<'_>) -> Result<T, sqlx::Error>,
 ) -> Result<Option<T>, sqlx::Error> {
-    let mut statement = prepare(tx.connection(), sql, args)?;
+    let mut statement = prepare(tx.connection()?, sql, args)?;
     let mut rows = statement.raw_query();
     match rows.next().map_err(sqlite_error)? {
         Some(row) => map(&SqliteRow(row)).map(Some),
