@@ -766,7 +766,52 @@ async fn a_retried_reply_keeps_its_place_in_the_conversation(app: App) {
     );
 }
 
+/// Server errors are retried, but not for ever: after the last attempt the
+/// bubble is FAILED, saying so.
+async fn server_errors_are_retried_a_bounded_number_of_times(app: App) {
+    let (inbox, conversation) = facebook_conversation(app).await;
+    let worker = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    let unavailable =
+        json!({ "error": { "message": "Service temporarily unavailable", "code": 2 } });
+    inbox
+        .app
+        .platform
+        .script_sends(vec![(500, unavailable); 10]);
+    let answer = send(
+        &inbox,
+        json!({ "conversationId": conversation, "bubbles": [{ "text": "Still there?" }] }),
+    )
+    .await;
+    assert!(answer["errors"].is_null(), "{answer}");
+    let mut passes = 0;
+    while deliver(&inbox, &worker).await == 0 {
+        passes += 1;
+        assert!(passes < 20, "retried without end");
+    }
+    assert_eq!(
+        inbox.app.platform.sent("/messages").len(),
+        6,
+        "six attempts in all"
+    );
+    let answer = inbox
+        .app
+        .graphql(&inbox.owner.token, MESSAGES, json!({ "id": conversation }))
+        .await;
+    let last = answer["data"]["conversation"]["messages"]["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.last().cloned())
+        .expect("the reply");
+    assert_eq!(last["deliveryState"], "FAILED", "{last}");
+    assert!(
+        last["failureReason"]
+            .as_str()
+            .is_some_and(|r| r.contains("gave up after 6 attempts")),
+        "{last}"
+    );
+}
+
 in_process_on_both_backends!(
+    server_errors_are_retried_a_bounded_number_of_times,
     a_retried_reply_keeps_its_place_in_the_conversation,
     facebook_replies_follow_the_window,
     facebook_delivery_outcomes,
