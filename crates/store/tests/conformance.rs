@@ -527,3 +527,25 @@ conformance!(
     concurrent_appends_to_one_stream_never_fork_it,
     a_reader_following_all_under_concurrent_writers_skips_nothing,
 );
+
+/// Tables here start empty and grow, and autovacuum may never analyze them:
+/// a generic plan cached while `events` was small would keep scanning the
+/// whole table for every id lookup. Every pooled connection plans each
+/// statement for its own parameters, and never JIT-compiles them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_never_reuse_a_plan_made_for_an_empty_table() {
+    let Some(f) = fixture(Backend::Postgres).await else {
+        return;
+    };
+    let Database::Postgres { pool } = &f.db else {
+        panic!("a PostgreSQL fixture opens a PostgreSQL database");
+    };
+    let show = |setting: &'static str| async move {
+        sqlx::query_scalar::<_, String>(&format!("SHOW {setting}"))
+            .fetch_one(pool)
+            .await
+            .expect("show the setting")
+    };
+    assert_eq!(show("plan_cache_mode").await, "force_custom_plan");
+    assert_eq!(show("jit").await, "off");
+}
