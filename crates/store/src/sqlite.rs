@@ -21,7 +21,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use crate::database::SQLITE_BUSY_TIMEOUT_MS;
+use crate::database::{SQLITE_BUSY_TIMEOUT_MS, SQLITE_PAGE_SIZE};
 use crate::event::{
     check_new_events, AppendOutcome, Direction, ExpectedRevision, Metadata, NewEvent, Position,
     RecordedEvent, StreamName,
@@ -98,6 +98,8 @@ impl SqliteEventStore {
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS))?;
+    // Only takes effect on a file this connection creates.
+    conn.pragma_update(None, "page_size", SQLITE_PAGE_SIZE)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     // No commit copies the WAL back into the file: a checkpoint on the
@@ -306,12 +308,32 @@ impl ReadPool {
     }
 }
 
+/// The writer thread's state: its connection, and the head of every stream
+/// it has written or looked up since the log last changed behind its back.
+struct Writer {
+    conn: Connection,
+    /// Stream name → (stream_id, head revision), true as of this
+    /// connection's last commit. Only the writer thread writes while the
+    /// server runs, but another process (an `omnibox` command) may:
+    /// `PRAGMA data_version` changes when it does, and the cache is dropped.
+    heads: HashMap<String, (i64, i64)>,
+    data_version: Option<i64>,
+}
+
+/// Beyond this many cached stream heads the cache starts over.
+const MAX_CACHED_HEADS: usize = 100_000;
+
 /// The writer thread's loop: take what is waiting, commit it, answer.
 fn run_writer(
-    mut conn: Connection,
+    conn: Connection,
     mut queue: mpsc::Receiver<AppendRequest>,
     changes: &watch::Sender<u64>,
 ) {
+    let mut writer = Writer {
+        conn,
+        heads: HashMap::new(),
+        data_version: None,
+    };
     while let Some(first) = queue.blocking_recv() {
         let mut events = first.events.len();
         let mut batch = vec![first];
@@ -326,7 +348,7 @@ fn run_writer(
         }
         let recorded_at = Utc::now().timestamp_micros();
         let mut wrote = false;
-        match commit(&mut conn, &batch, recorded_at, false) {
+        match writer.commit(&batch, recorded_at, false) {
             Ok(outcomes) => {
                 for (request, outcome) in batch.into_iter().zip(outcomes) {
                     wrote |= matches!(
@@ -342,15 +364,13 @@ fn run_writer(
             Err(error) => {
                 tracing::warn!(%error, appends = batch.len(), "group commit failed; retrying its appends one by one");
                 for request in batch {
-                    let outcome = match commit(
-                        &mut conn,
-                        std::slice::from_ref(&request),
-                        recorded_at,
-                        true,
-                    ) {
-                        Ok(mut outcomes) => outcomes.pop().unwrap_or(Err(StoreError::WriterGone)),
-                        Err(error) => Err(StoreError::Sqlite(error)),
-                    };
+                    let outcome =
+                        match writer.commit(std::slice::from_ref(&request), recorded_at, true) {
+                            Ok(mut outcomes) => {
+                                outcomes.pop().unwrap_or(Err(StoreError::WriterGone))
+                            }
+                            Err(error) => Err(StoreError::Sqlite(error)),
+                        };
                     wrote |= matches!(
                         outcome,
                         Ok(AppendOutcome {
@@ -368,44 +388,151 @@ fn run_writer(
     }
 }
 
-/// Commits `batch` in one transaction. The outer error is SQLite failing
-/// (nothing committed); the inner results are each append's own verdict.
-/// `thorough` looks up every event id (the one-by-one retry path).
-fn commit(
-    conn: &mut Connection,
-    batch: &[AppendRequest],
-    recorded_at: i64,
-    thorough: bool,
-) -> rusqlite::Result<Vec<Result<AppendOutcome, StoreError>>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for request in batch {
-        outcomes.push(append_one(&tx, request, recorded_at, thorough)?);
+impl Writer {
+    /// Commits `batch` in one transaction. The outer error is SQLite
+    /// failing (nothing committed, and the cached heads are dropped, since
+    /// they may hold the rolled-back revisions); the inner results are each
+    /// append's own verdict. `thorough` looks up every event id and reads
+    /// heads from the file (the one-by-one retry path).
+    fn commit(
+        &mut self,
+        batch: &[AppendRequest],
+        recorded_at: i64,
+        thorough: bool,
+    ) -> rusqlite::Result<Vec<Result<AppendOutcome, StoreError>>> {
+        let Writer {
+            conn,
+            heads,
+            data_version,
+        } = self;
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Holding the write lock, nobody else can commit until we do.
+            let version: i64 = tx.query_row("PRAGMA data_version", [], |row| row.get(0))?;
+            if thorough || *data_version != Some(version) || heads.len() > MAX_CACHED_HEADS {
+                heads.clear();
+                *data_version = Some(version);
+            }
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for request in batch {
+                outcomes.push(append_one(&tx, heads, request, recorded_at, thorough)?);
+            }
+            tx.commit()?;
+            Ok(outcomes)
+        })();
+        if result.is_err() {
+            heads.clear();
+        }
+        result
     }
-    tx.commit()?;
-    Ok(outcomes)
 }
 
+/// Appends one request inside the writer's transaction.
+///
+/// The fast path costs two statements per event: the first event is
+/// inserted with `ON CONFLICT (event_id) DO NOTHING`, so a retried append
+/// (which repeats its first event) is recognised by inserting nothing, and
+/// the stream's head comes from the writer's cache. If a later id alone is
+/// stored, its plain insert hits the unique index, the batch fails, and the
+/// one-by-one retry takes the thorough path.
 fn append_one(
     tx: &rusqlite::Transaction<'_>,
+    heads: &mut HashMap<String, (i64, i64)>,
     request: &AppendRequest,
     recorded_at: i64,
     thorough: bool,
 ) -> rusqlite::Result<Result<AppendOutcome, StoreError>> {
-    // Fast path: only the first id is looked up (a retried append repeats
-    // its first event). If a later id alone is stored, the insert below hits
-    // the unique index, the batch fails, and the one-by-one retry takes the
-    // thorough path.
-    let checked = if thorough {
-        &request.events[..]
-    } else {
-        &request.events[..request.events.len().min(1)]
+    if thorough {
+        if let Some(verdict) = stored_verdict(tx, request)? {
+            return Ok(verdict);
+        }
+    }
+    let name = request.stream.as_str();
+    let head = match heads.get(name) {
+        Some(head) => Some(*head),
+        None => tx
+            .prepare_cached("SELECT stream_id, revision FROM streams WHERE name = ?1")?
+            .query_row(params![name], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?,
     };
+    let actual = head.and_then(|(_, revision)| u64::try_from(revision).ok());
+    if !request.expected.matches(actual) {
+        // A retried append finds its stream moved on by its own first try:
+        // that is a duplicate, not a conflict.
+        if let Some(verdict) = stored_verdict(tx, request)? {
+            return Ok(verdict);
+        }
+        return Ok(Err(StoreError::WrongExpectedRevision {
+            stream: request.stream.clone(),
+            expected: request.expected,
+            actual,
+        }));
+    }
+    let (stream_id, mut revision, created) = match head {
+        Some((stream_id, revision)) => (stream_id, revision, false),
+        None => {
+            tx.prepare_cached("INSERT INTO streams (name, revision) VALUES (?1, -1)")?
+                .execute(params![name])?;
+            (tx.last_insert_rowid(), -1, true)
+        }
+    };
+    let mut insert_first = tx.prepare_cached(
+        "INSERT INTO events (event_id, stream_id, revision, event_type, data, metadata, recorded_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (event_id) DO NOTHING",
+    )?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO events (event_id, stream_id, revision, event_type, data, metadata, recorded_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for (n, (event, metadata)) in request.events.iter().zip(&request.metadata).enumerate() {
+        revision += 1;
+        let values = params![
+            event.id.as_bytes(),
+            stream_id,
+            revision,
+            event.event_type,
+            event.data,
+            metadata,
+            recorded_at
+        ];
+        if n > 0 {
+            insert.execute(values)?;
+        } else if insert_first.execute(values)? == 0 {
+            // The first id is stored: a retry of an earlier append.
+            if created {
+                tx.prepare_cached("DELETE FROM streams WHERE stream_id = ?1")?
+                    .execute(params![stream_id])?;
+            }
+            return Ok(stored_verdict(tx, request)?.unwrap_or_else(|| {
+                Err(StoreError::Corrupt(
+                    "an event id conflicted but is not stored".into(),
+                ))
+            }));
+        }
+    }
+    let position = tx.last_insert_rowid() as u64;
+    tx.prepare_cached("UPDATE streams SET revision = ?1 WHERE stream_id = ?2")?
+        .execute(params![revision, stream_id])?;
+    heads.insert(name.to_owned(), (stream_id, revision));
+    Ok(Ok(AppendOutcome {
+        revision: revision as u64,
+        position: Position::new(position, position),
+        duplicate: false,
+    }))
+}
+
+/// What an append whose ids are (partly) stored already gets: `None` when
+/// none is stored, a duplicate outcome pointing at the stored events when
+/// all are, and an error when only some are.
+fn stored_verdict(
+    tx: &rusqlite::Transaction<'_>,
+    request: &AppendRequest,
+) -> rusqlite::Result<Option<Result<AppendOutcome, StoreError>>> {
     let mut find =
         tx.prepare_cached("SELECT position, revision FROM events WHERE event_id = ?1")?;
     let mut stored: Option<(i64, i64)> = None;
     let mut stored_count = 0;
-    for event in checked {
+    for event in &request.events {
         if let Some(found) = find
             .query_row(params![event.id.as_bytes()], |row| {
                 Ok((row.get(0)?, row.get(1)?))
@@ -416,68 +543,17 @@ fn append_one(
             stored = stored.max(Some(found));
         }
     }
-    if stored.is_some() && !thorough && request.events.len() > 1 {
-        // Some ids are stored: find out whether all are.
-        return append_one(tx, request, recorded_at, true);
-    }
-    if let Some((position, revision)) = stored {
+    Ok(stored.map(|(position, revision)| {
         if stored_count < request.events.len() {
-            return Ok(Err(StoreError::PartiallyStored {
+            return Err(StoreError::PartiallyStored {
                 stream: request.stream.clone(),
-            }));
+            });
         }
         let position = position as u64;
-        return Ok(Ok(AppendOutcome {
+        Ok(AppendOutcome {
             revision: revision as u64,
             position: Position::new(position, position),
             duplicate: true,
-        }));
-    }
-
-    let head: Option<(i64, i64)> = tx
-        .prepare_cached("SELECT stream_id, revision FROM streams WHERE name = ?1")?
-        .query_row(params![request.stream.as_str()], |row| {
-            Ok((row.get(0)?, row.get(1)?))
         })
-        .optional()?;
-    let actual = head.and_then(|(_, revision)| u64::try_from(revision).ok());
-    if !request.expected.matches(actual) {
-        return Ok(Err(StoreError::WrongExpectedRevision {
-            stream: request.stream.clone(),
-            expected: request.expected,
-            actual,
-        }));
-    }
-    let (stream_id, mut revision) = match head {
-        Some(head) => head,
-        None => {
-            tx.prepare_cached("INSERT INTO streams (name, revision) VALUES (?1, -1)")?
-                .execute(params![request.stream.as_str()])?;
-            (tx.last_insert_rowid(), -1)
-        }
-    };
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO events (event_id, stream_id, revision, event_type, data, metadata, recorded_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?;
-    for (event, metadata) in request.events.iter().zip(&request.metadata) {
-        revision += 1;
-        insert.execute(params![
-            event.id.as_bytes(),
-            stream_id,
-            revision,
-            event.event_type,
-            event.data,
-            metadata,
-            recorded_at
-        ])?;
-    }
-    let position = tx.last_insert_rowid() as u64;
-    tx.prepare_cached("UPDATE streams SET revision = ?1 WHERE stream_id = ?2")?
-        .execute(params![revision, stream_id])?;
-    Ok(Ok(AppendOutcome {
-        revision: revision as u64,
-        position: Position::new(position, position),
-        duplicate: false,
     }))
 }

@@ -549,3 +549,42 @@ async fn postgres_connections_never_reuse_a_plan_made_for_an_empty_table() {
     assert_eq!(show("plan_cache_mode").await, "force_custom_plan");
     assert_eq!(show("jit").await, "off");
 }
+
+/// Two processes on one SQLite file (the server and an `omnibox` command):
+/// each writer sees the other's appends, even to a stream whose head it has
+/// cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_writers_sharing_a_file_see_each_others_heads() {
+    let owner = TestDatabase::create(Backend::Sqlite)
+        .await
+        .expect("sqlite is always there");
+    let first = owner.connect().await.event_store().await.expect("open");
+    let second = owner.connect().await.event_store().await.expect("open");
+    let s = stream("shared");
+    first
+        .append(&s, ExpectedRevision::NoStream, events(1))
+        .await
+        .expect("first writer creates the stream");
+    second
+        .append(&s, ExpectedRevision::Exact(0), events(1))
+        .await
+        .expect("second writer appends revision 1");
+    let outcome = first
+        .append(&s, ExpectedRevision::Exact(1), events(1))
+        .await
+        .expect("the first writer knows the stream is at revision 1");
+    assert_eq!(outcome.revision, 2);
+    let stale = first
+        .append(&s, ExpectedRevision::Exact(1), events(1))
+        .await;
+    assert!(
+        matches!(
+            stale,
+            Err(StoreError::WrongExpectedRevision {
+                actual: Some(2),
+                ..
+            })
+        ),
+        "{stale:?}"
+    );
+}
