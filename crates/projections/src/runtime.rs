@@ -15,7 +15,7 @@ use crate::{execute, fetch_optional_tx, Change, LiveUpdate, ReadTx, UpdateBus};
 const BATCH: usize = 500;
 /// Events per transaction when catching up (start-up, rebuild): fewer
 /// commits write each hot page fewer times.
-const CATCH_UP_BATCH: usize = 5000;
+const CATCH_UP_BATCH: usize = 20000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {

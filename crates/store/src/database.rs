@@ -102,7 +102,7 @@ impl Database {
         let read_path = read_model_path(&path);
         let read_pool = SqlitePoolOptions::new()
             .max_connections(8)
-            .connect_with(sqlite_options(&read_path))
+            .connect_with(sqlite_options(&read_path).page_size(READ_MODEL_PAGE_SIZE))
             .await?;
         Ok(Database::Sqlite {
             pool,
@@ -174,16 +174,21 @@ impl Database {
     }
 }
 
-/// The page size of the SQLite files Omnibox creates (files created
+/// The page size of the SQLite log files Omnibox creates (files created
 /// earlier keep theirs).
 ///
 /// Every commit writes each page it dirtied to the WAL in full, and a group
 /// commit of the webhook shape (one event in each of ~100 streams) dirties
 /// one leaf of the (stream, revision) index per stream: halving the page
 /// from SQLite's default 4 KiB took that shape from ~34k to ~45k events/s
-/// on the benchmark machine. 1 KiB pages wrote faster still but made
-/// `$all` reads a third slower (deeper trees, more pages per row).
-pub(crate) const SQLITE_PAGE_SIZE: u32 = 2048;
+/// on the benchmark machine. 1 KiB pages wrote no faster but made `$all`
+/// reads a third slower (deeper trees, more pages per row).
+pub(crate) const LOG_PAGE_SIZE: u32 = 2048;
+
+/// The read-model file keeps SQLite's default page size: with 2 KiB pages
+/// an inbox rebuild ran at ~29k events/s instead of ~38k (its B-trees are
+/// wide and deep; 8 KiB measured the same as 4).
+const READ_MODEL_PAGE_SIZE: u32 = 4096;
 
 /// The settings every SQLite connection of Omnibox uses, whichever library
 /// opens it: WAL so readers never block the writer, `synchronous = FULL` so a
@@ -192,7 +197,7 @@ pub(crate) fn sqlite_options(path: &Path) -> SqliteConnectOptions {
     SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
-        .page_size(SQLITE_PAGE_SIZE)
+        .page_size(LOG_PAGE_SIZE)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(SQLITE_BUSY_TIMEOUT)

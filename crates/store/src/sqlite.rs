@@ -21,7 +21,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use crate::database::{SQLITE_BUSY_TIMEOUT_MS, SQLITE_PAGE_SIZE};
+use crate::database::{LOG_PAGE_SIZE, SQLITE_BUSY_TIMEOUT_MS};
 use crate::event::{
     check_new_events, AppendOutcome, Direction, ExpectedRevision, Metadata, NewEvent, Position,
     RecordedEvent, StreamName,
@@ -99,7 +99,7 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_millis(SQLITE_BUSY_TIMEOUT_MS))?;
     // Only takes effect on a file this connection creates.
-    conn.pragma_update(None, "page_size", SQLITE_PAGE_SIZE)?;
+    conn.pragma_update(None, "page_size", LOG_PAGE_SIZE)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     // No commit copies the WAL back into the file: a checkpoint on the
