@@ -159,8 +159,27 @@ fn report(name: &str, rate: f64, latencies: &[Duration]) {
     );
 }
 
+/// Waits until the projectors have applied everything in the log, so one
+/// run's backlog does not weigh on the next run's figures.
+async fn settle(app: &AppState) {
+    let mut end = None;
+    loop {
+        let page = app.store.read_all(end, 10_000).await.expect("read the log");
+        match page.last() {
+            Some(last) => end = Some(last.position),
+            None => break,
+        }
+    }
+    if let Some(end) = end {
+        assert!(
+            app.projections.wait_for(end, Duration::from_secs(300)).await,
+            "projections did not catch up"
+        );
+    }
+}
+
 async fn run(backend: Backend) {
-    let Some((_database, url, _app)) = server(backend).await else {
+    let Some((_database, url, app)) = server(backend).await else {
         println!("\n{backend:?}: skipped (not reachable)");
         return;
     };
@@ -170,6 +189,7 @@ async fn run(backend: Backend) {
     let (rate, latencies) = closed_loop(&url, scaled(40_000)).await;
     report("64 concurrent senders (closed loop)", rate, &latencies);
     for target in [1_000, 5_000] {
+        settle(&app).await;
         let (rate, latencies) = open_loop(&url, target, scaled(target * 5)).await;
         report(
             &format!("fixed rate {target}/s (open loop)"),
