@@ -172,7 +172,9 @@ async fn settle(app: &AppState) {
     }
     if let Some(end) = end {
         assert!(
-            app.projections.wait_for(end, Duration::from_secs(300)).await,
+            app.projections
+                .wait_for(end, Duration::from_secs(300))
+                .await,
             "projections did not catch up"
         );
     }

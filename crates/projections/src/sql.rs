@@ -249,10 +249,20 @@ impl rusqlite::ToSql for dyn Arg + '_ {
 impl ReadTx {
     /// Starts a write transaction. On SQLite it takes the write lock at once
     /// (`BEGIN IMMEDIATE`), so it waits its turn instead of failing half-way.
+    ///
+    /// Neither backend waits for the disk at commit. Read models are derived
+    /// from the log and each projector's checkpoint commits with its writes,
+    /// so a crash can only lose the last few transactions whole, and they
+    /// are applied again from the log. (SQLite: `synchronous = NORMAL`;
+    /// PostgreSQL: `synchronous_commit = off` for these transactions only,
+    /// so they stop queueing for WAL flushes beside the log's appends.)
     pub async fn begin(db: &Database) -> Result<Self, sqlx::Error> {
         Ok(match db {
             Database::Sqlite { writers, .. } => ReadTx::Sqlite(SqliteTx::begin(writers).await?),
-            Database::Postgres { pool } => ReadTx::Postgres(pool.begin().await?),
+            Database::Postgres { pool } => ReadTx::Postgres(
+                pool.begin_with("BEGIN; SET LOCAL synchronous_commit = off")
+                    .await?,
+            ),
         })
     }
 
