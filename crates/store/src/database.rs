@@ -118,7 +118,7 @@ impl Database {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self {
             Database::Sqlite { pool, read_pool, .. } => {
-                migrator(migrations!("sqlite": 1 "0001_event_log", 2 "0002_secrets"))
+                migrator(migrations!("sqlite": 1 "0001_event_log", 2 "0002_secrets", 9 "0009_stream_heads"))
                     .run(pool)
                     .await?;
                 migrator(migrations!("sqlite": 3 "0003_read_models", 4 "0004_channels", 5 "0005_inbox", 6 "0006_media", 7 "0007_deliveries", 8 "0008_templates"))

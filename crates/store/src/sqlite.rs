@@ -451,7 +451,10 @@ fn append_one(
     let head = match heads.get(name) {
         Some(head) => Some(*head),
         None => tx
-            .prepare_cached("SELECT stream_id, revision FROM streams WHERE name = ?1")?
+            .prepare_cached(
+                "SELECT stream_id, coalesce((SELECT max(revision) FROM events e WHERE e.stream_id = s.stream_id), -1)
+                 FROM streams s WHERE name = ?1",
+            )?
             .query_row(params![name], |row| Ok((row.get(0)?, row.get(1)?)))
             .optional()?,
     };
@@ -471,7 +474,7 @@ fn append_one(
     let (stream_id, mut revision, created) = match head {
         Some((stream_id, revision)) => (stream_id, revision, false),
         None => {
-            tx.prepare_cached("INSERT INTO streams (name, revision) VALUES (?1, -1)")?
+            tx.prepare_cached("INSERT INTO streams (name) VALUES (?1)")?
                 .execute(params![name])?;
             (tx.last_insert_rowid(), -1, true)
         }
@@ -511,8 +514,6 @@ fn append_one(
         }
     }
     let position = tx.last_insert_rowid() as u64;
-    tx.prepare_cached("UPDATE streams SET revision = ?1 WHERE stream_id = ?2")?
-        .execute(params![revision, stream_id])?;
     heads.insert(name.to_owned(), (stream_id, revision));
     Ok(Ok(AppendOutcome {
         revision: revision as u64,
