@@ -269,6 +269,32 @@ async fn subscriptions_need_a_valid_token(server: Server) {
     assert_eq!(u16::from(CloseCode::Library(4403)), 4403);
 }
 
+/// A subscription client may send messages of up to 1 MiB: a bigger one
+/// ends its socket unanswered, and the server goes on serving.
+async fn oversized_subscription_messages_end_the_socket(server: Server) {
+    let boot = server.bootstrap("Acme", "owner@example.com");
+    let mut socket = socket(&server, "graphql-transport-ws").await;
+    let init = json!({
+        "type": "connection_init",
+        "payload": { "Authorization": format!("Bearer {}", boot.token), "padding": "x".repeat(2 << 20) }
+    });
+    socket
+        .send(Message::Text(init.to_string().into()))
+        .await
+        .expect("send");
+    let answer = tokio::time::timeout(Duration::from_secs(10), socket.next())
+        .await
+        .expect("the server ends the socket rather than leave it hanging");
+    assert!(
+        !matches!(&answer, Some(Ok(Message::Text(_)))),
+        "an oversized init was answered: {answer:?}"
+    );
+    let health = reqwest::get(format!("{}/healthz", server.url))
+        .await
+        .expect("GET /healthz");
+    assert_eq!(health.status(), 200);
+}
+
 /// Subscribes to `memberUpdates` on `protocol` and checks that adding a
 /// member reaches this organization's socket and not another's.
 async fn member_updates_reach_only_their_organization(server: Server) {
@@ -350,6 +376,7 @@ on_both_backends!(
     organizations_never_see_each_other,
     metrics_count_requests_and_appends,
     subscriptions_need_a_valid_token,
+    oversized_subscription_messages_end_the_socket,
     member_updates_reach_only_their_organization,
     graphiql_is_served_to_browsers,
 );
