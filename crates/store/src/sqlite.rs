@@ -429,10 +429,10 @@ impl Writer {
 
 /// Appends one request inside the writer's transaction.
 ///
-/// The fast path costs two statements per event: the first event is
-/// inserted with `ON CONFLICT (event_id) DO NOTHING`, so a retried append
-/// (which repeats its first event) is recognised by inserting nothing, and
-/// the stream's head comes from the writer's cache. If a later id alone is
+/// The fast path costs one statement per event, its insert: the stream's
+/// head comes from the writer's cache, and the first event is inserted
+/// with `ON CONFLICT (event_id) DO NOTHING`, so a retried append (which
+/// repeats its first event) is recognised by inserting nothing. If a later id alone is
 /// stored, its plain insert hits the unique index, the batch fails, and the
 /// one-by-one retry takes the thorough path.
 fn append_one(
