@@ -97,12 +97,12 @@ impl Database {
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
-            .connect_with(sqlite_options(&path))
+            .connect_with(sqlite_options(&path, LOG_PAGE_SIZE))
             .await?;
         let read_path = read_model_path(&path);
         let read_pool = SqlitePoolOptions::new()
             .max_connections(8)
-            .connect_with(sqlite_options(&read_path).page_size(READ_MODEL_PAGE_SIZE))
+            .connect_with(sqlite_options(&read_path, READ_MODEL_PAGE_SIZE))
             .await?;
         Ok(Database::Sqlite {
             pool,
@@ -192,12 +192,13 @@ const READ_MODEL_PAGE_SIZE: u32 = 4096;
 
 /// The settings every SQLite connection of Omnibox uses, whichever library
 /// opens it: WAL so readers never block the writer, `synchronous = FULL` so a
-/// commit is on disk before anyone is told it happened.
-pub(crate) fn sqlite_options(path: &Path) -> SqliteConnectOptions {
+/// commit is on disk before anyone is told it happened. `page_size` only
+/// applies to a file this connection creates.
+pub(crate) fn sqlite_options(path: &Path, page_size: u32) -> SqliteConnectOptions {
     SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
-        .page_size(LOG_PAGE_SIZE)
+        .page_size(page_size)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(SQLITE_BUSY_TIMEOUT)

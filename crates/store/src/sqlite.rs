@@ -400,30 +400,40 @@ impl Writer {
         recorded_at: i64,
         thorough: bool,
     ) -> rusqlite::Result<Vec<Result<AppendOutcome, StoreError>>> {
-        let Writer {
-            conn,
-            heads,
-            data_version,
-        } = self;
-        let result = (|| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            // Holding the write lock, nobody else can commit until we do.
-            let version: i64 = tx.query_row("PRAGMA data_version", [], |row| row.get(0))?;
-            if thorough || *data_version != Some(version) || heads.len() > MAX_CACHED_HEADS {
-                heads.clear();
-                *data_version = Some(version);
-            }
-            let mut outcomes = Vec::with_capacity(batch.len());
-            for request in batch {
-                outcomes.push(append_one(&tx, heads, request, recorded_at, thorough)?);
-            }
-            tx.commit()?;
-            Ok(outcomes)
-        })();
+        let result = self.write(batch, recorded_at, thorough);
         if result.is_err() {
-            heads.clear();
+            self.heads.clear();
         }
         result
+    }
+
+    fn write(
+        &mut self,
+        batch: &[AppendRequest],
+        recorded_at: i64,
+        thorough: bool,
+    ) -> rusqlite::Result<Vec<Result<AppendOutcome, StoreError>>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Holding the write lock, nobody else can commit until we do.
+        let version: i64 = tx.query_row("PRAGMA data_version", [], |row| row.get(0))?;
+        if thorough || self.data_version != Some(version) || self.heads.len() > MAX_CACHED_HEADS {
+            self.heads.clear();
+            self.data_version = Some(version);
+        }
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for request in batch {
+            outcomes.push(append_one(
+                &tx,
+                &mut self.heads,
+                request,
+                recorded_at,
+                thorough,
+            )?);
+        }
+        tx.commit()?;
+        Ok(outcomes)
     }
 }
 
@@ -432,9 +442,9 @@ impl Writer {
 /// The fast path costs one statement per event, its insert: the stream's
 /// head comes from the writer's cache, and the first event is inserted
 /// with `ON CONFLICT (event_id) DO NOTHING`, so a retried append (which
-/// repeats its first event) is recognised by inserting nothing. If a later id alone is
-/// stored, its plain insert hits the unique index, the batch fails, and the
-/// one-by-one retry takes the thorough path.
+/// repeats its first event) is recognised by inserting nothing. If a later
+/// id alone is stored, its plain insert hits the unique index, the batch
+/// fails, and the one-by-one retry takes the thorough path.
 fn append_one(
     tx: &rusqlite::Transaction<'_>,
     heads: &mut HashMap<String, (i64, i64)>,
@@ -514,7 +524,12 @@ fn append_one(
         }
     }
     let position = tx.last_insert_rowid() as u64;
-    heads.insert(name.to_owned(), (stream_id, revision));
+    match heads.get_mut(name) {
+        Some(head) => *head = (stream_id, revision),
+        None => {
+            heads.insert(name.to_owned(), (stream_id, revision));
+        }
+    }
     Ok(Ok(AppendOutcome {
         revision: revision as u64,
         position: Position::new(position, position),
