@@ -17,6 +17,7 @@ async fn dump(app: &App) -> String {
         ("rm_messages", "message_id"),
         ("rm_contacts", "contact_id"),
         ("rm_media", "message_id, idx"),
+        ("rm_deliveries", "message_id"),
     ];
     let mut text = String::new();
     for (table, key) in tables {
@@ -121,6 +122,38 @@ async fn a_rebuild_from_zero_equals_incremental_projection(app: App) {
         };
         let answer = inbox.app.graphql(&token, mutation, variables).await;
         assert!(answer["errors"].is_null(), "{answer}");
+    }
+    // Replies: one delivered by the platform, one still waiting.
+    inbox.app.clock.set(
+        chrono::DateTime::parse_from_rfc3339("2026-11-23T02:30:00Z")
+            .expect("instant")
+            .to_utc(),
+    );
+    let reply = "mutation($i: SendReplyInput!) { sendReply(input: $i) { id } }";
+    for round in ["delivered", "waiting"] {
+        let mut queued = 0;
+        // Some conversations refuse (window closed, channel rules): fine.
+        for id in &ids {
+            let bubbles =
+                json!([{ "text": format!("{round} reply") }, { "text": "Anything else?" }]);
+            let answer = inbox
+                .app
+                .graphql(
+                    &token,
+                    reply,
+                    json!({ "i": { "conversationId": id, "bubbles": bubbles } }),
+                )
+                .await;
+            queued += usize::from(answer["errors"].is_null());
+        }
+        assert!(queued > 0, "no {round} reply was queued");
+        if round == "delivered" {
+            inbox.app.settle().await;
+            omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO)
+                .run_once(&inbox.app.state)
+                .await
+                .expect("delivery");
+        }
     }
     omnibox_api::media::MediaFetcher::default()
         .run_once(&inbox.app.state)

@@ -20,6 +20,6 @@ pub mod templates;
 pub mod sql;
 mod updates;
 
-pub use runtime::{ProjectionError, ProjectionRunner, Projections, Projector};
+pub use runtime::{Fold, ProjectionError, ProjectionRunner, Projections, Projector};
 pub use sql::ReadTx;
 pub use updates::{Change, LiveUpdate, UpdateBus};

@@ -33,6 +33,12 @@ pub enum ProjectionError {
     Sql(#[from] sqlx::Error),
     #[error("event store error: {0}")]
     Store(#[from] StoreError),
+    /// A rebuild computed its rows but could not write them; nothing changed.
+    #[error("projection {projection} could not write its rebuilt rows: {reason}")]
+    Write {
+        projection: &'static str,
+        reason: String,
+    },
 }
 
 /// Why one event could not be applied, before the runtime names the event.
@@ -42,6 +48,9 @@ pub enum ApplyError {
     Malformed(#[from] serde_json::Error),
     #[error(transparent)]
     Sql(#[from] sqlx::Error),
+    /// A row the event adds is already there.
+    #[error("{0}")]
+    Duplicate(String),
 }
 
 /// Turns events into read-model rows.
@@ -61,6 +70,25 @@ pub trait Projector: Send + Sync + 'static {
         event: &RecordedEvent,
         changes: &mut Vec<(OrgId, Change)>,
     ) -> Result<(), ApplyError>;
+
+    /// A rebuild in memory, for projectors with tables worth one (see
+    /// [`ProjectionRunner::rebuild`]). Without it, a rebuild replays the
+    /// log through [`Projector::apply`].
+    fn fold(&self) -> Option<Box<dyn Fold>> {
+        None
+    }
+}
+
+/// A projector's whole read model computed in memory from the log, then
+/// written at once: each row is written once, in its final state.
+#[async_trait]
+pub trait Fold: Send {
+    /// Applies one event to the rows in memory, as [`Projector::apply`]
+    /// would to the tables.
+    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), ApplyError>;
+
+    /// Writes every row into the projector's tables, emptied in `tx`.
+    async fn write(self: Box<Self>, tx: &mut ReadTx) -> Result<(), ApplyError>;
 }
 
 /// Runs one projector against the log.
@@ -236,13 +264,7 @@ impl ProjectionRunner {
             self.projector
                 .apply(&mut tx, event, &mut changes)
                 .await
-                .map_err(|error| ProjectionError::BadEvent {
-                    projection: name,
-                    position: event.position,
-                    event_id: event.id,
-                    event_type: event.event_type.clone(),
-                    reason: error.to_string(),
-                })?;
+                .map_err(|error| bad_event(name, event, error))?;
             updates.extend(changes.drain(..).map(|(org_id, change)| LiveUpdate {
                 org_id,
                 position: event.position,
@@ -258,18 +280,93 @@ impl ProjectionRunner {
         Ok(Batch::Applied)
     }
 
-    /// Empties this projection's tables and checkpoint, then replays the whole log.
+    /// Rebuilds this projection's read model from the whole log; returns how
+    /// many events it applied.
     pub async fn rebuild(&self) -> Result<u64, ProjectionError> {
         self.rebuild_reporting(&|_| {}).await
     }
 
-    /// Like [`ProjectionRunner::rebuild`], reporting progress.
+    /// Like [`ProjectionRunner::rebuild`], telling `progress` the running count.
     ///
-    /// The rebuild happens in place: the tables are emptied in one
-    /// transaction and refilled batch by batch, so a server reading them
-    /// meanwhile sees a partial inbox until it finishes. Run it with the
-    /// servers stopped, or in a maintenance window (see the README).
+    /// A projector with a [`Fold`] is rebuilt beside its tables: the log is
+    /// folded in memory while the tables keep serving, then one transaction
+    /// empties them, writes the new rows and moves the checkpoint (readers
+    /// see the old read model or the new one, never a mix), and the events
+    /// appended meanwhile are applied as usual. A server projecting the same
+    /// tables loses its next compare-and-set on the checkpoint and goes on
+    /// from the new one. Memory grows with the read model (see the README).
+    ///
+    /// Without a fold, the tables are emptied in one transaction and refilled
+    /// batch by batch, so a server reading them meanwhile sees them partial.
     pub async fn rebuild_reporting(
+        &self,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<u64, ProjectionError> {
+        let Some(mut fold) = self.projector.fold() else {
+            return self.rebuild_in_place(progress).await;
+        };
+        let name = self.projector.name();
+        let read = |after: Position| {
+            let store = self.store.clone();
+            tokio::spawn(async move { store.read_all(Some(after), CATCH_UP_BATCH).await })
+        };
+        let mut position = Position::default();
+        let mut applied = 0;
+        // The next page is read (on the store's threads) while this one is folded.
+        let mut next = read(position);
+        loop {
+            let events = next.await.map_err(|e| StoreError::Task(e.to_string()))??;
+            let Some(last) = events.last().map(|e| e.position) else {
+                break;
+            };
+            next = read(last);
+            for event in &events {
+                fold.apply(event)
+                    .await
+                    .map_err(|error| bad_event(name, event, error))?;
+            }
+            applied += events.len() as u64;
+            position = last;
+            progress(applied);
+            // A long fold must not starve the rest of the runtime.
+            tokio::task::yield_now().await;
+        }
+        let mut tx = ReadTx::begin(&self.db).await?;
+        for table in self.projector.tables() {
+            execute!(&mut tx, &format!("DELETE FROM {table}"))?;
+        }
+        execute!(
+            &mut tx,
+            "INSERT INTO projection_checkpoints (name, commit_position, prepare_position) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO UPDATE SET commit_position = excluded.commit_position,
+                 prepare_position = excluded.prepare_position",
+            name,
+            position.commit as i64,
+            position.prepare as i64
+        )?;
+        let indexes = match &tx {
+            ReadTx::Sqlite(sqlite) => {
+                crate::sql::sqlite_drop_indexes(sqlite, self.projector.tables())?
+            }
+            ReadTx::Postgres(_) => Vec::new(),
+        };
+        fold.write(&mut tx)
+            .await
+            .map_err(|error| ProjectionError::Write {
+                projection: name,
+                reason: error.to_string(),
+            })?;
+        if let ReadTx::Sqlite(sqlite) = &tx {
+            crate::sql::sqlite_create_indexes(sqlite, &indexes)?;
+        }
+        tx.commit().await?;
+        self.position.send_replace(position);
+        let since = self.catch_up_reporting(&|n| progress(applied + n)).await?;
+        Ok(applied + since)
+    }
+
+    /// Empties this projection's tables and checkpoint, then replays the whole log.
+    async fn rebuild_in_place(
         &self,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<u64, ProjectionError> {
@@ -284,6 +381,20 @@ impl ProjectionRunner {
         )?;
         tx.commit().await?;
         self.catch_up_reporting(progress).await
+    }
+}
+
+fn bad_event(
+    projection: &'static str,
+    event: &RecordedEvent,
+    error: ApplyError,
+) -> ProjectionError {
+    ProjectionError::BadEvent {
+        projection,
+        position: event.position,
+        event_id: event.id,
+        event_type: event.event_type.clone(),
+        reason: error.to_string(),
     }
 }
 

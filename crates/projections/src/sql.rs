@@ -186,6 +186,44 @@ pub fn sqlite_fetch_optional<T>(
     }
 }
 
+/// Drops the secondary indexes of `tables`, returning the statements that
+/// create them again (see [`sqlite_create_indexes`]): filling a table and
+/// then sorting each index once is cheaper than inserting every row into
+/// every index. Within the transaction, so readers never see a table
+/// without its indexes.
+pub fn sqlite_drop_indexes(tx: &SqliteTx, tables: &[&str]) -> Result<Vec<String>, sqlx::Error> {
+    let connection = tx.connection()?;
+    let mut indexes = Vec::new();
+    for table in tables {
+        let mut statement = connection
+            .prepare("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 AND sql IS NOT NULL")
+            .map_err(sqlite_error)?;
+        let found = statement
+            .query_map([table], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
+            .map_err(sqlite_error)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sqlite_error)?;
+        for (name, sql) in found {
+            connection
+                .execute_batch(&format!("DROP INDEX \"{}\"", name.replace('"', "\"\"")))
+                .map_err(sqlite_error)?;
+            indexes.push(sql);
+        }
+    }
+    Ok(indexes)
+}
+
+/// Runs the statements [`sqlite_drop_indexes`] returned.
+pub fn sqlite_create_indexes(tx: &SqliteTx, indexes: &[String]) -> Result<(), sqlx::Error> {
+    let connection = tx.connection()?;
+    for sql in indexes {
+        connection.execute_batch(sql).map_err(sqlite_error)?;
+    }
+    Ok(())
+}
+
 /// A row of a SQLite read-model query, read like an sqlx row.
 pub struct SqliteRow<'r>(&'r rusqlite::Row<'r>);
 

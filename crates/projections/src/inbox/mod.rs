@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use omnibox_domain::conversation::{
-    AttachmentKind, ContactEvent, ConversationEvent, InboundAttachment,
+    AttachmentKind, ContactEvent, ConversationEvent, InboundAttachment, MediaSource, Thread,
 };
 use omnibox_domain::ids::{ChannelId, ContactId, ConversationId, MemberId, OrgId};
 use omnibox_domain::policy::{CheckedBubble, OutboundAttachmentKind};
@@ -17,8 +17,17 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use crate::channels::micros;
-use crate::runtime::ApplyError;
-use crate::{execute, fetch_all, fetch_optional, Change, Projector, ReadTx};
+use crate::runtime::{ApplyError, Fold};
+use crate::{fetch_all, fetch_optional, Change, Projector, ReadTx};
+
+mod memory;
+mod rows;
+
+use memory::MemoryRows;
+use rows::{
+    BubbleOutcome, ConversationChange, DeliveryStep, Inbound, InboxRows, MediaOutcome, NewContact,
+    NewDelivery, NewMedia, NewMessage, SqlRows,
+};
 
 /// Previews show at most this many characters.
 const PREVIEW_CHARS: usize = 120;
@@ -69,21 +78,55 @@ impl Projector for InboxProjector {
         event: &RecordedEvent,
         changes: &mut Vec<(OrgId, Change)>,
     ) -> Result<(), ApplyError> {
-        match event.stream.category() {
-            ConversationId::CATEGORY => {
-                let data: ConversationEvent = serde_json::from_str(&event.data)?;
-                apply_conversation(tx, event.id, data, changes).await
-            }
-            ContactId::CATEGORY => {
-                let data: ContactEvent = serde_json::from_str(&event.data)?;
-                apply_contact(tx, data).await
-            }
-            _ => Ok(()),
-        }
+        apply(&mut SqlRows(tx), event, changes).await
+    }
+
+    fn fold(&self) -> Option<Box<dyn Fold>> {
+        Some(Box::new(InboxFold::default()))
     }
 }
 
-async fn apply_contact(tx: &mut ReadTx, event: ContactEvent) -> Result<(), ApplyError> {
+/// A rebuild of the inbox in memory (see [`memory`]).
+#[derive(Default)]
+struct InboxFold {
+    rows: MemoryRows,
+    changes: Vec<(OrgId, Change)>,
+}
+
+#[async_trait]
+impl Fold for InboxFold {
+    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), ApplyError> {
+        let result = apply(&mut self.rows, event, &mut self.changes).await;
+        // Nobody listens to a rebuild: the swap is announced as a whole.
+        self.changes.clear();
+        result
+    }
+
+    async fn write(self: Box<Self>, tx: &mut ReadTx) -> Result<(), ApplyError> {
+        self.rows.write(tx).await
+    }
+}
+
+/// Applies one event to the inbox's rows, wherever they are.
+async fn apply(
+    rows: &mut impl InboxRows,
+    event: &RecordedEvent,
+    changes: &mut Vec<(OrgId, Change)>,
+) -> Result<(), ApplyError> {
+    match event.stream.category() {
+        ConversationId::CATEGORY => {
+            let data: ConversationEvent = serde_json::from_str(&event.data)?;
+            apply_conversation(rows, event.id, data, changes).await
+        }
+        ContactId::CATEGORY => {
+            let data: ContactEvent = serde_json::from_str(&event.data)?;
+            apply_contact(rows, data).await
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn apply_contact(rows: &mut impl InboxRows, event: ContactEvent) -> Result<(), ApplyError> {
     let (contact, org, channel, user, following) = match event {
         ContactEvent::ContactFollowed {
             contact_id,
@@ -105,58 +148,39 @@ async fn apply_contact(tx: &mut ReadTx, event: ContactEvent) -> Result<(), Apply
             avatar_url,
             ..
         } => {
-            execute!(
-                tx,
-                "UPDATE rm_contacts SET display_name = $1, avatar_url = $2, profile_state = 'DONE' WHERE contact_id = $3",
-                display_name,
-                avatar_url,
-                contact_id.0
-            )?;
-            return Ok(());
+            return rows
+                .contact_profile(contact_id.0, display_name, avatar_url)
+                .await
         }
         ContactEvent::ContactProfileUnavailable { contact_id, .. } => {
-            execute!(
-                tx,
-                "UPDATE rm_contacts SET profile_state = 'UNAVAILABLE' WHERE contact_id = $1",
-                contact_id.0
-            )?;
-            return Ok(());
+            return rows.contact_profile_unavailable(contact_id.0).await
         }
     };
-    execute!(
-        tx,
-        "INSERT INTO rm_contacts (contact_id, org_id, channel_id, platform_user_id, following, profile_state)
-         VALUES ($1, $2, $3, $4, $5, 'PENDING')
-         ON CONFLICT (contact_id) DO UPDATE SET following = excluded.following",
-        contact.0,
-        org.0,
-        channel.0,
-        user,
-        following
-    )?;
-    Ok(())
+    rows.contact_followed(
+        NewContact {
+            contact_id: contact.0,
+            org_id: org.0,
+            channel_id: channel.0,
+            platform_user_id: &user,
+        },
+        following,
+    )
+    .await
 }
 
-async fn touch_conversation(
-    tx: &mut ReadTx,
-    conversation: ConversationId,
-    sent_at: DateTime<Utc>,
-    preview: &str,
-) -> Result<(), sqlx::Error> {
-    execute!(
-        tx,
-        "UPDATE rm_conversations SET last_message_at = $1, last_message_preview = $2
-         WHERE conversation_id = $3 AND last_message_at <= $1",
-        micros(sent_at),
-        preview,
-        conversation.0
-    )?;
-    Ok(())
+fn message_changed(org: OrgId, conversation: ConversationId, message: Uuid) -> (OrgId, Change) {
+    (
+        org,
+        Change::Message {
+            conversation,
+            message,
+        },
+    )
 }
 
 async fn apply_conversation(
-    tx: &mut ReadTx,
-    message_id: Uuid,
+    rows: &mut impl InboxRows,
+    event_id: Uuid,
     event: ConversationEvent,
     changes: &mut Vec<(OrgId, Change)>,
 ) -> Result<(), ApplyError> {
@@ -175,92 +199,57 @@ async fn apply_conversation(
             ..
         } => {
             let shown = preview(text.as_deref(), &attachments);
-            let contact_user = author
-                .clone()
-                .unwrap_or_else(|| thread.platform_id().to_owned());
-            execute!(
-                tx,
-                "INSERT INTO rm_contacts (contact_id, org_id, channel_id, platform_user_id, profile_state)
-                 VALUES ($1, $2, $3, $4, 'PENDING')
-                 ON CONFLICT (contact_id) DO NOTHING",
-                contact_id.0,
-                org.0,
-                channel_id.0,
-                contact_user
-            )?;
-            let thread_kind = match &thread {
-                omnibox_domain::conversation::Thread::User(_) => "USER",
-                omnibox_domain::conversation::Thread::Group(_) => "GROUP",
-                omnibox_domain::conversation::Thread::Room(_) => "ROOM",
-            };
-            execute!(
-                tx,
-                "INSERT INTO rm_conversations (conversation_id, org_id, channel_id, channel_kind, contact_id, thread_kind,
-                     thread_id, last_message_at, last_message_preview, last_customer_message_at, unread_count, status)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8, 1, 'OPEN')
-                 ON CONFLICT (conversation_id) DO UPDATE SET
-                     unread_count = rm_conversations.unread_count + 1,
-                     status = 'OPEN',
-                     last_customer_message_at = CASE
-                         WHEN rm_conversations.last_customer_message_at IS NULL
-                           OR rm_conversations.last_customer_message_at < excluded.last_customer_message_at
-                         THEN excluded.last_customer_message_at ELSE rm_conversations.last_customer_message_at END,
-                     last_message_preview = CASE WHEN rm_conversations.last_message_at <= excluded.last_message_at
-                         THEN excluded.last_message_preview ELSE rm_conversations.last_message_preview END,
-                     last_message_at = CASE WHEN rm_conversations.last_message_at <= excluded.last_message_at
-                         THEN excluded.last_message_at ELSE rm_conversations.last_message_at END",
-                conversation.0,
-                org.0,
-                channel_id.0,
-                channel_kind.as_str(),
-                contact_id.0,
-                thread_kind,
-                thread.platform_id(),
-                micros(sent_at),
-                shown
-            )?;
-            insert_message(
-                tx,
-                NewMessage {
-                    id: message_id,
-                    conversation,
-                    org,
-                    inbound: true,
-                    platform_message_id: Some(&platform_message_id),
-                    sent_at,
-                    text,
-                    attachments: &attachments,
-                    delivery_state: None,
-                    author: None,
+            rows.ensure_contact(NewContact {
+                contact_id: contact_id.0,
+                org_id: org.0,
+                channel_id: channel_id.0,
+                platform_user_id: author.as_deref().unwrap_or(thread.platform_id()),
+            })
+            .await?;
+            rows.inbound(Inbound {
+                conversation_id: conversation.0,
+                org_id: org.0,
+                channel_id: channel_id.0,
+                channel_kind: channel_kind.as_str(),
+                contact_id: contact_id.0,
+                thread_kind: match &thread {
+                    Thread::User(_) => "USER",
+                    Thread::Group(_) => "GROUP",
+                    Thread::Room(_) => "ROOM",
                 },
-            )
+                thread_id: thread.platform_id(),
+                sent_at: micros(sent_at),
+                preview: &shown,
+            })
+            .await?;
+            rows.insert_message(NewMessage {
+                message_id: event_id,
+                conversation_id: conversation.0,
+                org_id: org.0,
+                direction: "INBOUND",
+                platform_message_id: Some(platform_message_id),
+                sent_at: micros(sent_at),
+                text,
+                attachments: serde_json::to_string(&attachments)?,
+                delivery_state: None,
+                author_id: None,
+            })
             .await?;
             for (index, attachment) in attachments.iter().enumerate() {
-                if matches!(
-                    attachment.source,
-                    omnibox_domain::conversation::MediaSource::None
-                ) {
+                if matches!(attachment.source, MediaSource::None) {
                     continue;
                 }
-                execute!(
-                    tx,
-                    "INSERT INTO rm_media (message_id, idx, org_id, conversation_id, channel_id, source, state)
-                     VALUES ($1, $2, $3, $4, $5, $6, 'PENDING')",
-                    message_id,
-                    index as i32,
-                    org.0,
-                    conversation.0,
-                    channel_id.0,
-                    serde_json::to_string(&attachment.source)?
-                )?;
+                rows.insert_media(NewMedia {
+                    message_id: event_id,
+                    index: index as i32,
+                    org_id: org.0,
+                    conversation_id: conversation.0,
+                    channel_id: channel_id.0,
+                    source: serde_json::to_string(&attachment.source)?,
+                })
+                .await?;
             }
-            changes.push((
-                org,
-                Change::Message {
-                    conversation,
-                    message: message_id,
-                },
-            ));
+            changes.push(message_changed(org, conversation, event_id));
         }
         ConversationEvent::MessageEchoed {
             platform_message_id,
@@ -276,93 +265,51 @@ async fn apply_conversation(
                 .and_then(|m| m.strip_prefix("omnibox:msg:"))
                 .and_then(|id| Uuid::parse_str(id).ok());
             if let Some(ours) = ours {
-                let updated = execute!(
-                    tx,
-                    "UPDATE rm_messages SET delivery_state = 'DELIVERED', platform_message_id = $1
-                     WHERE message_id = $2 AND conversation_id = $3",
-                    platform_message_id.clone(),
-                    ours,
-                    conversation.0
-                )?;
-                if updated > 0 {
-                    execute!(
-                        tx,
-                        "UPDATE rm_deliveries SET state = 'DONE' WHERE message_id = $1",
-                        ours
-                    )?;
-                    changes.push((
-                        org,
-                        Change::Message {
-                            conversation,
-                            message: ours,
-                        },
-                    ));
+                if rows
+                    .echo_of_ours(ours, conversation.0, &platform_message_id)
+                    .await?
+                {
+                    rows.delivery_step(ours, DeliveryStep::Done).await?;
+                    changes.push(message_changed(org, conversation, ours));
                     return Ok(());
                 }
             }
-            if message_exists(tx, conversation, &platform_message_id).await? {
-                execute!(
-                    tx,
-                    "UPDATE rm_messages SET delivery_state = 'DELIVERED' WHERE conversation_id = $1 AND platform_message_id = $2",
-                    conversation.0,
-                    platform_message_id
-                )?;
-            } else {
+            if rows
+                .message_exists(conversation.0, &platform_message_id)
+                .await?
+            {
+                rows.delivered_by_platform_id(conversation.0, &platform_message_id, false)
+                    .await?;
+            } else if rows.conversation_exists(conversation.0).await? {
                 // An echo can only join a conversation the customer started.
-                if conversation_exists(tx, conversation).await? {
-                    insert_message(
-                        tx,
-                        NewMessage {
-                            id: message_id,
-                            conversation,
-                            org,
-                            inbound: false,
-                            platform_message_id: Some(&platform_message_id),
-                            sent_at,
-                            text: text.clone(),
-                            attachments: &attachments,
-                            delivery_state: Some("DELIVERED"),
-                            author: None,
-                        },
-                    )
-                    .await?;
-                    touch_conversation(
-                        tx,
-                        conversation,
-                        sent_at,
-                        &preview(text.as_deref(), &attachments),
-                    )
-                    .await?;
-                }
+                let shown = preview(text.as_deref(), &attachments);
+                rows.insert_message(NewMessage {
+                    message_id: event_id,
+                    conversation_id: conversation.0,
+                    org_id: org.0,
+                    direction: "OUTBOUND",
+                    platform_message_id: Some(platform_message_id),
+                    sent_at: micros(sent_at),
+                    text,
+                    attachments: serde_json::to_string(&attachments)?,
+                    delivery_state: Some("DELIVERED"),
+                    author_id: None,
+                })
+                .await?;
+                rows.touch(conversation.0, micros(sent_at), &shown).await?;
             }
-            changes.push((
-                org,
-                Change::Message {
-                    conversation,
-                    message: message_id,
-                },
-            ));
+            changes.push(message_changed(org, conversation, event_id));
         }
         ConversationEvent::MessagesDelivered {
             watermark,
             platform_message_ids,
             ..
         } => {
-            execute!(
-                tx,
-                "UPDATE rm_messages SET delivery_state = 'DELIVERED'
-                 WHERE conversation_id = $1 AND direction = 'OUTBOUND' AND delivery_state = 'QUEUED' AND sent_at <= $2",
-                conversation.0,
-                micros(watermark)
-            )?;
+            rows.delivered_up_to(conversation.0, micros(watermark))
+                .await?;
             for mid in platform_message_ids {
-                execute!(
-                    tx,
-                    "UPDATE rm_messages SET delivery_state = 'DELIVERED'
-                     WHERE conversation_id = $1 AND platform_message_id = $2 AND delivery_state = 'QUEUED'",
-                    conversation.0,
-                    mid
-                )?;
+                rows.delivered_by_platform_id(conversation.0, &mid, true)
+                    .await?;
             }
             changes.push((org, Change::Conversation(conversation)));
         }
@@ -371,13 +318,7 @@ async fn apply_conversation(
             platform_message_id,
             ..
         } => {
-            execute!(
-                tx,
-                "UPDATE rm_messages SET unsent = $1 WHERE conversation_id = $2 AND platform_message_id = $3",
-                true,
-                conversation.0,
-                platform_message_id
-            )?;
+            rows.unsent(conversation.0, &platform_message_id).await?;
             changes.push((org, Change::Conversation(conversation)));
         }
         ConversationEvent::MediaStored {
@@ -388,23 +329,17 @@ async fn apply_conversation(
             content_type,
             ..
         } => {
-            execute!(
-                tx,
-                "UPDATE rm_media SET state = 'STORED', storage_key = $1, size_bytes = $2, content_type = $3
-                 WHERE message_id = $4 AND idx = $5",
-                storage_key,
-                i64::try_from(size_bytes).unwrap_or(i64::MAX),
-                content_type,
+            rows.media_outcome(
                 message_id,
-                index as i32
-            )?;
-            changes.push((
-                org,
-                Change::Message {
-                    conversation,
-                    message: message_id,
+                index as i32,
+                MediaOutcome::Stored {
+                    storage_key,
+                    size_bytes: i64::try_from(size_bytes).unwrap_or(i64::MAX),
+                    content_type,
                 },
-            ));
+            )
+            .await?;
+            changes.push(message_changed(org, conversation, message_id));
         }
         ConversationEvent::MediaFetchFailed {
             message_id,
@@ -412,20 +347,9 @@ async fn apply_conversation(
             reason,
             ..
         } => {
-            execute!(
-                tx,
-                "UPDATE rm_media SET state = 'FAILED', reason = $1 WHERE message_id = $2 AND idx = $3",
-                reason,
-                message_id,
-                index as i32
-            )?;
-            changes.push((
-                org,
-                Change::Message {
-                    conversation,
-                    message: message_id,
-                },
-            ));
+            rows.media_outcome(message_id, index as i32, MediaOutcome::Failed { reason })
+                .await?;
+            changes.push(message_changed(org, conversation, message_id));
         }
         ConversationEvent::ReplyQueued {
             channel_id,
@@ -457,7 +381,7 @@ async fn apply_conversation(
                                 OutboundAttachmentKind::Audio => AttachmentKind::Audio,
                                 OutboundAttachmentKind::File => AttachmentKind::File,
                             },
-                            source: omnibox_domain::conversation::MediaSource::None,
+                            source: MediaSource::None,
                             file_name: Some(attachment.file_name.clone()),
                             size_bytes: Some(attachment.size_bytes),
                             title: None,
@@ -468,21 +392,18 @@ async fn apply_conversation(
                     ),
                 };
                 shown = preview(text.as_deref(), &attachments);
-                insert_message(
-                    tx,
-                    NewMessage {
-                        id,
-                        conversation,
-                        org,
-                        inbound: false,
-                        platform_message_id: None,
-                        sent_at: queued_at,
-                        text,
-                        attachments: &attachments,
-                        delivery_state: Some("QUEUED"),
-                        author: Some(author),
-                    },
-                )
+                rows.insert_message(NewMessage {
+                    message_id: id,
+                    conversation_id: conversation.0,
+                    org_id: org.0,
+                    direction: "OUTBOUND",
+                    platform_message_id: None,
+                    sent_at: micros(queued_at),
+                    text,
+                    attachments: serde_json::to_string(&attachments)?,
+                    delivery_state: Some("QUEUED"),
+                    author_id: Some(author.0),
+                })
                 .await?;
                 let payload = serde_json::json!({
                     "recipient": recipient,
@@ -492,34 +413,27 @@ async fn apply_conversation(
                     "sender": sender,
                     "count": bubbles.len(),
                 });
-                execute!(
-                    tx,
-                    "INSERT INTO rm_deliveries (message_id, reply_id, idx, conversation_id, org_id, channel_id, payload, state, queued_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'PENDING', $8)",
-                    id,
+                rows.insert_delivery(NewDelivery {
+                    message_id: id,
                     reply_id,
-                    index as i32,
-                    conversation.0,
-                    org.0,
-                    channel_id.0,
-                    payload.to_string(),
-                    micros(queued_at)
-                )?;
-                changes.push((
-                    org,
-                    Change::Message {
-                        conversation,
-                        message: id,
-                    },
-                ));
+                    index: index as i32,
+                    conversation_id: conversation.0,
+                    org_id: org.0,
+                    channel_id: channel_id.0,
+                    payload: payload.to_string(),
+                    queued_at: micros(queued_at),
+                })
+                .await?;
+                changes.push(message_changed(org, conversation, id));
             }
-            touch_conversation(tx, conversation, queued_at, &shown).await?;
+            rows.touch(conversation.0, micros(queued_at), &shown)
+                .await?;
         }
         ConversationEvent::ReplyBubbleDeferred {
             reply_id, index, ..
         } => {
             let id = omnibox_domain::conversation::reply_message_id(reply_id, index);
-            execute!(tx, "UPDATE rm_deliveries SET state = 'PENDING' WHERE message_id = $1 AND state = 'SENDING'", id)?;
+            rows.delivery_step(id, DeliveryStep::Deferred).await?;
         }
         ConversationEvent::ReplyBubbleSending {
             reply_id,
@@ -528,12 +442,8 @@ async fn apply_conversation(
             ..
         } => {
             let id = omnibox_domain::conversation::reply_message_id(reply_id, index);
-            execute!(
-                tx,
-                "UPDATE rm_deliveries SET state = 'SENDING', queued_at = $1 WHERE message_id = $2 AND state = 'PENDING'",
-                micros(at),
-                id
-            )?;
+            rows.delivery_step(id, DeliveryStep::Sending { at: micros(at) })
+                .await?;
         }
         ConversationEvent::ReplyBubbleDelivered {
             reply_id,
@@ -542,24 +452,15 @@ async fn apply_conversation(
             ..
         } => {
             let id = omnibox_domain::conversation::reply_message_id(reply_id, index);
-            execute!(
-                tx,
-                "UPDATE rm_messages SET delivery_state = 'DELIVERED', platform_message_id = $1 WHERE message_id = $2",
-                platform_message_id,
-                id
-            )?;
-            execute!(
-                tx,
-                "UPDATE rm_deliveries SET state = 'DONE' WHERE message_id = $1",
-                id
-            )?;
-            changes.push((
-                org,
-                Change::Message {
-                    conversation,
-                    message: id,
+            rows.bubble_outcome(
+                id,
+                BubbleOutcome::Delivered {
+                    platform_message_id,
                 },
-            ));
+            )
+            .await?;
+            rows.delivery_step(id, DeliveryStep::Done).await?;
+            changes.push(message_changed(org, conversation, id));
         }
         ConversationEvent::ReplyBubbleFailed {
             reply_id,
@@ -568,129 +469,40 @@ async fn apply_conversation(
             ..
         } => {
             let id = omnibox_domain::conversation::reply_message_id(reply_id, index);
-            execute!(
-                tx,
-                "UPDATE rm_messages SET delivery_state = 'FAILED', failure_reason = $1 WHERE message_id = $2",
-                reason,
-                id
-            )?;
-            execute!(
-                tx,
-                "UPDATE rm_deliveries SET state = 'DONE' WHERE message_id = $1",
-                id
-            )?;
-            changes.push((
-                org,
-                Change::Message {
-                    conversation,
-                    message: id,
-                },
-            ));
+            rows.bubble_outcome(id, BubbleOutcome::Failed { reason })
+                .await?;
+            rows.delivery_step(id, DeliveryStep::Done).await?;
+            changes.push(message_changed(org, conversation, id));
         }
         ConversationEvent::ConversationMarkedRead { .. } => {
-            execute!(
-                tx,
-                "UPDATE rm_conversations SET unread_count = 0 WHERE conversation_id = $1",
-                conversation.0
-            )?;
+            rows.change_conversation(conversation.0, ConversationChange::MarkedRead)
+                .await?;
             changes.push((org, Change::Conversation(conversation)));
         }
         ConversationEvent::ConversationAssigned { assignee, .. } => {
-            execute!(
-                tx,
-                "UPDATE rm_conversations SET assignee_id = $1 WHERE conversation_id = $2",
-                assignee.0,
-                conversation.0
-            )?;
+            rows.change_conversation(
+                conversation.0,
+                ConversationChange::Assigned(Some(assignee.0)),
+            )
+            .await?;
             changes.push((org, Change::Conversation(conversation)));
         }
         ConversationEvent::ConversationUnassigned { .. } => {
-            execute!(
-                tx,
-                "UPDATE rm_conversations SET assignee_id = NULL WHERE conversation_id = $1",
-                conversation.0
-            )?;
+            rows.change_conversation(conversation.0, ConversationChange::Assigned(None))
+                .await?;
             changes.push((org, Change::Conversation(conversation)));
         }
         ConversationEvent::ConversationResolved { .. } => {
-            execute!(
-                tx,
-                "UPDATE rm_conversations SET status = 'RESOLVED' WHERE conversation_id = $1",
-                conversation.0
-            )?;
+            rows.change_conversation(conversation.0, ConversationChange::Status("RESOLVED"))
+                .await?;
             changes.push((org, Change::Conversation(conversation)));
         }
         ConversationEvent::ConversationReopened { .. } => {
-            execute!(
-                tx,
-                "UPDATE rm_conversations SET status = 'OPEN' WHERE conversation_id = $1",
-                conversation.0
-            )?;
+            rows.change_conversation(conversation.0, ConversationChange::Status("OPEN"))
+                .await?;
             changes.push((org, Change::Conversation(conversation)));
         }
     }
-    Ok(())
-}
-
-async fn conversation_exists(
-    tx: &mut ReadTx,
-    conversation: ConversationId,
-) -> Result<bool, sqlx::Error> {
-    let found = crate::fetch_optional_tx!(
-        tx,
-        "SELECT 1 FROM rm_conversations WHERE conversation_id = $1",
-        [conversation.0],
-        |row| row.try_get::<i32, _>(0)
-    )?;
-    Ok(found.is_some())
-}
-
-async fn message_exists(
-    tx: &mut ReadTx,
-    conversation: ConversationId,
-    platform_message_id: &str,
-) -> Result<bool, sqlx::Error> {
-    let found = crate::fetch_optional_tx!(
-        tx,
-        "SELECT 1 FROM rm_messages WHERE conversation_id = $1 AND platform_message_id = $2",
-        [conversation.0, platform_message_id],
-        |row| row.try_get::<i32, _>(0)
-    )?;
-    Ok(found.is_some())
-}
-
-/// A row of `rm_messages` to insert.
-struct NewMessage<'a> {
-    id: Uuid,
-    conversation: ConversationId,
-    org: OrgId,
-    inbound: bool,
-    platform_message_id: Option<&'a str>,
-    sent_at: DateTime<Utc>,
-    text: Option<String>,
-    attachments: &'a [InboundAttachment],
-    delivery_state: Option<&'a str>,
-    author: Option<MemberId>,
-}
-
-async fn insert_message(tx: &mut ReadTx, message: NewMessage<'_>) -> Result<(), ApplyError> {
-    execute!(
-        tx,
-        "INSERT INTO rm_messages (message_id, conversation_id, org_id, direction, platform_message_id, sent_at, text,
-             attachments, delivery_state, author_id, unsent)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        message.id,
-        message.conversation.0,
-        message.org.0,
-        if message.inbound { "INBOUND" } else { "OUTBOUND" },
-        message.platform_message_id,
-        micros(message.sent_at),
-        message.text,
-        serde_json::to_string(message.attachments)?,
-        message.delivery_state,
-        message.author.map(|a| a.0),
-        false
-    )?;
     Ok(())
 }
 
