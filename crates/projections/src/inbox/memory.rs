@@ -26,6 +26,21 @@ struct Contact {
     profile_state: &'static str,
 }
 
+impl Contact {
+    /// A contact as first added: no profile yet.
+    fn new(c: &NewContact<'_>, following: Option<bool>) -> Self {
+        Contact {
+            org_id: c.org_id,
+            channel_id: c.channel_id,
+            platform_user_id: c.platform_user_id.to_owned(),
+            display_name: None,
+            avatar_url: None,
+            following,
+            profile_state: "PENDING",
+        }
+    }
+}
+
 struct Conversation {
     org_id: Uuid,
     channel_id: Uuid,
@@ -221,15 +236,7 @@ impl InboxRows for MemoryRows {
     async fn ensure_contact(&mut self, c: NewContact<'_>) -> Result<(), ApplyError> {
         self.contacts
             .entry(c.contact_id)
-            .or_insert_with(|| Contact {
-                org_id: c.org_id,
-                channel_id: c.channel_id,
-                platform_user_id: c.platform_user_id.to_owned(),
-                display_name: None,
-                avatar_url: None,
-                following: None,
-                profile_state: "PENDING",
-            });
+            .or_insert_with(|| Contact::new(&c, None));
         Ok(())
     }
 
@@ -241,15 +248,7 @@ impl InboxRows for MemoryRows {
         self.contacts
             .entry(c.contact_id)
             .and_modify(|existing| existing.following = Some(following))
-            .or_insert_with(|| Contact {
-                org_id: c.org_id,
-                channel_id: c.channel_id,
-                platform_user_id: c.platform_user_id.to_owned(),
-                display_name: None,
-                avatar_url: None,
-                following: Some(following),
-                profile_state: "PENDING",
-            });
+            .or_insert_with(|| Contact::new(&c, Some(following)));
         Ok(())
     }
 
