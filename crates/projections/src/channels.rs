@@ -40,13 +40,17 @@ impl Projector for ChannelsProjector {
         &["rm_channels"]
     }
 
+    fn handles(&self, event: &RecordedEvent) -> bool {
+        event.stream.category() == ChannelId::CATEGORY
+    }
+
     async fn apply(
         &self,
         tx: &mut ReadTx,
         event: &RecordedEvent,
         changes: &mut Vec<(OrgId, Change)>,
     ) -> Result<(), ApplyError> {
-        if event.stream.category() != ChannelId::CATEGORY {
+        if !self.handles(event) {
             return Ok(());
         }
         let event: ChannelEvent = serde_json::from_str(&event.data)?;

@@ -24,13 +24,17 @@ impl Projector for MembersProjector {
         &["rm_organizations", "rm_members"]
     }
 
+    fn handles(&self, event: &RecordedEvent) -> bool {
+        event.stream.category() == OrgId::CATEGORY
+    }
+
     async fn apply(
         &self,
         tx: &mut ReadTx,
         event: &RecordedEvent,
         changes: &mut Vec<(OrgId, Change)>,
     ) -> Result<(), ApplyError> {
-        if event.stream.category() != OrgId::CATEGORY {
+        if !self.handles(event) {
             return Ok(());
         }
         match serde_json::from_str::<OrgEvent>(&event.data)? {

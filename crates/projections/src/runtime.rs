@@ -16,6 +16,18 @@ const BATCH: usize = 500;
 /// Events per transaction when catching up (start-up, rebuild): fewer
 /// commits write each hot page fewer times.
 const CATCH_UP_BATCH: usize = 20000;
+/// While following the log live, batches holding no event a projector
+/// handles move only its position in memory (no transaction, no write to
+/// the read-model file); its checkpoint is written with the next batch it
+/// does handle, or once this many events have gone by unrecorded. A
+/// restart re-reads at most these, and they change nothing.
+const UNRECORDED_LIMIT: u64 = 10_000;
+/// A projector following the log commits at most once per this interval:
+/// under load, the events that arrive meanwhile join the next transaction
+/// (bounded by [`BATCH`]) instead of each few paying for their own commit,
+/// which writes every page it touched. When the log is quiet, an event is
+/// applied as soon as it is read.
+const MIN_COMMIT_INTERVAL: Duration = Duration::from_millis(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -61,6 +73,12 @@ pub trait Projector: Send + Sync + 'static {
 
     /// The tables this projector owns (emptied by a rebuild).
     fn tables(&self) -> &'static [&'static str];
+
+    /// Whether [`Projector::apply`] may change anything for `event`. Batches
+    /// without such an event skip the transaction while following the log.
+    fn handles(&self, _event: &RecordedEvent) -> bool {
+        true
+    }
 
     /// Applies one event inside the batch's transaction, noting what changed
     /// (and for which organization) in `changes`.
@@ -186,16 +204,44 @@ impl ProjectionRunner {
 
     /// Catches up, then follows the log until an error stops it.
     pub async fn run(self) -> Result<(), ProjectionError> {
-        let mut position = self.checkpoint().await?;
-        self.position.send_replace(position);
-        let mut subscription = Subscription::new(self.store.clone(), Some(position), BATCH);
+        // `recorded` is the checkpoint as written; the position in memory
+        // may be ahead of it by batches this projector had nothing to do for.
+        let mut recorded = self.checkpoint().await?;
+        self.position.send_replace(recorded);
+        let mut subscription = Subscription::new(self.store.clone(), Some(recorded), BATCH);
+        let mut unrecorded = 0;
+        let mut committed = tokio::time::Instant::now();
         loop {
-            let events = subscription.next_batch().await?;
-            match self.apply_batch(position, &events).await? {
-                Batch::Applied => position = events.last().map_or(position, |e| e.position),
+            let mut events = subscription.next_batch().await?;
+            unrecorded += events.len() as u64;
+            if unrecorded < UNRECORDED_LIMIT && !events.iter().any(|e| self.projector.handles(e)) {
+                if let Some(last) = events.last() {
+                    self.position.send_replace(last.position);
+                }
+                continue;
+            }
+            let next_commit = committed + MIN_COMMIT_INTERVAL;
+            if events.len() < BATCH && tokio::time::Instant::now() < next_commit {
+                tokio::time::sleep_until(next_commit).await;
+                while events.len() < BATCH {
+                    let more = subscription.poll().await?;
+                    if more.is_empty() {
+                        break;
+                    }
+                    events.extend(more);
+                }
+            }
+            let Some(last) = events.last().map(|e| e.position) else {
+                continue;
+            };
+            unrecorded = 0;
+            let applied = self.apply_batch(recorded, &events).await?;
+            committed = tokio::time::Instant::now();
+            match applied {
+                Batch::Applied => recorded = last,
                 Batch::Lost(now) => {
-                    position = now;
-                    subscription = Subscription::new(self.store.clone(), Some(position), BATCH);
+                    recorded = now;
+                    subscription = Subscription::new(self.store.clone(), Some(now), BATCH);
                 }
             }
         }
@@ -226,7 +272,9 @@ impl ProjectionRunner {
         }
     }
 
-    /// Applies `events` (which follow `from`) in one transaction.
+    /// Applies `events` in one transaction and moves the checkpoint from
+    /// `from` to the last of them. Events between `from` and the first of
+    /// them, if any, are ones this projector does not handle.
     async fn apply_batch(
         &self,
         from: Position,
@@ -260,7 +308,7 @@ impl ProjectionRunner {
         }
         let mut updates = Vec::new();
         let mut changes = Vec::new();
-        for event in events {
+        for event in events.iter().filter(|e| self.projector.handles(e)) {
             self.projector
                 .apply(&mut tx, event, &mut changes)
                 .await

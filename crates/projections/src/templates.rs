@@ -24,13 +24,17 @@ impl Projector for TemplatesProjector {
         &["rm_templates"]
     }
 
+    fn handles(&self, event: &RecordedEvent) -> bool {
+        event.stream.category() == TemplateId::CATEGORY
+    }
+
     async fn apply(
         &self,
         tx: &mut ReadTx,
         event: &RecordedEvent,
         _changes: &mut Vec<(OrgId, Change)>,
     ) -> Result<(), ApplyError> {
-        if event.stream.category() != TemplateId::CATEGORY {
+        if !self.handles(event) {
             return Ok(());
         }
         let TemplateEvent::ReplyTemplateCreated {

@@ -22,6 +22,7 @@ pub mod postgres;
 pub mod secrets;
 pub mod sqlite;
 mod subscription;
+mod tail;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -8,7 +8,9 @@
 //! a time, so one caller's bad append never fails another's.
 //!
 //! Reads go to a small pool of connections on blocking threads: WAL readers
-//! see the last commit and never wait for the writer.
+//! see the last commit and never wait for the writer. Reads of `$all` near
+//! its end, which is where the projectors follow it, are served from the
+//! events the writer has just committed, kept in memory ([`crate::tail`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +28,7 @@ use crate::event::{
     check_new_events, AppendOutcome, Direction, ExpectedRevision, Metadata, NewEvent, Position,
     RecordedEvent, StreamName,
 };
+use crate::tail::{Tail, TAIL_CAPACITY};
 use crate::{EventStore, StoreError};
 
 /// At most this many appends share one transaction.
@@ -50,6 +53,7 @@ pub struct SqliteEventStore {
     requests: mpsc::Sender<AppendRequest>,
     readers: Arc<ReadPool>,
     changes: Arc<watch::Sender<u64>>,
+    tail: Arc<Mutex<Tail>>,
     /// Held while the store lives; the checkpointer stops once it is gone.
     _alive: Arc<()>,
 }
@@ -67,9 +71,11 @@ impl SqliteEventStore {
         let (requests, queue) = mpsc::channel(QUEUE_DEPTH);
         let changes = Arc::new(watch::Sender::new(0));
         let notify = changes.clone();
+        let tail = Arc::new(Mutex::new(Tail::new(TAIL_CAPACITY)));
+        let committed = tail.clone();
         std::thread::Builder::new()
             .name("omnibox-sqlite-writer".into())
-            .spawn(move || run_writer(writer, queue, &notify))?;
+            .spawn(move || run_writer(writer, queue, &notify, &committed))?;
         let alive = Arc::new(());
         let checkpointer = open_connection(path)?;
         let store_alive = Arc::downgrade(&alive);
@@ -80,6 +86,7 @@ impl SqliteEventStore {
             requests,
             readers,
             changes,
+            tail,
             _alive: alive,
         })
     }
@@ -188,7 +195,16 @@ impl EventStore for SqliteEventStore {
         after: Option<Position>,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let after = after.map_or(0, |p| clamp(p.prepare));
+        let after = after.map_or(0, |p| p.prepare);
+        let held = self
+            .tail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .read(after, limit);
+        if let Some(events) = held {
+            return Ok(events);
+        }
+        let after = clamp(after);
         self.read(move |conn| {
             // Names are looked up once per stream per page rather than
             // joined and parsed on every row.
@@ -328,6 +344,7 @@ fn run_writer(
     conn: Connection,
     mut queue: mpsc::Receiver<AppendRequest>,
     changes: &watch::Sender<u64>,
+    tail: &Mutex<Tail>,
 ) {
     let mut writer = Writer {
         conn,
@@ -347,18 +364,11 @@ fn run_writer(
             }
         }
         let recorded_at = Utc::now().timestamp_micros();
-        let mut wrote = false;
+        let mut committed = Vec::with_capacity(events);
         match writer.commit(&batch, recorded_at, false) {
             Ok(outcomes) => {
                 for (request, outcome) in batch.into_iter().zip(outcomes) {
-                    wrote |= matches!(
-                        outcome,
-                        Ok(AppendOutcome {
-                            duplicate: false,
-                            ..
-                        })
-                    );
-                    let _ = request.reply.send(outcome);
+                    answer(request, outcome, recorded_at, &mut committed);
                 }
             }
             Err(error) => {
@@ -371,21 +381,59 @@ fn run_writer(
                             }
                             Err(error) => Err(StoreError::Sqlite(error)),
                         };
-                    wrote |= matches!(
-                        outcome,
-                        Ok(AppendOutcome {
-                            duplicate: false,
-                            ..
-                        })
-                    );
-                    let _ = request.reply.send(outcome);
+                    answer(request, outcome, recorded_at, &mut committed);
                 }
             }
         }
-        if wrote {
+        if !committed.is_empty() {
+            tail.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(committed);
             changes.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
+}
+
+/// Answers one append and, if it wrote events, adds them to `committed` as
+/// the log now holds them.
+fn answer(
+    request: AppendRequest,
+    outcome: Result<AppendOutcome, StoreError>,
+    recorded_at: i64,
+    committed: &mut Vec<RecordedEvent>,
+) {
+    let AppendRequest {
+        stream,
+        events,
+        reply,
+        ..
+    } = request;
+    let written = match &outcome {
+        Ok(outcome) if !outcome.duplicate => Some(*outcome),
+        _ => None,
+    };
+    let _ = reply.send(outcome);
+    let (Some(last), Some(recorded_at)) =
+        (written, DateTime::<Utc>::from_timestamp_micros(recorded_at))
+    else {
+        return;
+    };
+    // One append's events were inserted one after another: consecutive
+    // positions and revisions, ending at the outcome's.
+    let first = (events.len() as u64).saturating_sub(1);
+    committed.extend(events.into_iter().enumerate().map(|(n, event)| {
+        let back = first - n as u64;
+        RecordedEvent {
+            id: event.id,
+            stream: stream.clone(),
+            revision: last.revision - back,
+            position: Position::new(last.position.commit - back, last.position.prepare - back),
+            event_type: event.event_type,
+            data: event.data,
+            metadata: event.metadata,
+            recorded_at,
+        }
+    }));
 }
 
 impl Writer {

@@ -588,3 +588,58 @@ async fn sqlite_writers_sharing_a_file_see_each_others_heads() {
         "{stale:?}"
     );
 }
+
+/// A process's own followers read what its writer has just committed from
+/// memory. Another process writing to the same file in between must not
+/// leave a hole: every read equals the file's, event for event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_reads_near_the_end_match_the_file_when_processes_interleave() {
+    let owner = TestDatabase::create(Backend::Sqlite)
+        .await
+        .expect("sqlite is always there");
+    let server = owner.connect().await.event_store().await.expect("open");
+    let command = owner.connect().await.event_store().await.expect("open");
+    let file = owner.connect().await.event_store().await.expect("open");
+    let mut follower = Subscription::new(server.clone(), None, 4);
+    let mut followed = Vec::new();
+    let streams = [stream("conversation"), stream("conversation")];
+    for (round, (writer, count)) in [
+        (&server, 3),
+        (&command, 2),
+        (&server, 5),
+        (&server, 1),
+        (&command, 1),
+        (&command, 3),
+        (&server, 2),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        writer
+            .append(&streams[round % 2], ExpectedRevision::Any, events(count))
+            .await
+            .expect("append");
+        followed.extend(follower.poll().await.expect("follow"));
+    }
+    loop {
+        let batch = follower.poll().await.expect("follow");
+        if batch.is_empty() {
+            break;
+        }
+        followed.extend(batch);
+    }
+    let stored = visible_all(&*file, 17).await;
+    assert_eq!(stored.len(), 17);
+    assert_eq!(
+        followed, stored,
+        "the follower saw the file's events in its order"
+    );
+    for (n, event) in stored.iter().enumerate() {
+        let page = server
+            .read_all(Some(event.position), 3)
+            .await
+            .expect("read");
+        let expected: Vec<_> = stored[n + 1..].iter().take(3).cloned().collect();
+        assert_eq!(page, expected, "the page after position {}", event.position);
+    }
+}
