@@ -200,6 +200,10 @@ impl EventStore for InstrumentedStore {
         self.inner.read_all(after, limit).await
     }
 
+    fn read_all_recent(&self, after: Option<Position>, limit: usize) -> Option<Vec<RecordedEvent>> {
+        self.inner.read_all_recent(after, limit)
+    }
+
     fn changes(&self) -> watch::Receiver<u64> {
         self.inner.changes()
     }

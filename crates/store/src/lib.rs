@@ -73,6 +73,19 @@ pub trait EventStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
 
+    /// What `read_all` would answer, when the store can tell from what this
+    /// process has just committed, without reading the log: `None` when it
+    /// cannot. `Some` of nothing means this process has committed nothing
+    /// after `after`; another process may have, which only `read_all` shows.
+    /// Followers use it after a wake-up from [`EventStore::changes`].
+    fn read_all_recent(
+        &self,
+        _after: Option<Position>,
+        _limit: usize,
+    ) -> Option<Vec<RecordedEvent>> {
+        None
+    }
+
     /// A signal that changes whenever this process has committed new events
     /// (and, where the backend can tell, when another process has).
     fn changes(&self) -> watch::Receiver<u64>;

@@ -195,16 +195,14 @@ impl EventStore for SqliteEventStore {
         after: Option<Position>,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let after = after.map_or(0, |p| p.prepare);
-        let held = self
-            .tail
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .read(after, limit);
-        if let Some(events) = held {
-            return Ok(events);
+        // From memory only when there is something to read there: the file
+        // may hold newer events, from another process.
+        if let Some(events) = self.read_all_recent(after, limit) {
+            if !events.is_empty() {
+                return Ok(events);
+            }
         }
-        let after = clamp(after);
+        let after = clamp(after.map_or(0, |p| p.prepare));
         self.read(move |conn| {
             // Names are looked up once per stream per page rather than
             // joined and parsed on every row.
@@ -232,6 +230,13 @@ impl EventStore for SqliteEventStore {
             Ok(events)
         })
         .await
+    }
+
+    fn read_all_recent(&self, after: Option<Position>, limit: usize) -> Option<Vec<RecordedEvent>> {
+        self.tail
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .read(after.map_or(0, |p| p.prepare), limit)
     }
 
     fn changes(&self) -> watch::Receiver<u64> {

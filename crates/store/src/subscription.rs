@@ -41,13 +41,26 @@ impl Subscription {
     }
 
     /// The next events, waiting until there are some.
+    ///
+    /// Looks are answered from what this process has just committed where
+    /// the store can ([`EventStore::read_all_recent`]), and from the log
+    /// otherwise, and always after a wait that no wake-up ended: only the
+    /// log shows what another process wrote.
     pub async fn next_batch(&mut self) -> Result<Vec<RecordedEvent>, StoreError> {
         let mut retry = Duration::ZERO;
+        let mut thorough = false;
         loop {
             // Mark the current version seen *before* reading, so a commit that
             // lands during the read still wakes the wait below.
             self.changes.borrow_and_update();
-            let events = self.store.read_all(self.after, self.page).await?;
+            let recent = match thorough {
+                false => self.store.read_all_recent(self.after, self.page),
+                true => None,
+            };
+            let events = match recent {
+                Some(events) => events,
+                None => self.store.read_all(self.after, self.page).await?,
+            };
             if let Some(last) = events.last() {
                 self.after = Some(last.position);
                 return Ok(events);
@@ -58,8 +71,12 @@ impl Subscription {
                 continue;
             }
             retry = Duration::ZERO;
+            thorough = true;
             match tokio::time::timeout(IDLE_POLL, self.changes.changed()).await {
-                Ok(Ok(())) => retry = Duration::from_millis(1),
+                Ok(Ok(())) => {
+                    retry = Duration::from_millis(1);
+                    thorough = false;
+                }
                 Ok(Err(_)) => tokio::time::sleep(IDLE_POLL).await,
                 Err(_elapsed) => {}
             }

@@ -53,10 +53,11 @@ impl Tail {
         }
     }
 
-    /// Up to `limit` events after position `after`, or `None` unless the
-    /// tail holds every event that follows it (up to its end).
+    /// Up to `limit` events after position `after` (none when `after` is
+    /// the newest event held), or `None` when the tail does not hold
+    /// `after` and everything that follows it.
     pub(crate) fn read(&self, after: u64, limit: usize) -> Option<Vec<RecordedEvent>> {
-        if after < self.start || after >= self.end() {
+        if after < self.start || after > self.end() {
             return None;
         }
         let from = usize::try_from(after - self.start).ok()?;
@@ -93,9 +94,11 @@ mod tests {
         tail.extend((11..=14).map(event));
         assert_eq!(positions(tail.read(10, 100)), Some(vec![11, 12, 13, 14]));
         assert_eq!(positions(tail.read(12, 1)), Some(vec![13]));
-        // Before the tail, or at its end (a newer commit may be in the file).
+        // At its end: nothing newer from this process.
+        assert_eq!(positions(tail.read(14, 100)), Some(vec![]));
+        // Before it, or beyond it.
         assert_eq!(positions(tail.read(9, 100)), None);
-        assert_eq!(positions(tail.read(14, 100)), None);
+        assert_eq!(positions(tail.read(15, 100)), None);
     }
 
     #[test]
@@ -107,6 +110,7 @@ mod tests {
         assert_eq!(positions(tail.read(3, 100)), None);
         assert_eq!(positions(tail.read(2, 100)), None);
         assert_eq!(positions(tail.read(5, 100)), Some(vec![6, 7]));
+        assert_eq!(positions(tail.read(7, 100)), Some(vec![]));
     }
 
     #[test]

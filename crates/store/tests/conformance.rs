@@ -642,4 +642,18 @@ async fn sqlite_reads_near_the_end_match_the_file_when_processes_interleave() {
         let expected: Vec<_> = stored[n + 1..].iter().take(3).cloned().collect();
         assert_eq!(page, expected, "the page after position {}", event.position);
     }
+    // Caught up with its own commits, the follower still sees another
+    // process's append, with no commit of its own to wake it.
+    let last = command
+        .append(&streams[0], ExpectedRevision::Any, events(1))
+        .await
+        .expect("append");
+    let next = tokio::time::timeout(Duration::from_secs(10), follower.next_batch())
+        .await
+        .expect("the follower looks at the file when no wake-up comes")
+        .expect("follow");
+    assert_eq!(
+        next.iter().map(|e| e.position).collect::<Vec<_>>(),
+        vec![last.position]
+    );
 }
