@@ -1,4 +1,5 @@
-//! Webhooks to events: every shape of the reference fixtures, through real
+//! Webhooks to events: every shape of the fixtures (the reference ones and
+//! those we added for the other documented shapes), through real
 //! HTTP, exactly once, durable before acknowledged.
 
 use serde_json::{json, Value};
@@ -423,6 +424,249 @@ async fn expired_channels_keep_receiving(app: App) {
     assert_eq!(types(&inbox.inbound().await), ["MessageReceived"]);
 }
 
+const MESSAGES: &str = "query($id: UUID!) { conversation(id: $id) {
+  messages(first: 20) { nodes { text unsent attachments { kind fileName sizeBytes url title latitude longitude } } }
+} }";
+
+impl Inbox {
+    /// The conversation's messages as GraphQL shows them, oldest first.
+    async fn messages(&self, conversation: &Value) -> Vec<Value> {
+        self.app.settle().await;
+        let answer = self
+            .app
+            .graphql(&self.owner.token, MESSAGES, json!({ "id": conversation }))
+            .await;
+        assert!(answer["errors"].is_null(), "{answer}");
+        answer["data"]["conversation"]["messages"]["nodes"]
+            .as_array()
+            .cloned()
+            .expect("messages")
+    }
+}
+
+/// The data of the one event of type `event_type` that `pred` picks.
+fn the<'a>(
+    events: &'a [(String, Value)],
+    event_type: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> &'a Value {
+    let found: Vec<_> = events
+        .iter()
+        .filter(|(t, d)| t == event_type && pred(d))
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(found.len(), 1, "one {event_type} expected: {found:?}");
+    found[0]
+}
+
+fn kinds(message: &Value) -> Vec<&str> {
+    message["attachments"]
+        .as_array()
+        .expect("attachments")
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap_or_default())
+        .collect()
+}
+
+async fn the_other_facebook_shapes_are_recorded(app: App) {
+    let inbox = inbox(app, false).await;
+    for file in [
+        "facebook/text_message.json",
+        "facebook/text_and_attachments.json",
+        "facebook/quick_reply_and_reply_to.json",
+        "facebook/standby.json",
+        "facebook/unsupported.json",
+    ] {
+        for _ in 0..2 {
+            assert_eq!(inbox.facebook(file).await, 200, "{file}");
+        }
+    }
+    let events = inbox.inbound().await;
+    let count = |t: &str| events.iter().filter(|(ty, _)| ty == t).count();
+    assert_eq!(count("MessageReceived"), 4, "{:?}", types(&events));
+    assert_eq!(count("UnsupportedEventReceived"), 3, "{:?}", types(&events));
+
+    // Text and five attachments in one message, the text exactly.
+    let mixed = the(&events, "MessageReceived", |d| {
+        d["attachments"].as_array().is_some_and(|a| !a.is_empty())
+    });
+    assert_eq!(
+        mixed["text"],
+        "Order 1042 \u{2014} the box arrived damaged \u{1f4e6}\u{1f622} video, voice note, receipt and where I am:"
+    );
+    assert_eq!(kinds(mixed), ["VIDEO", "AUDIO", "FILE", "LOCATION", "LINK"]);
+    let attachments = &mixed["attachments"];
+    for media in 0..3 {
+        assert!(
+            attachments[media]["source"]["url"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("https://") && u.contains("oe=6745A1B2")),
+            "{attachments}"
+        );
+    }
+    assert_eq!(attachments[3]["latitude"], 18.7883);
+    assert_eq!(attachments[3]["longitude"], 98.9853);
+    assert_eq!(
+        attachments[4]["reference"],
+        "https://shop.example.com/orders/1042"
+    );
+    assert_eq!(attachments[4]["title"], "Order 1042 \u{b7} Siam Shop");
+
+    // A quick reply's payload is metadata; the customer's words are the text.
+    let tapped = the(&events, "MessageReceived", |d| {
+        !d["quick_reply_payload"].is_null()
+    });
+    assert_eq!(tapped["text"], "Blue \u{1f499}");
+    assert_eq!(tapped["quick_reply_payload"], "COLOR_BLUE");
+    assert!(tapped["reply_to"]
+        .as_str()
+        .is_some_and(|mid| mid.starts_with("m__UWLwxXDJM2i")));
+
+    let standby = the(&events, "MessageReceived", |d| d["standby"] == true);
+    assert_eq!(standby["text"], "Hello? Is anyone there?");
+
+    let unsupported: std::collections::BTreeSet<_> = events
+        .iter()
+        .filter(|(t, _)| t == "UnsupportedEventReceived")
+        .map(|(_, d)| d["kind"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        unsupported.into_iter().collect::<Vec<_>>(),
+        ["feed", "reaction", "referral"]
+    );
+
+    // As agents see them.
+    let shown = inbox.messages(&mixed["conversation_id"]).await;
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert_eq!(shown[0]["text"], mixed["text"]);
+    let location = &shown[0]["attachments"][3];
+    assert_eq!(
+        (
+            location["latitude"].as_f64(),
+            location["longitude"].as_f64()
+        ),
+        (Some(18.7883), Some(98.9853))
+    );
+    let link = &shown[0]["attachments"][4];
+    assert_eq!(link["url"], "https://shop.example.com/orders/1042");
+    let shown = inbox.messages(&tapped["conversation_id"]).await;
+    let texts: Vec<_> = shown
+        .iter()
+        .map(|m| m["text"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "Hi! Do you ship to Chiang Mai? \u{e02}\u{e2d}\u{e1a}\u{e04}\u{e38}\u{e13}\u{e04}\u{e48}\u{e30}",
+            "Blue \u{1f499}",
+            "Hello? Is anyone there?"
+        ]
+    );
+}
+
+async fn the_other_line_shapes_are_recorded(app: App) {
+    let inbox = inbox(app, false).await;
+    for file in [
+        "line/text_message.json",
+        "line/media_messages.json",
+        "line/text_with_emojis.json",
+        "line/room_message.json",
+        "line/unsupported.json",
+        "line/unsend.json",
+    ] {
+        for _ in 0..2 {
+            assert_eq!(inbox.line(file).await, 200, "{file}");
+        }
+    }
+    let events = inbox.inbound().await;
+    let count = |t: &str| events.iter().filter(|(ty, _)| ty == t).count();
+    // text, video, audio, file, location, sticker, emoji text, room, standby.
+    assert_eq!(count("MessageReceived"), 9, "{:?}", types(&events));
+    assert_eq!(count("UnsupportedEventReceived"), 4, "{:?}", types(&events));
+    assert_eq!(count("MessageUnsent"), 1, "{:?}", types(&events));
+
+    let with = |kind: &'static str| {
+        the(&events, "MessageReceived", move |d| {
+            d["attachments"][0]["kind"] == kind
+        })
+    };
+    for kind in ["VIDEO", "AUDIO"] {
+        let source = &with(kind)["attachments"][0]["source"];
+        assert_eq!(source["from"], "LINE_CONTENT", "{kind}: {source}");
+    }
+    let file = &with("FILE")["attachments"][0];
+    assert_eq!(file["file_name"], "ใบเสนอราคา-1042.pdf");
+    assert_eq!(file["size_bytes"], 48213);
+    assert_eq!(file["source"]["from"], "LINE_CONTENT");
+    let location = &with("LOCATION")["attachments"][0];
+    assert_eq!(location["title"], "ตลาดวโรรส");
+    assert_eq!(
+        (
+            location["latitude"].as_f64(),
+            location["longitude"].as_f64()
+        ),
+        (Some(18.7904), Some(99.0006))
+    );
+    let sticker = &with("STICKER")["attachments"][0];
+    assert_eq!(
+        sticker["source"]["from"], "NONE",
+        "stickers are never downloaded"
+    );
+
+    let emoji = the(&events, "MessageReceived", |d| {
+        d["platform_message_id"] == "537216901234567010"
+    });
+    assert_eq!(emoji["text"], "(love) ขอบคุณมากค่ะ 🙏🏽 👨‍👩‍👧 🇹🇭");
+
+    let room = the(&events, "MessageReceived", |d| {
+        d["thread"]["kind"] == "ROOM"
+    });
+    assert_eq!(room["thread"]["id"], "Ra8c2e4f6b8d0a2c4e6f8b0d2a4c6e8f0");
+    assert_eq!(room["author"], "U1c7d3e9f0a2b4c6d8e0f1a3b5c7d9e1f");
+    let standby = the(&events, "MessageReceived", |d| d["standby"] == true);
+    assert_eq!(standby["text"], "ยังเปิดอยู่ไหมครับ");
+    assert!(
+        standby["reply_token"].is_null(),
+        "no reply token in standby"
+    );
+
+    let unsupported: std::collections::BTreeSet<_> = events
+        .iter()
+        .filter(|(t, _)| t == "UnsupportedEventReceived")
+        .map(|(_, d)| d["kind"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        unsupported.into_iter().collect::<Vec<_>>(),
+        ["beacon", "botSuspended", "memberJoined", "message:hologram"]
+    );
+
+    // Unsent: marked, and hidden from agents; the log keeps what was said.
+    let original = the(&events, "MessageReceived", |d| {
+        d["platform_message_id"] == "537216233912020329"
+    });
+    assert_eq!(original["text"], "สวัสดีครับ ขอสอบถามเรื่องการจัดส่งไปเชียงใหม่ครับ");
+    let unsent = the(&events, "MessageUnsent", |_| true);
+    assert_eq!(unsent["platform_message_id"], "537216233912020329");
+    assert_eq!(unsent["conversation_id"], original["conversation_id"]);
+    let shown = inbox.messages(&original["conversation_id"]).await;
+    let first = &shown[0];
+    assert_eq!(
+        (first["unsent"].as_bool(), first["text"].as_str()),
+        (Some(true), None),
+        "{shown:?}"
+    );
+    assert!(shown[1..].iter().all(|m| m["unsent"] == false), "{shown:?}");
+    let file = shown
+        .iter()
+        .flat_map(|m| m["attachments"].as_array().cloned().unwrap_or_default())
+        .find(|a| a["kind"] == "FILE")
+        .expect("the file");
+    assert_eq!(
+        (file["fileName"].as_str(), file["sizeBytes"].as_i64()),
+        (Some("ใบเสนอราคา-1042.pdf"), Some(48213))
+    );
+}
+
 in_process_on_both_backends!(
     facebook_handshake_answers_the_challenge_only_to_our_token,
     a_facebook_text_is_stored_exactly_once,
@@ -432,4 +676,6 @@ in_process_on_both_backends!(
     line_events_are_recorded_once_each,
     bad_or_unknown_line_deliveries_store_nothing,
     expired_channels_keep_receiving,
+    the_other_facebook_shapes_are_recorded,
+    the_other_line_shapes_are_recorded,
 );
