@@ -100,6 +100,16 @@ async fn history(app: &AppState, org: OrgId, events: usize) {
     }
 }
 
+async fn count(db: &Database, table: &str) -> usize {
+    let sql = format!("SELECT count(*) FROM {table}");
+    let n: i64 = match db {
+        Database::Sqlite { read_pool, .. } => sqlx::query_scalar(&sql).fetch_one(read_pool).await,
+        Database::Postgres { pool } => sqlx::query_scalar(&sql).fetch_one(pool).await,
+    }
+    .expect("count");
+    n as usize
+}
+
 /// Adds generated inbox rows up to `total`, straight into the read model.
 async fn fill_inbox(db: &Database, org: OrgId, total: usize) {
     let channel = Uuid::now_v7();
@@ -161,6 +171,19 @@ async fn run(backend: Backend) {
     let started = Instant::now();
     let applied = inbox.rebuild().await.expect("rebuild");
     let rebuild = started.elapsed();
+    // The figure counts only if every row was written.
+    let conversations_made = (events / 10).max(1);
+    for (table, expected) in [
+        ("rm_messages", conversations_made * 10),
+        ("rm_conversations", conversations_made),
+        ("rm_contacts", conversations_made),
+    ] {
+        assert_eq!(
+            count(&app.db, table).await,
+            expected,
+            "{table} after the rebuild"
+        );
+    }
     println!("\n### {backend:?}\n");
     println!("| measure | figure |");
     println!("|---|---:|");
