@@ -199,14 +199,13 @@ async fn apply_conversation(
             ..
         } => {
             let shown = preview(text.as_deref(), &attachments);
-            rows.ensure_contact(NewContact {
+            let contact = NewContact {
                 contact_id: contact_id.0,
                 org_id: org.0,
                 channel_id: channel_id.0,
                 platform_user_id: author.as_deref().unwrap_or(thread.platform_id()),
-            })
-            .await?;
-            rows.inbound(Inbound {
+            };
+            let landing = Inbound {
                 conversation_id: conversation.0,
                 org_id: org.0,
                 channel_id: channel_id.0,
@@ -220,9 +219,8 @@ async fn apply_conversation(
                 thread_id: thread.platform_id(),
                 sent_at: micros(sent_at),
                 preview: &shown,
-            })
-            .await?;
-            rows.insert_message(NewMessage {
+            };
+            let message = NewMessage {
                 message_id: event_id,
                 conversation_id: conversation.0,
                 org_id: org.0,
@@ -233,8 +231,8 @@ async fn apply_conversation(
                 attachments: serde_json::to_string(&attachments)?,
                 delivery_state: None,
                 author_id: None,
-            })
-            .await?;
+            };
+            rows.receive(contact, landing, message).await?;
             for (index, attachment) in attachments.iter().enumerate() {
                 if matches!(attachment.source, MediaSource::None) {
                     continue;

@@ -161,6 +161,21 @@ pub trait InboxRows: Send {
     /// Adds a message (not unsent); an existing id is an error.
     async fn insert_message(&mut self, message: NewMessage) -> Result<(), ApplyError>;
 
+    /// A customer's message: [`InboxRows::ensure_contact`], then
+    /// [`InboxRows::inbound`], then [`InboxRows::insert_message`]. They
+    /// write three tables and read none, so a store where each operation is
+    /// a round trip may do them at once.
+    async fn receive(
+        &mut self,
+        contact: NewContact<'_>,
+        conversation: Inbound<'_>,
+        message: NewMessage,
+    ) -> Result<(), ApplyError> {
+        self.ensure_contact(contact).await?;
+        self.inbound(conversation).await?;
+        self.insert_message(message).await
+    }
+
     /// Our reply `message_id` in that conversation was echoed: `DELIVERED`,
     /// with the platform's id. Returns whether it was there.
     async fn echo_of_ours(
@@ -242,13 +257,60 @@ pub(super) const INSERT_MEDIA: &str = "INSERT INTO rm_media (message_id, idx, or
 pub(super) const INSERT_DELIVERY: &str = "INSERT INTO rm_deliveries (message_id, reply_id, idx, conversation_id, org_id, channel_id, payload, state, queued_at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
+const ENSURE_CONTACT: &str =
+    "INSERT INTO rm_contacts (contact_id, org_id, channel_id, platform_user_id, profile_state)
+             VALUES ($1, $2, $3, $4, 'PENDING')
+             ON CONFLICT (contact_id) DO NOTHING";
+const UPSERT_INBOUND: &str = "INSERT INTO rm_conversations (conversation_id, org_id, channel_id, channel_kind, contact_id, thread_kind,
+                 thread_id, last_message_at, last_message_preview, last_customer_message_at, unread_count, status)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8, 1, 'OPEN')
+             ON CONFLICT (conversation_id) DO UPDATE SET
+                 unread_count = rm_conversations.unread_count + 1,
+                 status = 'OPEN',
+                 last_customer_message_at = CASE
+                     WHEN rm_conversations.last_customer_message_at IS NULL
+                       OR rm_conversations.last_customer_message_at < excluded.last_customer_message_at
+                     THEN excluded.last_customer_message_at ELSE rm_conversations.last_customer_message_at END,
+                 last_message_preview = CASE WHEN rm_conversations.last_message_at <= excluded.last_message_at
+                     THEN excluded.last_message_preview ELSE rm_conversations.last_message_preview END,
+                 last_message_at = CASE WHEN rm_conversations.last_message_at <= excluded.last_message_at
+                     THEN excluded.last_message_at ELSE rm_conversations.last_message_at END";
+
+/// [`InboxRows::receive`] as one PostgreSQL statement: its three writes as
+/// data-modifying `WITH` clauses of the message's insert. They share one
+/// snapshot, which is safe because none reads what another writes.
+static RECEIVE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH contact AS ({}), conversation AS ({}) {}",
+        ENSURE_CONTACT,
+        renumber(UPSERT_INBOUND, 4),
+        renumber(INSERT_MESSAGE, 13)
+    )
+});
+
+/// `sql` with every parameter `$n` renamed `$(n + by)`.
+fn renumber(sql: &str, by: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        match rest[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + by).to_string()),
+            Err(_) => out.push_str(&rest[..digits]),
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
 impl InboxRows for SqlRows<'_> {
     async fn ensure_contact(&mut self, c: NewContact<'_>) -> Result<(), ApplyError> {
         execute!(
             self.0,
-            "INSERT INTO rm_contacts (contact_id, org_id, channel_id, platform_user_id, profile_state)
-             VALUES ($1, $2, $3, $4, 'PENDING')
-             ON CONFLICT (contact_id) DO NOTHING",
+            ENSURE_CONTACT,
             c.contact_id,
             c.org_id,
             c.channel_id,
@@ -304,20 +366,7 @@ impl InboxRows for SqlRows<'_> {
     async fn inbound(&mut self, i: Inbound<'_>) -> Result<(), ApplyError> {
         execute!(
             self.0,
-            "INSERT INTO rm_conversations (conversation_id, org_id, channel_id, channel_kind, contact_id, thread_kind,
-                 thread_id, last_message_at, last_message_preview, last_customer_message_at, unread_count, status)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8, 1, 'OPEN')
-             ON CONFLICT (conversation_id) DO UPDATE SET
-                 unread_count = rm_conversations.unread_count + 1,
-                 status = 'OPEN',
-                 last_customer_message_at = CASE
-                     WHEN rm_conversations.last_customer_message_at IS NULL
-                       OR rm_conversations.last_customer_message_at < excluded.last_customer_message_at
-                     THEN excluded.last_customer_message_at ELSE rm_conversations.last_customer_message_at END,
-                 last_message_preview = CASE WHEN rm_conversations.last_message_at <= excluded.last_message_at
-                     THEN excluded.last_message_preview ELSE rm_conversations.last_message_preview END,
-                 last_message_at = CASE WHEN rm_conversations.last_message_at <= excluded.last_message_at
-                     THEN excluded.last_message_at ELSE rm_conversations.last_message_at END",
+            UPSERT_INBOUND,
             i.conversation_id,
             i.org_id,
             i.channel_id,
@@ -402,6 +451,49 @@ impl InboxRows for SqlRows<'_> {
             m.author_id,
             false
         )?;
+        Ok(())
+    }
+
+    async fn receive(
+        &mut self,
+        c: NewContact<'_>,
+        i: Inbound<'_>,
+        m: NewMessage,
+    ) -> Result<(), ApplyError> {
+        let ReadTx::Postgres(tx) = &mut *self.0 else {
+            // SQLite statements are calls in this thread: nothing to save.
+            self.ensure_contact(c).await?;
+            self.inbound(i).await?;
+            return self.insert_message(m).await;
+        };
+        sqlx::query(&RECEIVE)
+            .bind(c.contact_id)
+            .bind(c.org_id)
+            .bind(c.channel_id)
+            .bind(c.platform_user_id)
+            .bind(i.conversation_id)
+            .bind(i.org_id)
+            .bind(i.channel_id)
+            .bind(i.channel_kind)
+            .bind(i.contact_id)
+            .bind(i.thread_kind)
+            .bind(i.thread_id)
+            .bind(i.sent_at)
+            .bind(i.preview)
+            .bind(m.message_id)
+            .bind(m.conversation_id)
+            .bind(m.org_id)
+            .bind(m.direction)
+            .bind(m.platform_message_id)
+            .bind(m.sent_at)
+            .bind(m.text)
+            .bind(m.attachments)
+            .bind(m.delivery_state)
+            .bind(None::<String>)
+            .bind(m.author_id)
+            .bind(false)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 
@@ -599,5 +691,34 @@ impl InboxRows for SqlRows<'_> {
             )?,
         };
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renumbering_shifts_every_parameter_and_nothing_else() {
+        assert_eq!(
+            renumber("VALUES ($1, $2, $10, '$', $9) WHERE x = $1", 13),
+            "VALUES ($14, $15, $23, '$', $22) WHERE x = $14"
+        );
+    }
+
+    #[test]
+    fn the_fused_statement_numbers_its_parameters_in_order() {
+        let mut seen: Vec<usize> = RECEIVE
+            .split('$')
+            .skip(1)
+            .filter_map(|p| {
+                p[..p.len() - p.trim_start_matches(|c: char| c.is_ascii_digit()).len()]
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen, (1..=25).collect::<Vec<_>>());
     }
 }
