@@ -11,7 +11,9 @@ use tokio::sync::watch;
 
 use crate::{execute, fetch_optional_tx, Change, LiveUpdate, ReadTx, UpdateBus};
 
-/// Events per transaction while following the log live.
+/// Events per read while following the log live. A transaction holds one
+/// read, or, when it waited for more (see [`MIN_COMMIT_INTERVAL`]), reads
+/// until it has at least this many: always fewer than twice this.
 const BATCH: usize = 500;
 /// Events per transaction when catching up (start-up, rebuild): fewer
 /// commits write each hot page fewer times.
