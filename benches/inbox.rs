@@ -100,6 +100,19 @@ async fn history(app: &AppState, org: OrgId, events: usize) {
     }
 }
 
+/// A line of `/proc/self/status` in KiB (Linux), such as `VmHWM:`, the
+/// process's peak resident memory.
+fn memory_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
 async fn count(db: &Database, table: &str) -> usize {
     let sql = format!("SELECT count(*) FROM {table}");
     let n: i64 = match db {
@@ -168,9 +181,13 @@ async fn run(backend: Backend) {
         .find(|r| r.name() == "inbox")
         .expect("inbox projector")
         .clone();
+    // Linux: writing 5 resets the peak to the present resident size.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let resident_before = memory_kib("VmRSS:");
     let started = Instant::now();
     let applied = inbox.rebuild().await.expect("rebuild");
     let rebuild = started.elapsed();
+    let peak = memory_kib("VmHWM:");
     // The figure counts only if every row was written.
     let conversations_made = (events / 10).max(1);
     for (table, expected) in [
@@ -192,6 +209,15 @@ async fn run(backend: Backend) {
         applied as f64 / rebuild.as_secs_f64(),
         rebuild.as_secs_f64()
     );
+    // The whole process's peak since the reset: an upper bound on the rebuild's own.
+    if let (Some(before), Some(peak)) = (resident_before, peak) {
+        let grew = peak.saturating_sub(before);
+        println!(
+            "| memory the rebuild added at its peak (upper bound) | {:.1} MiB, {:.0} bytes per event |",
+            grew as f64 / 1024.0,
+            grew as f64 * 1024.0 / applied.max(1) as f64
+        );
+    }
 
     fill_inbox(
         &app.db,
