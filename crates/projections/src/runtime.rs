@@ -15,6 +15,9 @@ use crate::{execute, fetch_optional_tx, Change, LiveUpdate, ReadTx, UpdateBus};
 /// read, or, when it waited for more (see [`MIN_COMMIT_INTERVAL`]), reads
 /// until it has at least this many: always fewer than twice this.
 const BATCH: usize = 500;
+/// A batch lets the thread's other tasks (webhooks) run after this many
+/// events: its statements are synchronous calls on a runtime thread.
+const YIELD_EVERY: usize = 16;
 /// Events per transaction when catching up (start-up, rebuild): fewer
 /// commits write each hot page fewer times.
 const CATCH_UP_BATCH: usize = 20000;
@@ -310,7 +313,14 @@ impl ProjectionRunner {
         }
         let mut updates = Vec::new();
         let mut changes = Vec::new();
-        for event in events.iter().filter(|e| self.projector.handles(e)) {
+        for (n, event) in events
+            .iter()
+            .filter(|e| self.projector.handles(e))
+            .enumerate()
+        {
+            if n % YIELD_EVERY == YIELD_EVERY - 1 {
+                tokio::task::yield_now().await;
+            }
             self.projector
                 .apply(&mut tx, event, &mut changes)
                 .await
