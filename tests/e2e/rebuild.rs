@@ -235,7 +235,96 @@ async fn a_restart_after_following_the_log_applies_nothing_twice(app: App) {
     );
 }
 
+/// Enough conversations that the rebuild's multi-row inserts on PostgreSQL
+/// take several statements per table (one holds at most 65,535 parameters:
+/// 5,041 conversations or 5,461 messages).
+async fn a_rebuild_spanning_several_statements_per_table_loses_no_row(app: App) {
+    use omnibox_domain::conversation::{contact_id, conversation_id, ConversationEvent, Thread};
+    use omnibox_store::{ExpectedRevision, Metadata, NewEvent, StreamName};
+
+    const CONVERSATIONS: usize = 5_600;
+    let owner = omnibox_api::bootstrap::bootstrap(&app.state, "Big Shop", "owner@example.com")
+        .await
+        .expect("bootstrap");
+    let channel = omnibox_domain::ids::ChannelId::generate();
+    let start = crate::support::start_of_test();
+    let mut appends = Vec::new();
+    for n in 0..CONVERSATIONS {
+        let store = app.state.store.clone();
+        let org = owner.org_id;
+        appends.push(tokio::spawn(async move {
+            let user = format!("U{n:032x}");
+            let thread = Thread::User(user.clone());
+            let conversation = conversation_id(channel, &thread);
+            let event = ConversationEvent::MessageReceived {
+                conversation_id: conversation,
+                org_id: org,
+                channel_id: channel,
+                channel_kind: omnibox_domain::ChannelKind::Line,
+                contact_id: contact_id(channel, &user),
+                thread,
+                author: Some(user),
+                platform_message_id: n.to_string(),
+                sent_at: start + chrono::Duration::milliseconds(n as i64),
+                text: Some(format!("message {n} ✓")),
+                attachments: vec![],
+                postback: None,
+                quick_reply_payload: None,
+                reply_to: None,
+                reply_token: None,
+                standby: false,
+            };
+            let new = NewEvent {
+                id: uuid::Uuid::now_v7(),
+                event_type: event.event_type().into(),
+                data: serde_json::to_string(&event).expect("json"),
+                metadata: Metadata::default(),
+            };
+            let stream = StreamName::new("conversation", conversation.0).expect("stream");
+            store
+                .append(&stream, ExpectedRevision::NoStream, vec![new])
+                .await
+                .expect("append");
+        }));
+        if appends.len() == 256 {
+            for append in appends.drain(..) {
+                append.await.expect("append task");
+            }
+        }
+    }
+    for append in appends {
+        append.await.expect("append task");
+    }
+    app.settle().await;
+    let incremental = dump(&app).await;
+    let rows = |dump: &str, table: &str| {
+        dump.split(&format!("== {table}\n"))
+            .nth(1)
+            .map_or(0, |rest| {
+                rest.lines().take_while(|l| !l.starts_with("== ")).count()
+            })
+    };
+    for table in ["rm_contacts", "rm_conversations", "rm_messages"] {
+        assert_eq!(rows(&incremental, table), CONVERSATIONS, "{table}");
+    }
+    let inbox = app
+        .state
+        .projections
+        .runners()
+        .iter()
+        .find(|r| r.name() == "inbox")
+        .expect("inbox projector")
+        .clone();
+    inbox.rebuild().await.expect("rebuild");
+    let rebuilt = dump(&app).await;
+    assert!(
+        incremental == rebuilt,
+        "the rebuild differs from incremental projection"
+    );
+}
+
 in_process_on_both_backends!(
     a_rebuild_from_zero_equals_incremental_projection,
     a_restart_after_following_the_log_applies_nothing_twice,
+    a_rebuild_spanning_several_statements_per_table_loses_no_row,
 );
