@@ -90,6 +90,25 @@ impl Inbox {
             .await
     }
 
+    /// Posts each Facebook fixture twice (the second time is a redelivery);
+    /// every answer must be 200.
+    async fn facebook_each_twice(&self, files: &[&str]) {
+        for file in files {
+            for _ in 0..2 {
+                assert_eq!(self.facebook(file).await, 200, "{file}");
+            }
+        }
+    }
+
+    /// [`Inbox::facebook_each_twice`] for LINE fixtures.
+    async fn line_each_twice(&self, files: &[&str]) {
+        for file in files {
+            for _ in 0..2 {
+                assert_eq!(self.line(file).await, 200, "{file}");
+            }
+        }
+    }
+
     /// The inbound events in the log: (type, data).
     async fn inbound(&self) -> Vec<(String, Value)> {
         self.app
@@ -118,6 +137,11 @@ impl Inbox {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// How many of `events` are of type `t`.
+fn count(events: &[(String, Value)], t: &str) -> usize {
+    events.iter().filter(|(ty, _)| ty == t).count()
 }
 
 fn types(events: &[(String, Value)]) -> Vec<&str> {
@@ -242,21 +266,19 @@ async fn unknown_pages_are_acknowledged_counted_and_dropped(app: App) {
 
 async fn every_facebook_shape_is_recorded(app: App) {
     let inbox = inbox(app, true).await;
-    for file in [
-        "facebook/text_message.json",
-        "facebook/image_attachment.json",
-        "facebook/multiple_entries_batched.json",
-        "facebook/echo_message.json",
-        "facebook/postback.json",
-        "facebook/delivery_and_read.json",
-        "facebook/sticker_transition.json",
-    ] {
-        for _ in 0..2 {
-            assert_eq!(inbox.facebook(file).await, 200, "{file}");
-        }
-    }
+    inbox
+        .facebook_each_twice(&[
+            "facebook/text_message.json",
+            "facebook/image_attachment.json",
+            "facebook/multiple_entries_batched.json",
+            "facebook/echo_message.json",
+            "facebook/postback.json",
+            "facebook/delivery_and_read.json",
+            "facebook/sticker_transition.json",
+        ])
+        .await;
     let events = inbox.inbound().await;
-    let count = |t: &str| events.iter().filter(|(ty, _)| ty == t).count();
+    let count = |t: &str| count(&events, t);
     // text, image, 3 batched, postback, sticker; echo; delivery; read.
     assert_eq!(count("MessageReceived"), 7, "{:?}", types(&events));
     assert_eq!(count("MessageEchoed"), 1);
@@ -339,7 +361,7 @@ async fn line_events_are_recorded_once_each(app: App) {
         assert_eq!(inbox.line(file).await, 200, "{file} again");
     }
     let events = inbox.inbound().await;
-    let count = |t: &str| events.iter().filter(|(ty, _)| ty == t).count();
+    let count = |t: &str| count(&events, t);
     // text, image, postback, LU2's text, group text.
     assert_eq!(count("MessageReceived"), 5, "{:?}", types(&events));
     // follow (LU2) + unblock (LU4); unfollow (LU3) twice over two files, same user but distinct events.
@@ -470,19 +492,17 @@ fn kinds(message: &Value) -> Vec<&str> {
 
 async fn the_other_facebook_shapes_are_recorded(app: App) {
     let inbox = inbox(app, false).await;
-    for file in [
-        "facebook/text_message.json",
-        "facebook/text_and_attachments.json",
-        "facebook/quick_reply_and_reply_to.json",
-        "facebook/standby.json",
-        "facebook/unsupported.json",
-    ] {
-        for _ in 0..2 {
-            assert_eq!(inbox.facebook(file).await, 200, "{file}");
-        }
-    }
+    inbox
+        .facebook_each_twice(&[
+            "facebook/text_message.json",
+            "facebook/text_and_attachments.json",
+            "facebook/quick_reply_and_reply_to.json",
+            "facebook/standby.json",
+            "facebook/unsupported.json",
+        ])
+        .await;
     let events = inbox.inbound().await;
-    let count = |t: &str| events.iter().filter(|(ty, _)| ty == t).count();
+    let count = |t: &str| count(&events, t);
     assert_eq!(count("MessageReceived"), 4, "{:?}", types(&events));
     assert_eq!(count("UnsupportedEventReceived"), 3, "{:?}", types(&events));
 
@@ -566,20 +586,18 @@ async fn the_other_facebook_shapes_are_recorded(app: App) {
 
 async fn the_other_line_shapes_are_recorded(app: App) {
     let inbox = inbox(app, false).await;
-    for file in [
-        "line/text_message.json",
-        "line/media_messages.json",
-        "line/text_with_emojis.json",
-        "line/room_message.json",
-        "line/unsupported.json",
-        "line/unsend.json",
-    ] {
-        for _ in 0..2 {
-            assert_eq!(inbox.line(file).await, 200, "{file}");
-        }
-    }
+    inbox
+        .line_each_twice(&[
+            "line/text_message.json",
+            "line/media_messages.json",
+            "line/text_with_emojis.json",
+            "line/room_message.json",
+            "line/unsupported.json",
+            "line/unsend.json",
+        ])
+        .await;
     let events = inbox.inbound().await;
-    let count = |t: &str| events.iter().filter(|(ty, _)| ty == t).count();
+    let count = |t: &str| count(&events, t);
     // text, video, audio, file, location, sticker, emoji text, room, standby.
     assert_eq!(count("MessageReceived"), 9, "{:?}", types(&events));
     assert_eq!(count("UnsupportedEventReceived"), 4, "{:?}", types(&events));

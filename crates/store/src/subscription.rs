@@ -48,14 +48,14 @@ impl Subscription {
     /// log shows what another process wrote.
     pub async fn next_batch(&mut self) -> Result<Vec<RecordedEvent>, StoreError> {
         let mut retry = Duration::ZERO;
-        let mut thorough = false;
+        let mut from_memory = true;
         loop {
             // Mark the current version seen *before* reading, so a commit that
             // lands during the read still wakes the wait below.
             self.changes.borrow_and_update();
-            let recent = match thorough {
-                false => self.store.read_all_recent(self.after, self.page),
-                true => None,
+            let recent = match from_memory {
+                true => self.store.read_all_recent(self.after, self.page),
+                false => None,
             };
             let events = match recent {
                 Some(events) => events,
@@ -70,16 +70,16 @@ impl Subscription {
                 retry *= 2;
                 continue;
             }
-            retry = Duration::ZERO;
-            thorough = true;
-            match tokio::time::timeout(IDLE_POLL, self.changes.changed()).await {
-                Ok(Ok(())) => {
-                    retry = Duration::from_millis(1);
-                    thorough = false;
+            let woken = tokio::time::timeout(IDLE_POLL, self.changes.changed()).await;
+            from_memory = matches!(woken, Ok(Ok(())));
+            retry = match woken {
+                Ok(Ok(())) => Duration::from_millis(1),
+                Ok(Err(_)) => {
+                    tokio::time::sleep(IDLE_POLL).await;
+                    Duration::ZERO
                 }
-                Ok(Err(_)) => tokio::time::sleep(IDLE_POLL).await,
-                Err(_elapsed) => {}
-            }
+                Err(_elapsed) => Duration::ZERO,
+            };
         }
     }
 

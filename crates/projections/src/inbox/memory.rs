@@ -168,10 +168,14 @@ impl MemoryRows {
         let mut conversations: Vec<_> = self.conversations.into_iter().collect();
         conversations.sort_unstable_by_key(|(id, _)| *id);
         self.messages.sort_unstable_by_key(|m| m.row.message_id);
-        let media: Vec<_> = (self.media_order.iter())
+        let media: Vec<_> = self
+            .media_order
+            .iter()
             .filter_map(|key| self.media.remove(key))
             .collect();
-        let deliveries: Vec<_> = (self.delivery_order.iter())
+        let deliveries: Vec<_> = self
+            .delivery_order
+            .iter()
             .filter_map(|id| self.deliveries.remove(id))
             .collect();
         insert_all!(tx, INSERT_CONTACT, contacts, |(id, c)| [

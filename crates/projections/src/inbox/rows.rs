@@ -171,9 +171,7 @@ pub trait InboxRows: Send {
         conversation: Inbound<'_>,
         message: NewMessage,
     ) -> Result<(), ApplyError> {
-        self.ensure_contact(contact).await?;
-        self.inbound(conversation).await?;
-        self.insert_message(message).await
+        one_by_one(self, contact, conversation, message).await
     }
 
     /// Our reply `message_id` in that conversation was echoed: `DELIVERED`,
@@ -256,6 +254,18 @@ pub(super) const INSERT_MEDIA: &str = "INSERT INTO rm_media (message_id, idx, or
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 pub(super) const INSERT_DELIVERY: &str = "INSERT INTO rm_deliveries (message_id, reply_id, idx, conversation_id, org_id, channel_id, payload, state, queued_at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+/// [`InboxRows::receive`] as its three operations, one after another.
+async fn one_by_one(
+    rows: &mut (impl InboxRows + ?Sized),
+    contact: NewContact<'_>,
+    conversation: Inbound<'_>,
+    message: NewMessage,
+) -> Result<(), ApplyError> {
+    rows.ensure_contact(contact).await?;
+    rows.inbound(conversation).await?;
+    rows.insert_message(message).await
+}
 
 const ENSURE_CONTACT: &str =
     "INSERT INTO rm_contacts (contact_id, org_id, channel_id, platform_user_id, profile_state)
@@ -462,9 +472,7 @@ impl InboxRows for SqlRows<'_> {
     ) -> Result<(), ApplyError> {
         let ReadTx::Postgres(tx) = &mut *self.0 else {
             // SQLite statements are calls in this thread: nothing to save.
-            self.ensure_contact(c).await?;
-            self.inbound(i).await?;
-            return self.insert_message(m).await;
+            return one_by_one(self, c, i, m).await;
         };
         sqlx::query(&RECEIVE)
             .bind(c.contact_id)
