@@ -123,7 +123,7 @@ async fn run(
     .await
     .map_err(command_error)?;
     app.read_your_writes(executed.position).await;
-    app.channel_cache.clear();
+    app.directory.clear();
     Ok(())
 }
 
@@ -394,7 +394,7 @@ pub async fn expire_due_channels(app: &AppState) -> Result<usize, ApiError> {
         }
         app.read_your_writes(executed.position).await;
     }
-    app.channel_cache.clear();
+    app.directory.clear();
     Ok(expired)
 }
 
@@ -425,7 +425,7 @@ pub async fn expire_rejected_token(
     .await
     .map_err(command_error)?;
     app.read_your_writes(executed.position).await;
-    app.channel_cache.clear();
+    app.directory.clear();
     Ok(!executed.events.is_empty())
 }
 

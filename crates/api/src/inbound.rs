@@ -1,6 +1,7 @@
 //! From parsed webhook items to events: one append per item, each with an
 //! id derived from the item's platform id, so redeliveries store nothing new.
 
+use crate::directory::KnownChannel;
 use chrono::{DateTime, Utc};
 use omnibox_channels::{facebook, line};
 use omnibox_domain::conversation::{
@@ -8,7 +9,6 @@ use omnibox_domain::conversation::{
     InboundAttachment, InboundEvent, MediaSource, Postback, Thread,
 };
 use omnibox_domain::ids::ConversationId;
-use omnibox_projections::channels::ChannelRow;
 use omnibox_store::{Metadata, NewEvent, StreamName};
 use serde::Serialize;
 use uuid::Uuid;
@@ -65,7 +65,7 @@ fn conversation(
 }
 
 fn unsupported(
-    channel: &ChannelRow,
+    channel: &KnownChannel,
     kind: String,
     platform_event_id: Option<String>,
     at: Option<DateTime<Utc>>,
@@ -141,7 +141,7 @@ impl Received {
         }
     }
 
-    fn append(self, channel: &ChannelRow, correlation: Uuid, actor: &str) -> Option<Append> {
+    fn append(self, channel: &KnownChannel, correlation: Uuid, actor: &str) -> Option<Append> {
         let conversation_id = conversation_id(channel.id, &self.thread);
         let contact = self
             .author
@@ -177,7 +177,7 @@ impl Received {
 
 /// Facebook items for one page (its channel), as appends.
 pub fn facebook_events(
-    channel: &ChannelRow,
+    channel: &KnownChannel,
     events: Vec<facebook::Event>,
     correlation: Uuid,
 ) -> Vec<Append> {
@@ -360,7 +360,7 @@ fn facebook_attachment(attachment: facebook::Attachment) -> InboundAttachment {
 
 /// LINE events for one channel, as appends.
 pub fn line_events(
-    channel: &ChannelRow,
+    channel: &KnownChannel,
     events: Vec<line::Event>,
     correlation: Uuid,
 ) -> Vec<Append> {

@@ -15,6 +15,7 @@ pub mod channels;
 pub mod commands;
 pub mod config;
 pub mod delivery;
+pub mod directory;
 mod error;
 pub mod graphql;
 pub mod inbound;

@@ -34,6 +34,7 @@ pub struct Metrics {
     events_appended: Counter,
     append_duration: Histogram,
     webhooks_unknown_target: Family<Labels, Counter>,
+    projection_running: Family<Labels, prometheus_client::metrics::gauge::Gauge>,
 }
 
 impl Default for Metrics {
@@ -83,8 +84,16 @@ impl Metrics {
             "Webhook deliveries for a page or channel that no organization has connected, by platform",
             webhooks_unknown_target.clone(),
         );
+        let projection_running =
+            Family::<Labels, prometheus_client::metrics::gauge::Gauge>::default();
+        registry.register(
+            "projection_running",
+            "1 while a projector runs (catching up or live), 0 while a failure holds it (see /readyz for why)",
+            projection_running.clone(),
+        );
         Self {
             registry,
+            projection_running,
             http_requests,
             http_duration,
             appends,
@@ -99,6 +108,13 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);
         text
+    }
+
+    /// Records whether projector `name` is running.
+    pub fn projection_running(&self, name: &'static str, running: bool) {
+        self.projection_running
+            .get_or_create(&vec![("projection", name.to_owned())])
+            .set(i64::from(running));
     }
 
     pub fn webhook_for_unknown_target(&self, platform: &'static str) {

@@ -16,6 +16,8 @@ use axum::routing::{get, post};
 use axum::{middleware, Router};
 use futures_util::{SinkExt, StreamExt};
 
+use omnibox_projections::RunnerStatus;
+
 use crate::auth::{authenticate, bearer};
 use crate::graphql::{schema, OmniboxSchema};
 use crate::metrics::track_requests;
@@ -53,6 +55,7 @@ pub fn router(app: AppState) -> Router {
         .with_state(app.clone());
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/graphql", get(graphql_get).post(graphql_post))
         .with_state(server)
@@ -85,7 +88,46 @@ async fn healthz(State(server): State<Server>) -> Response {
     }
 }
 
+/// 200 when the event store answers and every projector is following the
+/// log at its end; 503 with a JSON reason otherwise (catching up, retrying
+/// after a failure, or stopped by an event it cannot apply).
+async fn readyz(State(server): State<Server>) -> Response {
+    let mut problems = Vec::new();
+    if let Err(error) = server.app.store.ping().await {
+        problems.push(serde_json::json!({ "component": "event store", "state": "UNAVAILABLE", "reason": error.to_string() }));
+    }
+    for runner in server.app.projections.runners() {
+        let (state, reason) = match runner.status() {
+            RunnerStatus::Live => continue,
+            RunnerStatus::CatchingUp => ("CATCHING_UP", None),
+            RunnerStatus::Retrying { reason } => ("RETRYING", Some(reason)),
+            RunnerStatus::Stopped { reason } => ("STOPPED", Some(reason)),
+        };
+        problems.push(serde_json::json!({ "component": format!("projection {}", runner.name()), "state": state, "reason": reason }));
+    }
+    let (status, ready) = if problems.is_empty() {
+        (StatusCode::OK, true)
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, false)
+    };
+    (
+        status,
+        axum::Json(serde_json::json!({ "ready": ready, "problems": problems })),
+    )
+        .into_response()
+}
+
 async fn metrics(State(server): State<Server>) -> Response {
+    for runner in server.app.projections.runners() {
+        let running = !matches!(
+            runner.status(),
+            RunnerStatus::Retrying { .. } | RunnerStatus::Stopped { .. }
+        );
+        server
+            .app
+            .metrics
+            .projection_running(runner.name(), running);
+    }
     (
         [(
             CONTENT_TYPE,

@@ -54,7 +54,8 @@ pub struct Inner {
     /// The shared platform HTTP client (media downloads).
     pub http: reqwest::Client,
     pub media: Arc<dyn crate::media::MediaStore>,
-    pub channel_cache: crate::webhooks::ChannelCache,
+    /// Channels as their events say, for webhooks and deliveries.
+    pub directory: crate::directory::ChannelDirectory,
 }
 
 impl std::ops::Deref for AppState {
@@ -122,13 +123,17 @@ impl AppState {
             line,
             http,
             media,
-            channel_cache: Default::default(),
+            directory: Default::default(),
         })))
     }
 
     /// Starts following the log with every projector, and the timers.
     pub fn start_background(&self) {
         self.projections.spawn();
+        tokio::spawn(omnibox_projections::follow_other_servers(
+            self.db.clone(),
+            self.bus.clone(),
+        ));
         tokio::spawn(crate::channels::run_expiry_timer(self.clone()));
         tokio::spawn(crate::media::run_media_fetcher(self.clone()));
         tokio::spawn(crate::delivery::run_delivery_worker(self.clone()));

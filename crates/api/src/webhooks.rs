@@ -4,8 +4,11 @@
 //! store answers after the commit). A bad signature is 401 and nothing is
 //! stored; an unreadable body 400; a page or channel no organization has
 //! connected (or one that is disconnected) 200 with nothing stored, counted
-//! in /metrics, so the platform does not retry for ever. Many concurrent
-//! webhooks share group commits.
+//! in /metrics, so the platform does not retry for ever. Whether a target is
+//! connected is decided from the log ([`crate::directory`]), never from a
+//! read model a rebuild may have emptied; when it cannot be decided the
+//! answer is 503 and the platform retries. Many concurrent webhooks share
+//! group commits.
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -15,60 +18,13 @@ use futures_util::future::join_all;
 use omnibox_channels::{
     facebook, facebook_handshake, line, verify_facebook_signature, verify_line_signature,
 };
-use omnibox_domain::channel::ChannelStatus;
 use omnibox_domain::ids::ChannelId;
 use omnibox_domain::ChannelKind;
-use omnibox_projections::channels::{self as read, ChannelRow};
 use omnibox_store::ExpectedRevision;
 use uuid::Uuid;
 
 use crate::inbound::{facebook_events, line_events, Append};
 use crate::AppState;
-
-/// How long a looked-up channel is trusted. Channel commands in this
-/// process clear the cache at once; other processes' changes show within this.
-const CHANNEL_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Recently looked-up channels by route key, so a burst of webhooks costs
-/// one read-model query per channel instead of one per request.
-#[derive(Default)]
-pub struct ChannelCache {
-    entries: std::sync::Mutex<
-        std::collections::HashMap<String, (Option<ChannelRow>, std::time::Instant)>,
-    >,
-}
-
-impl ChannelCache {
-    pub fn clear(&self) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-    }
-
-    async fn get<F, Fut>(&self, key: String, load: F) -> Result<Option<ChannelRow>, sqlx::Error>
-    where
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Option<ChannelRow>, sqlx::Error>>,
-    {
-        if let Some((row, at)) = self
-            .entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
-            if at.elapsed() < CHANNEL_CACHE_TTL {
-                return Ok(row.clone());
-            }
-        }
-        let row = load().await?;
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, (row.clone(), std::time::Instant::now()));
-        Ok(row)
-    }
-}
 
 /// Larger bodies are refused with 413 before they are read.
 pub const MAX_WEBHOOK_BODY: usize = 4 * 1024 * 1024;
@@ -109,11 +65,6 @@ pub async fn facebook_verify(
     }
 }
 
-fn usable(channel: &ChannelRow) -> bool {
-    // EXPIRED channels keep receiving: a lapsed token must never lose a customer's message.
-    channel.recorded_status != ChannelStatus::Disconnected
-}
-
 /// `POST /webhooks/facebook`.
 pub async fn facebook_receive(
     State(app): State<AppState>,
@@ -150,14 +101,8 @@ pub async fn facebook_receive(
     }
     let mut appends = Vec::new();
     for (page, page_events) in by_page {
-        let lookup = app
-            .channel_cache
-            .get(format!("facebook:{page}"), || {
-                read::channel_by_external_id(&app.db, ChannelKind::Facebook, &page)
-            })
-            .await;
-        match lookup {
-            Ok(Some(channel)) if usable(&channel) => {
+        match app.directory.by_page(&*app.store, &page).await {
+            Ok(Some(channel)) if channel.receives() => {
                 appends.extend(facebook_events(&channel, page_events, correlation))
             }
             Ok(_) => {
@@ -184,18 +129,12 @@ pub async fn line_receive(
     let Ok(id) = Uuid::parse_str(&channel_id) else {
         return unknown();
     };
-    let lookup = app
-        .channel_cache
-        .get(format!("line:{id}"), || {
-            read::channel_by_id(&app.db, ChannelId(id))
-        })
-        .await;
-    let channel = match lookup {
+    let channel = match app.directory.by_id(&*app.store, ChannelId(id)).await {
         Ok(Some(channel)) if channel.kind == ChannelKind::Line => channel,
         Ok(_) => return unknown(),
         Err(error) => return unavailable(error),
     };
-    let Some(secret_id) = channel.channel_secret else {
+    let Some(secret_id) = channel.channel_secret() else {
         return unknown();
     };
     let secret = match app.secrets.get(secret_id).await {
@@ -212,7 +151,7 @@ pub async fn line_receive(
         Ok(webhook) => webhook,
         Err(error) => return (StatusCode::BAD_REQUEST, error.to_string()).into_response(),
     };
-    if !usable(&channel) || webhook.destination != channel.external_id {
+    if !channel.receives() || webhook.destination != channel.state.external_id {
         return unknown();
     }
     store(&app, line_events(&channel, webhook.events, Uuid::now_v7())).await

@@ -20,6 +20,8 @@ pub mod templates;
 pub mod sql;
 mod updates;
 
-pub use runtime::{Fold, ProjectionError, ProjectionRunner, Projections, Projector};
+pub use runtime::{
+    is_transient, Fold, ProjectionError, ProjectionRunner, Projections, Projector, RunnerStatus,
+};
 pub use sql::ReadTx;
-pub use updates::{Change, LiveUpdate, UpdateBus};
+pub use updates::{follow_other_servers, node_id, Change, LiveUpdate, UpdateBus};

@@ -114,6 +114,27 @@ pub trait Fold: Send {
     async fn write(self: Box<Self>, tx: &mut ReadTx) -> Result<(), ApplyError>;
 }
 
+/// First pause after a transient failure (deadlock, lost connection, busy
+/// file); it doubles up to [`MAX_RETRY_PAUSE`].
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(50);
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
+/// How long a projector stopped by an event it cannot apply waits before it
+/// tries that event again (a fixed deployment, a repaired row).
+const STOPPED_RETRY_PAUSE: Duration = Duration::from_secs(30);
+
+/// What a projector is doing, for `/readyz` and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunnerStatus {
+    /// Not started, or reading the log's backlog.
+    CatchingUp,
+    /// Its last read reached the end of the log.
+    Live,
+    /// A transient failure; it tries again by itself.
+    Retrying { reason: String },
+    /// An event it cannot apply stopped it; it tries again after a pause.
+    Stopped { reason: String },
+}
+
 /// Runs one projector against the log.
 pub struct ProjectionRunner {
     db: Database,
@@ -121,6 +142,7 @@ pub struct ProjectionRunner {
     projector: Arc<dyn Projector>,
     bus: UpdateBus,
     position: watch::Sender<Position>,
+    status: watch::Sender<RunnerStatus>,
 }
 
 enum Batch {
@@ -142,7 +164,13 @@ impl ProjectionRunner {
             projector,
             bus,
             position: watch::Sender::new(Position::default()),
+            status: watch::Sender::new(RunnerStatus::CatchingUp),
         }
+    }
+
+    /// What this projector is doing now.
+    pub fn status(&self) -> RunnerStatus {
+        self.status.borrow().clone()
     }
 
     pub fn name(&self) -> &'static str {
@@ -218,6 +246,16 @@ impl ProjectionRunner {
         let mut committed = tokio::time::Instant::now();
         loop {
             let mut events = subscription.next_batch().await?;
+            self.status.send_if_modified(|status| {
+                let now = if events.len() < BATCH {
+                    RunnerStatus::Live
+                } else {
+                    RunnerStatus::CatchingUp
+                };
+                let changed = *status != now;
+                *status = now;
+                changed
+            });
             unrecorded += events.len() as u64;
             if unrecorded < UNRECORDED_LIMIT && !events.iter().any(|e| self.projector.handles(e)) {
                 if let Some(last) = events.last() {
@@ -252,9 +290,13 @@ impl ProjectionRunner {
         }
     }
 
-    /// Runs until stopped, restarting after transient failures (database
-    /// down) with a pause; stops for good on an event it cannot apply.
+    /// Runs until the process stops. A transient failure (deadlock, lost
+    /// connection, busy file, the store unreachable) is retried with
+    /// back-off; an event the projector cannot apply stops it, visibly
+    /// (its status, an ERROR naming the event), and it tries again after
+    /// [`STOPPED_RETRY_PAUSE`]. It never stops for good.
     pub async fn run_forever(self: Arc<Self>) {
+        let mut pause = FIRST_RETRY_PAUSE;
         loop {
             let runner = ProjectionRunner {
                 db: self.db.clone(),
@@ -262,17 +304,29 @@ impl ProjectionRunner {
                 projector: self.projector.clone(),
                 bus: self.bus.clone(),
                 position: self.position.clone(),
+                status: self.status.clone(),
             };
-            match runner.run().await {
-                Err(error @ ProjectionError::BadEvent { .. }) => {
-                    tracing::error!(projection = self.name(), %error, "projection stopped");
-                    return;
-                }
-                Err(error) => {
-                    tracing::warn!(projection = self.name(), %error, "projection failed; restarting in 1 s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+            let started = tokio::time::Instant::now();
+            let error = match runner.run().await {
                 Ok(()) => return,
+                Err(error) => error,
+            };
+            if started.elapsed() > MAX_RETRY_PAUSE * 2 {
+                pause = FIRST_RETRY_PAUSE;
+            }
+            if error.is_transient() {
+                tracing::warn!(projection = self.name(), %error, retry_in = ?pause, "projection interrupted; retrying");
+                self.status.send_replace(RunnerStatus::Retrying {
+                    reason: error.to_string(),
+                });
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_RETRY_PAUSE);
+            } else {
+                tracing::error!(projection = self.name(), %error, retry_in = ?STOPPED_RETRY_PAUSE, "projection stopped");
+                self.status.send_replace(RunnerStatus::Stopped {
+                    reason: error.to_string(),
+                });
+                tokio::time::sleep(STOPPED_RETRY_PAUSE).await;
             }
         }
     }
@@ -321,16 +375,19 @@ impl ProjectionRunner {
             if n % YIELD_EVERY == YIELD_EVERY - 1 {
                 tokio::task::yield_now().await;
             }
-            self.projector
-                .apply(&mut tx, event, &mut changes)
-                .await
-                .map_err(|error| bad_event(name, event, error))?;
+            match self.projector.apply(&mut tx, event, &mut changes).await {
+                Ok(()) => {}
+                // Rolled back with the transaction; the batch is tried again.
+                Err(ApplyError::Sql(error)) if is_transient(&error) => return Err(error.into()),
+                Err(error) => return Err(bad_event(name, event, error)),
+            }
             updates.extend(changes.drain(..).map(|(org_id, change)| LiveUpdate {
                 org_id,
                 position: event.position,
                 change,
             }));
         }
+        crate::updates::announce(&mut tx, &updates).await?;
         tx.commit().await?;
         self.position.send_replace(to);
         for update in updates {
@@ -392,18 +449,15 @@ impl ProjectionRunner {
             tokio::task::yield_now().await;
         }
         let mut tx = ReadTx::begin(&self.db).await?;
+        // The checkpoint first, then the tables: the order a live batch
+        // takes them in, so the two wait for each other instead of
+        // deadlocking, and a live batch either committed before this
+        // transaction (its rows are deleted here) or loses its
+        // compare-and-set after it (and goes on from the new checkpoint).
+        set_checkpoint(&mut tx, name, position).await?;
         for table in self.projector.tables() {
             execute!(&mut tx, &format!("DELETE FROM {table}"))?;
         }
-        execute!(
-            &mut tx,
-            "INSERT INTO projection_checkpoints (name, commit_position, prepare_position) VALUES ($1, $2, $3)
-             ON CONFLICT (name) DO UPDATE SET commit_position = excluded.commit_position,
-                 prepare_position = excluded.prepare_position",
-            name,
-            position.commit as i64,
-            position.prepare as i64
-        )?;
         let indexes = match &tx {
             ReadTx::Sqlite(sqlite) => {
                 crate::sql::sqlite_drop_indexes(sqlite, self.projector.tables())?
@@ -425,22 +479,104 @@ impl ProjectionRunner {
         Ok(applied + since)
     }
 
-    /// Empties this projection's tables and checkpoint, then replays the whole log.
+    /// Replays the whole log into this projection's tables in one
+    /// transaction: readers (and webhooks) see the old rows until it
+    /// commits, then the new ones; a live batch meanwhile waits for the
+    /// checkpoint row and then loses its compare-and-set. For the small
+    /// projectors only (their events are few); the inbox folds instead.
     async fn rebuild_in_place(
         &self,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<u64, ProjectionError> {
+        let name = self.projector.name();
         let mut tx = ReadTx::begin(&self.db).await?;
+        set_checkpoint(&mut tx, name, Position::default()).await?;
         for table in self.projector.tables() {
             execute!(&mut tx, &format!("DELETE FROM {table}"))?;
         }
-        execute!(
-            &mut tx,
-            "DELETE FROM projection_checkpoints WHERE name = $1",
-            self.projector.name()
-        )?;
+        let mut position = Position::default();
+        let mut applied = 0;
+        let mut changes = Vec::new();
+        loop {
+            let events = self.store.read_all(Some(position), CATCH_UP_BATCH).await?;
+            let Some(last) = events.last().map(|e| e.position) else {
+                break;
+            };
+            for event in events.iter().filter(|e| self.projector.handles(e)) {
+                match self.projector.apply(&mut tx, event, &mut changes).await {
+                    Ok(()) => changes.clear(),
+                    Err(ApplyError::Sql(error)) if is_transient(&error) => return Err(error.into()),
+                    Err(error) => return Err(bad_event(name, event, error)),
+                }
+            }
+            applied += events.len() as u64;
+            position = last;
+            progress(applied);
+            tokio::task::yield_now().await;
+        }
+        set_checkpoint(&mut tx, name, position).await?;
         tx.commit().await?;
-        self.catch_up_reporting(progress).await
+        self.position.send_replace(position);
+        let since = self.catch_up_reporting(&|n| progress(applied + n)).await?;
+        Ok(applied + since)
+    }
+}
+
+/// Sets `name`'s checkpoint to `position` inside `tx` (creating it).
+async fn set_checkpoint(
+    tx: &mut ReadTx,
+    name: &'static str,
+    position: Position,
+) -> Result<(), sqlx::Error> {
+    execute!(
+        tx,
+        "INSERT INTO projection_checkpoints (name, commit_position, prepare_position) VALUES ($1, $2, $3)
+         ON CONFLICT (name) DO UPDATE SET commit_position = excluded.commit_position,
+             prepare_position = excluded.prepare_position",
+        name,
+        position.commit as i64,
+        position.prepare as i64
+    )?;
+    Ok(())
+}
+
+/// Whether `error` may go away by itself: a deadlock or serialization
+/// failure, a lost or refused connection, a pool timeout, a busy file.
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(error) => {
+            let code = error.code().unwrap_or_default();
+            // PostgreSQL: serialization failure, deadlock, connection
+            // exceptions, insufficient resources, operator intervention
+            // (a terminated backend). SQLite: BUSY and LOCKED, with their
+            // extended codes (the low byte is the primary code).
+            matches!(&*code, "40001" | "40P01")
+                || ["08", "53", "57"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
+                || code
+                    .parse::<i32>()
+                    .is_ok_and(|sqlite| matches!(sqlite & 0xff, 5 | 6))
+        }
+        _ => false,
+    }
+}
+
+impl ProjectionError {
+    /// Whether retrying may succeed without anything changing.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ProjectionError::BadEvent { .. } => false,
+            ProjectionError::Sql(error) => is_transient(error),
+            ProjectionError::Store(_) => true,
+            ProjectionError::Write { .. } => true,
+        }
     }
 }
 

@@ -30,3 +30,188 @@ pub struct LiveUpdate {
 /// Subscribers that fall behind lose the oldest updates and are told so
 /// (`RecvError::Lagged`), so one slow client never slows the others.
 pub type UpdateBus = broadcast::Sender<LiveUpdate>;
+
+/// The PostgreSQL channel that carries live updates between server processes.
+const LIVE_CHANNEL: &str = "omnibox_live";
+/// Updates per notification: a payload must stay under PostgreSQL's 8,000 bytes.
+const UPDATES_PER_NOTIFICATION: usize = 40;
+
+/// This process, as the sender of its own notifications (which it has
+/// already published on its bus, and ignores when they come back).
+pub fn node_id() -> uuid::Uuid {
+    static NODE: std::sync::OnceLock<uuid::Uuid> = std::sync::OnceLock::new();
+    *NODE.get_or_init(uuid::Uuid::now_v7)
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Notification {
+    /// The sending process.
+    n: uuid::Uuid,
+    u: Vec<WireUpdate>,
+}
+
+/// One update, compactly: organization, position, and what changed.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WireUpdate(
+    uuid::Uuid,
+    u64,
+    u64,
+    char,
+    uuid::Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")] Option<uuid::Uuid>,
+);
+
+impl From<&LiveUpdate> for WireUpdate {
+    fn from(update: &LiveUpdate) -> Self {
+        let (kind, id, message) = match &update.change {
+            Change::Member(id) => ('m', id.0, None),
+            Change::Channel(id) => ('c', id.0, None),
+            Change::Conversation(id) => ('v', id.0, None),
+            Change::Message {
+                conversation,
+                message,
+            } => ('s', conversation.0, Some(*message)),
+        };
+        WireUpdate(
+            update.org_id.0,
+            update.position.commit,
+            update.position.prepare,
+            kind,
+            id,
+            message,
+        )
+    }
+}
+
+impl WireUpdate {
+    fn decode(self) -> Option<LiveUpdate> {
+        let WireUpdate(org, commit, prepare, kind, id, message) = self;
+        let change = match (kind, message) {
+            ('m', None) => Change::Member(MemberId(id)),
+            ('c', None) => Change::Channel(ChannelId(id)),
+            ('v', None) => Change::Conversation(ConversationId(id)),
+            ('s', Some(message)) => Change::Message {
+                conversation: ConversationId(id),
+                message,
+            },
+            _ => return None,
+        };
+        Some(LiveUpdate {
+            org_id: OrgId(org),
+            position: Position::new(commit, prepare),
+            change,
+        })
+    }
+}
+
+/// Tells every other server process about `updates`, inside the
+/// transaction that commits them: PostgreSQL delivers a NOTIFY only when
+/// its transaction commits, so no process hears of a row before it can
+/// read it, and a rolled-back batch announces nothing. (SQLite has one
+/// server process: nothing to do.)
+pub(crate) async fn announce(
+    tx: &mut crate::ReadTx,
+    updates: &[LiveUpdate],
+) -> Result<(), sqlx::Error> {
+    let crate::ReadTx::Postgres(tx) = tx else {
+        return Ok(());
+    };
+    for chunk in updates.chunks(UPDATES_PER_NOTIFICATION) {
+        let payload = serde_json::to_string(&Notification {
+            n: node_id(),
+            u: chunk.iter().map(WireUpdate::from).collect(),
+        })
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(LIVE_CHANNEL)
+            .bind(payload)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Publishes on `bus` the updates other server processes committed, until
+/// the process stops. Only PostgreSQL has other processes; on SQLite this
+/// returns at once. A lost connection is re-established; notifications sent
+/// while it was down are lost, which the log says (a subscriber that
+/// reconnects with `after` is given every change since).
+pub async fn follow_other_servers(db: omnibox_store::Database, bus: UpdateBus) {
+    let omnibox_store::Database::Postgres { pool } = db else {
+        return;
+    };
+    loop {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for other servers' updates; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(error) = listener.listen(LIVE_CHANNEL).await {
+            tracing::warn!(%error, "cannot listen for other servers' updates; retrying");
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            continue;
+        }
+        loop {
+            let notification = match listener.try_recv().await {
+                Ok(Some(notification)) => notification,
+                Ok(None) => {
+                    tracing::warn!(
+                        "lost the connection that hears other servers' updates; reconnected"
+                    );
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "listening for other servers' updates failed; reconnecting");
+                    break;
+                }
+            };
+            let Ok(notification) = serde_json::from_str::<Notification>(notification.payload())
+            else {
+                tracing::warn!("an unreadable live-update notification was ignored");
+                continue;
+            };
+            if notification.n == node_id() {
+                continue;
+            }
+            for update in notification.u.into_iter().filter_map(WireUpdate::decode) {
+                let _ = bus.send(update);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn updates_survive_the_wire_and_fit_a_notification() {
+        let updates: Vec<LiveUpdate> = (0..UPDATES_PER_NOTIFICATION)
+            .map(|n| LiveUpdate {
+                org_id: OrgId(uuid::Uuid::now_v7()),
+                position: Position::new(u64::MAX - n as u64, u64::MAX),
+                change: match n % 4 {
+                    0 => Change::Member(MemberId(uuid::Uuid::now_v7())),
+                    1 => Change::Channel(ChannelId(uuid::Uuid::now_v7())),
+                    2 => Change::Conversation(ConversationId(uuid::Uuid::now_v7())),
+                    _ => Change::Message {
+                        conversation: ConversationId(uuid::Uuid::now_v7()),
+                        message: uuid::Uuid::now_v7(),
+                    },
+                },
+            })
+            .collect();
+        let payload = serde_json::to_string(&Notification {
+            n: node_id(),
+            u: updates.iter().map(WireUpdate::from).collect(),
+        })
+        .expect("encode");
+        assert!(payload.len() < 8000, "{} bytes", payload.len());
+        let back: Notification = serde_json::from_str(&payload).expect("decode");
+        let back: Vec<LiveUpdate> = back.u.into_iter().filter_map(WireUpdate::decode).collect();
+        assert_eq!(back, updates);
+    }
+}
