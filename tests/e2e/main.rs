@@ -2,6 +2,7 @@
 //! HTTP and WebSocket clients.
 
 mod channels;
+mod faults;
 mod foundation;
 mod inbound;
 mod inbox;

@@ -168,6 +168,14 @@ impl ProjectionRunner {
         }
     }
 
+    fn set_status(&self, now: RunnerStatus) {
+        self.status.send_if_modified(|status| {
+            let changed = *status != now;
+            *status = now;
+            changed
+        });
+    }
+
     /// What this projector is doing now.
     pub fn status(&self) -> RunnerStatus {
         self.status.borrow().clone()
@@ -245,17 +253,12 @@ impl ProjectionRunner {
         let mut unrecorded = 0;
         let mut committed = tokio::time::Instant::now();
         loop {
-            let mut events = subscription.next_batch().await?;
-            self.status.send_if_modified(|status| {
-                let now = if events.len() < BATCH {
-                    RunnerStatus::Live
-                } else {
-                    RunnerStatus::CatchingUp
-                };
-                let changed = *status != now;
-                *status = now;
-                changed
-            });
+            let mut events = subscription
+                .next_batch_noting_idle(|| self.set_status(RunnerStatus::Live))
+                .await?;
+            if events.len() >= BATCH {
+                self.set_status(RunnerStatus::CatchingUp);
+            }
             unrecorded += events.len() as u64;
             if unrecorded < UNRECORDED_LIMIT && !events.iter().any(|e| self.projector.handles(e)) {
                 if let Some(last) = events.last() {

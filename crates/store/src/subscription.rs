@@ -47,6 +47,15 @@ impl Subscription {
     /// otherwise, and always after a wait that no wake-up ended: only the
     /// log shows what another process wrote.
     pub async fn next_batch(&mut self) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.next_batch_noting_idle(|| {}).await
+    }
+
+    /// [`Subscription::next_batch`], calling `idle` each time it found
+    /// nothing new and is about to wait (the reader is at the log's end).
+    pub async fn next_batch_noting_idle(
+        &mut self,
+        mut idle: impl FnMut(),
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let mut retry = Duration::ZERO;
         let mut from_memory = true;
         loop {
@@ -70,6 +79,7 @@ impl Subscription {
                 retry *= 2;
                 continue;
             }
+            idle();
             let woken = tokio::time::timeout(IDLE_POLL, self.changes.changed()).await;
             from_memory = matches!(woken, Ok(Ok(())));
             retry = match woken {

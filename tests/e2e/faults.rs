@@ -1,0 +1,246 @@
+//! The fault suite: every reliability promise, tried the way it breaks.
+//!
+//! Rebuilds under webhook traffic, several servers on one PostgreSQL,
+//! platforms that time out after accepting, throttle or drop the
+//! connection, and database connections cut mid-traffic. Each test checks
+//! what the customer and the agent end up with: every acknowledged message
+//! in the inbox exactly once, every bubble delivered once and in order.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::{
+    in_process_on_both_backends, line_signature, App, Bootstrapped, LINE_CHANNEL_SECRET,
+    TEST_SECRET_KEY,
+};
+
+/// An organization with `count` LINE channels, each its own bot.
+pub async fn line_channels(app: &App, count: usize) -> (Bootstrapped, Vec<(String, String)>) {
+    let owner = app.bootstrap("Fault Shop", "owner@example.com").await;
+    let mut channels = Vec::new();
+    for n in 0..count {
+        let bot = format!("Ubot{n:028x}");
+        let token = format!("line-token-{n}");
+        app.platform.add_bot(&token, &bot);
+        let answer = app
+            .graphql(
+                &owner.token,
+                "mutation($i: ConnectChannelInput!) { connectChannel(input: $i) { id } }",
+                json!({ "i": { "kind": "LINE", "externalId": bot, "name": format!("LINE {n}"),
+                               "accessToken": token, "channelSecret": LINE_CHANNEL_SECRET } }),
+            )
+            .await;
+        let id = answer["data"]["connectChannel"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("connect: {answer}"))
+            .to_owned();
+        channels.push((id, bot));
+    }
+    (owner, channels)
+}
+
+/// A LINE webhook body with one text message from `user`.
+pub fn line_text(bot: &str, user: &str, message_id: &str, text: &str, at_ms: i64) -> Vec<u8> {
+    json!({
+        "destination": bot,
+        "events": [{
+            "type": "message", "mode": "active", "timestamp": at_ms,
+            "webhookEventId": format!("01F{message_id}"),
+            "deliveryContext": { "isRedelivery": false },
+            "source": { "type": "user", "userId": user },
+            "replyToken": format!("rt-{message_id}"),
+            "message": { "type": "text", "id": message_id, "text": text },
+        }],
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Posts a signed LINE webhook until the server acknowledges it (a 5xx is
+/// what a platform retries), as LINE would; panics on any other answer.
+pub async fn post_line_until_acknowledged(url: &str, channel: &str, body: &[u8]) {
+    let client = reqwest::Client::new();
+    for _ in 0..600 {
+        let answer = client
+            .post(format!("{url}/webhooks/line/{channel}"))
+            .header("content-type", "application/json")
+            .header("x-line-signature", line_signature(body))
+            .body(body.to_vec())
+            .send()
+            .await;
+        match answer.map(|a| a.status().as_u16()) {
+            Ok(200) => return,
+            Ok(status) if status >= 500 => {}
+            Ok(status) => panic!("webhook answered {status}"),
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the webhook was never acknowledged");
+}
+
+/// Runs `omnibox ARGS` against `app`'s database in another process, off
+/// the runtime's threads.
+async fn omnibox(app: &App, args: &[&str]) -> std::process::Output {
+    let database_url = app.config.database_url.clone();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_omnibox"))
+            .env("OMNIBOX_DATABASE_URL", database_url)
+            .env("OMNIBOX_SECRET_KEY", TEST_SECRET_KEY)
+            .env("OMNIBOX_LOG", "warn")
+            .args(args)
+            .output()
+            .expect("run omnibox")
+    })
+    .await
+    .expect("omnibox task")
+}
+
+/// Inbound messages in the inbox, by platform message id, with how many rows each has.
+async fn inbox_messages(app: &App) -> HashMap<String, i64> {
+    use sqlx::Row;
+    let sql = "SELECT platform_message_id, count(*) FROM rm_messages
+               WHERE direction = 'INBOUND' GROUP BY platform_message_id";
+    match &app.state.db {
+        omnibox_store::Database::Sqlite { read_pool, .. } => sqlx::query(sql)
+            .fetch_all(read_pool)
+            .await
+            .expect("messages")
+            .iter()
+            .map(|row| (row.get::<Option<String>, _>(0).unwrap_or_default(), row.get::<i64, _>(1)))
+            .collect(),
+        omnibox_store::Database::Postgres { pool } => sqlx::query(sql)
+            .fetch_all(pool)
+            .await
+            .expect("messages")
+            .iter()
+            .map(|row| (row.get::<Option<String>, _>(0).unwrap_or_default(), row.get::<i64, _>(1)))
+            .collect(),
+    }
+}
+
+/// Webhooks from four senders to ten LINE channels while `omnibox rebuild`
+/// runs again and again in other processes (everything, then one projection
+/// at a time). Every acknowledged message must end up in the inbox exactly
+/// once, and the live projectors must still follow the log afterwards.
+async fn rebuilds_under_webhook_traffic_lose_nothing(app: App) {
+    let (_owner, channels) = line_channels(&app, 10).await;
+    let channels = Arc::new(channels);
+    let acknowledged = Arc::new(Mutex::new(HashSet::new()));
+    let sent = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let base = 1_795_400_000_000_i64;
+    let mut senders = Vec::new();
+    for sender in 0..4 {
+        let (channels, acknowledged, sent, done, url) = (
+            channels.clone(),
+            acknowledged.clone(),
+            sent.clone(),
+            done.clone(),
+            app.url.clone(),
+        );
+        senders.push(tokio::spawn(async move {
+            let mut n = 0_usize;
+            while !done.load(Ordering::Relaxed) || n < 30 {
+                let (channel, bot) = &channels[(sender + n) % channels.len()];
+                let message_id = format!("{sender}{n:09}");
+                let user = format!("U{sender:02}{:030x}", n % 7);
+                let body = line_text(bot, &user, &message_id, "hello", base + n as i64);
+                post_line_until_acknowledged(&url, channel, &body).await;
+                acknowledged
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(message_id);
+                sent.fetch_add(1, Ordering::Relaxed);
+                n += 1;
+            }
+        }));
+    }
+    let projections = [None, Some("channels"), Some("inbox"), Some("members"), None];
+    for round in 0..2 {
+        for only in projections {
+            let mut args = vec!["rebuild"];
+            if let Some(name) = only {
+                args.extend(["--projection", name]);
+            }
+            let output = omnibox(&app, &args).await;
+            assert!(
+                output.status.success(),
+                "round {round}, rebuild {only:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    for sender in senders {
+        sender.await.expect("sender");
+    }
+    // After the rebuilds, one more message must reach the inbox through the
+    // live projectors.
+    let (channel, bot) = &channels[0];
+    let body = line_text(bot, "Uafter", "999999999", "after", base + 1_000_000);
+    post_line_until_acknowledged(&app.url, channel, &body).await;
+    acknowledged
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert("999999999".to_owned());
+    app.settle().await;
+    let acknowledged = acknowledged.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let inbox = inbox_messages(&app).await;
+        let missing: Vec<_> = acknowledged
+            .iter()
+            .filter(|id| !inbox.contains_key(*id))
+            .collect();
+        let doubled: Vec<_> = inbox.iter().filter(|(_, n)| **n != 1).collect();
+        assert!(doubled.is_empty(), "messages shown more than once: {doubled:?}");
+        if missing.is_empty() {
+            assert_eq!(inbox.len(), acknowledged.len(), "nothing else appears");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {} acknowledged messages never reached the inbox, e.g. {:?}",
+            missing.len(),
+            acknowledged.len(),
+            missing.iter().take(5).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(sent.load(Ordering::Relaxed) >= 120);
+    let ready = reqwest::get(format!("{}/readyz", app.url))
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status().as_u16(), 200, "{:?}", ready.text().await);
+}
+
+/// `/readyz` answers 200 once every projector follows the log, with a JSON body.
+async fn readiness_reports_every_projector(app: App) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = reqwest::get(format!("{}/readyz", app.url))
+            .await
+            .expect("readyz");
+        let status = answer.status().as_u16();
+        let body: Value = answer.json().await.expect("a JSON answer");
+        if status == 200 {
+            assert_eq!(body["ready"], true);
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(!body["problems"].as_array().expect("problems").is_empty());
+        assert!(std::time::Instant::now() < deadline, "never ready: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+in_process_on_both_backends!(
+    rebuilds_under_webhook_traffic_lose_nothing,
+    readiness_reports_every_projector
+);
