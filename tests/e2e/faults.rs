@@ -112,14 +112,24 @@ async fn inbox_messages(app: &App) -> HashMap<String, i64> {
             .await
             .expect("messages")
             .iter()
-            .map(|row| (row.get::<Option<String>, _>(0).unwrap_or_default(), row.get::<i64, _>(1)))
+            .map(|row| {
+                (
+                    row.get::<Option<String>, _>(0).unwrap_or_default(),
+                    row.get::<i64, _>(1),
+                )
+            })
             .collect(),
         omnibox_store::Database::Postgres { pool } => sqlx::query(sql)
             .fetch_all(pool)
             .await
             .expect("messages")
             .iter()
-            .map(|row| (row.get::<Option<String>, _>(0).unwrap_or_default(), row.get::<i64, _>(1)))
+            .map(|row| {
+                (
+                    row.get::<Option<String>, _>(0).unwrap_or_default(),
+                    row.get::<i64, _>(1),
+                )
+            })
             .collect(),
     }
 }
@@ -190,7 +200,10 @@ async fn rebuilds_under_webhook_traffic_lose_nothing(app: App) {
         .unwrap_or_else(|p| p.into_inner())
         .insert("999999999".to_owned());
     app.settle().await;
-    let acknowledged = acknowledged.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let acknowledged = acknowledged
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let inbox = inbox_messages(&app).await;
@@ -199,7 +212,10 @@ async fn rebuilds_under_webhook_traffic_lose_nothing(app: App) {
             .filter(|id| !inbox.contains_key(*id))
             .collect();
         let doubled: Vec<_> = inbox.iter().filter(|(_, n)| **n != 1).collect();
-        assert!(doubled.is_empty(), "messages shown more than once: {doubled:?}");
+        assert!(
+            doubled.is_empty(),
+            "messages shown more than once: {doubled:?}"
+        );
         if missing.is_empty() {
             assert_eq!(inbox.len(), acknowledged.len(), "nothing else appears");
             break;

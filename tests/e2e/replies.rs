@@ -642,6 +642,16 @@ async fn a_crash_mid_push_never_sends_twice_on_line(app: App) {
     inbox.app.platform.delay_sends(std::time::Duration::ZERO);
     let restarted = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
     deliver(&inbox, &restarted).await;
+    assert_eq!(
+        inbox.app.platform.sent("/v2/bot/message/push").len(),
+        1,
+        "a claim is someone else's until its lease ends"
+    );
+    inbox
+        .app
+        .clock
+        .advance(omnibox_domain::conversation::CLAIM_LEASE + Duration::seconds(1));
+    deliver(&inbox, &restarted).await;
     let pushes = inbox.app.platform.sent("/v2/bot/message/push");
     assert_eq!(pushes.len(), 2, "sent again after the restart");
     assert_eq!(pushes[0].0.retry_key, pushes[1].0.retry_key);

@@ -1,58 +1,80 @@
 //! Delivering replies: the worker that calls the platforms and records
-//! what happened.
+//! what happened, exactly once across any number of servers.
 //!
-//! Its work queue is the `rm_deliveries` read model (one row per bubble,
-//! PENDING until an outcome event is projected), so a restart resumes where
-//! the log says it stopped. Facebook gets one Send API call per bubble, in
-//! order, with our message id as `metadata` so echoes can be matched; LINE
-//! gets one request per reply: the reply API while the customer's token is
-//! fresh, else push with `X-Line-Retry-Key` = the reply id, so a retried push
-//! is never delivered twice (409 means LINE already accepted it).
+//! The `rm_deliveries` read model only says *where* to look (conversations
+//! with unsettled bubbles). What to send is decided from the conversation's
+//! events ([`omnibox_domain::conversation::Outbox`]): the head of its outbox
+//! is claimed with a `ReplyBubbleSending` event appended at the exact
+//! revision the worker read, so of two servers only one sends; the outcome
+//! is recorded the moment the platform answers, and only while that claim
+//! stands. A conversation's bubbles go out in the order they were queued:
+//! a bubble that must wait (throttled, the channel expired) holds back the
+//! ones behind it.
 //!
-//! Throttling, 5xx and timeouts are retried with exponential back-off and
-//! jitter, a bounded number of times. Facebook's OAuth error 190 expires the
-//! channel at once; deliveries on an EXPIRED channel wait for
-//! reauthorization and are then sent if the window still allows.
+//! Facebook gets one Send API call per bubble, with our message id as
+//! `metadata` so echoes can be matched. LINE gets one request per reply:
+//! the reply API while the customer's token is fresh, else push with
+//! `X-Line-Retry-Key` = the reply id (409 means LINE already took it).
+//!
+//! An ambiguous answer (the request may have reached the platform) is never
+//! retried through another route: a Facebook send that timed out stays
+//! claimed until its echo or the claim lease
+//! ([`omnibox_domain::conversation::CLAIM_LEASE`]), then FAILED saying so; a LINE
+//! reply-token call that timed out is retried only with the same token, and
+//! if LINE then refuses the token the reply is recorded as not confirmed,
+//! never pushed. Throttling, 5xx and unreached platforms are retried with
+//! exponential back-off and jitter, a bounded number of times.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use omnibox_channels::client::PlatformError;
 use omnibox_domain::channel::ChannelStatus;
-use omnibox_domain::conversation::{reply_message_id, ConversationEvent, Thread};
-use omnibox_domain::ids::{ChannelId, ConversationId, OrgId};
+use omnibox_domain::conversation::{
+    decide_abandoned, decide_claim, decide_outcome, reply_message_id, Conversation,
+    ConversationEvent, NextDelivery, OutboundReply, Outcome, Place, SendRoute, StaleStep,
+};
+use omnibox_domain::ids::{ChannelId, ConversationId};
 use omnibox_domain::policy::{
-    self, CheckedBubble, OutboundAttachmentKind, ReplyAllowance, WindowPhase,
+    self, CheckedBubble, MessageTag, MessagingType, OutboundAttachmentKind,
 };
 use omnibox_domain::ChannelKind;
-use omnibox_projections::channels::{self as channel_read, ChannelRow};
-use omnibox_projections::inbox::{self as read, PendingDelivery};
-use omnibox_store::{ExpectedRevision, Metadata, NewEvent, StreamName};
+use omnibox_projections::inbox as read;
 use rand::Rng;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::commands::{execute, load, Actor, CommandError};
+use crate::directory::KnownChannel;
 use crate::{ApiError, AppState};
 
 /// Attempts for a bubble that keeps meeting throttling or server errors.
 const MAX_ATTEMPTS: u32 = 6;
-/// How long a bubble interrupted mid-send waits for Facebook's echo before
-/// it is recorded as FAILED.
-const INTERRUPTED_GRACE: chrono::Duration = chrono::Duration::minutes(2);
 /// Conversations whose replies are delivered at the same time.
 const CONCURRENT_CONVERSATIONS: usize = 32;
+/// Conversations looked at per pass.
+const CONVERSATIONS_PER_PASS: usize = 256;
+/// Delivery steps one conversation takes in one pass (5 bubbles a reply).
+const STEPS_PER_CONVERSATION: usize = 64;
 /// Back-off ceiling between attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Retry schedules of replies not seen for this long are dropped.
+const RETRY_MEMORY: Duration = Duration::from_secs(600);
 
 pub struct DeliveryWorker {
     /// The first back-off step (tests use zero to retry at the next pass).
     base_backoff: Duration,
-    /// Per reply: attempts so far and when the next may start.
-    retries: Mutex<HashMap<Uuid, (u32, Instant)>>,
-    /// Outcomes recorded that the read model may not show yet.
-    recorded: Mutex<HashSet<Uuid>>,
+    /// Per reply: attempts so far, when the next may start, last touched.
+    retries: Mutex<HashMap<Uuid, Retry>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    attempts: u32,
+    next: Instant,
+    touched: Instant,
 }
 
 impl Default for DeliveryWorker {
@@ -61,31 +83,21 @@ impl Default for DeliveryWorker {
     }
 }
 
-enum Verdict {
-    Delivered(Vec<Option<String>>),
-    /// The request may have reached Facebook (a timeout after connecting):
-    /// sending again could deliver twice. The bubble stays marked as being
-    /// sent until an echo confirms it or the grace period fails it.
-    Unknown,
-    Failed {
-        code: Option<String>,
-        reason: String,
-    },
+/// A platform's answer, before the attempt count turns it into an outcome.
+enum Answer {
+    /// Delivered or refused for good.
+    Settled(Outcome),
+    /// Not sent (throttled, 5xx, never connected): try again, counted.
     Retry(String),
-    /// The channel is expired (now, or just now by a 190): wait.
-    Wait,
-}
-
-struct Queued {
-    org: OrgId,
-    conversation: ConversationId,
-    reply_id: Uuid,
-    recipient: Thread,
-    evidence: Option<ReplyAllowance>,
-    reply_token: Option<String>,
-    /// LINE: the agent persona shown on every bubble.
-    sender: Option<policy::Sender>,
-    bubbles: Vec<(u32, CheckedBubble)>,
+    /// The token was rejected; the channel is expired until reauthorized.
+    Wait(String),
+    /// A LINE reply-token call that may have reached LINE.
+    Ambiguous(String),
+    /// LINE refused the reply token (used or expired).
+    TokenRefused(String),
+    /// A Facebook send that may have reached Facebook: the claim stays
+    /// until its echo or the lease ends.
+    Unknown,
 }
 
 impl DeliveryWorker {
@@ -93,76 +105,22 @@ impl DeliveryWorker {
         Self {
             base_backoff,
             retries: Mutex::default(),
-            recorded: Mutex::default(),
         }
     }
 
-    /// One pass over the pending deliveries; returns the outcomes recorded.
+    /// One pass over the conversations with unsettled bubbles; returns how
+    /// many bubble outcomes (delivered or failed) it recorded.
     pub async fn run_once(&self, app: &AppState) -> Result<usize, ApiError> {
-        let mut recorded = self.interrupted(app).await?;
-        let pending = read::deliveries(&app.db, "PENDING", 256).await?;
-        let pending: Vec<PendingDelivery> = {
-            let mut recorded = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
-            recorded.retain(|id| pending.iter().any(|p| p.message_id == *id));
-            pending
-                .into_iter()
-                .filter(|p| !recorded.contains(&p.message_id))
-                .collect()
-        };
-        // Group bubbles by reply, keeping the queue's order of replies.
-        let mut replies: BTreeMap<(chrono::DateTime<chrono::Utc>, Uuid), (ChannelId, Queued)> =
-            BTreeMap::new();
-        for delivery in pending {
-            let Some(bubble) =
-                serde_json::from_value::<CheckedBubble>(delivery.payload["bubble"].clone()).ok()
-            else {
-                continue;
-            };
-            let entry = replies
-                .entry((delivery.queued_at, delivery.reply_id))
-                .or_insert_with(|| {
-                    (
-                        delivery.channel_id,
-                        Queued {
-                            org: delivery.org_id,
-                            conversation: delivery.conversation_id,
-                            reply_id: delivery.reply_id,
-                            recipient: serde_json::from_value(
-                                delivery.payload["recipient"].clone(),
-                            )
-                            .unwrap_or(Thread::User(String::new())),
-                            evidence: serde_json::from_value(delivery.payload["evidence"].clone())
-                                .ok(),
-                            reply_token: delivery.payload["reply_token"]
-                                .as_str()
-                                .map(str::to_owned),
-                            sender: serde_json::from_value(delivery.payload["sender"].clone())
-                                .ok()
-                                .flatten(),
-                            bubbles: Vec::new(),
-                        },
-                    )
-                });
-            entry.1.bubbles.push((delivery.index, bubble));
-        }
-        // Conversations are delivered concurrently; within one, replies go
-        // out in the order they were queued, and a reply that must wait
-        // holds back the ones after it.
-        let mut conversations: Vec<Vec<(ChannelId, Queued)>> = Vec::new();
-        let mut slot: HashMap<ConversationId, usize> = HashMap::new();
-        for (channel_id, queued) in replies.into_values() {
-            let index = *slot.entry(queued.conversation).or_insert_with(|| {
-                conversations.push(Vec::new());
-                conversations.len() - 1
-            });
-            conversations[index].push((channel_id, queued));
-        }
+        self.forget_old_retries();
+        let conversations =
+            read::conversations_with_deliveries(&app.db, CONVERSATIONS_PER_PASS).await?;
         let used_channels = Mutex::new(HashSet::new());
         let outcomes: Vec<Result<usize, ApiError>> = futures_util::stream::iter(conversations)
-            .map(|queue| self.deliver_conversation(app, queue, &used_channels))
+            .map(|conversation| self.deliver_conversation(app, conversation, &used_channels))
             .buffer_unordered(CONCURRENT_CONVERSATIONS)
             .collect()
             .await;
+        let mut recorded = 0;
         for outcome in outcomes {
             recorded += outcome?;
         }
@@ -176,118 +134,184 @@ impl DeliveryWorker {
         Ok(recorded)
     }
 
-    /// Delivers one conversation's queued replies in order; returns the
+    /// Takes one conversation's outbox as far as it can go now; returns the
     /// outcomes recorded.
     async fn deliver_conversation(
         &self,
         app: &AppState,
-        queue: Vec<(ChannelId, Queued)>,
+        id: ConversationId,
         used_channels: &Mutex<HashSet<ChannelId>>,
     ) -> Result<usize, ApiError> {
         let mut recorded = 0;
-        for (channel_id, queued) in queue {
-            if !self.due(queued.reply_id) {
-                break;
-            }
-            let Some(channel) = channel_read::channel_by_id(&app.db, channel_id).await? else {
-                break;
+        for _ in 0..STEPS_PER_CONVERSATION {
+            let (conversation, _) = load::<Conversation>(&*app.store, id.0)
+                .await
+                .map_err(|e| ApiError::internal(format!("{e:?}")))?;
+            let (Some(org_id), Some(kind)) = (conversation.org_id, conversation.channel_kind)
+            else {
+                return Ok(recorded);
             };
-            let verdicts = self.deliver(app, &channel, &queued).await;
-            let mut finished = verdicts.len() == queued.bubbles.len();
-            for (index, verdict) in verdicts {
-                let event = match verdict {
-                    Verdict::Delivered(ids) => {
+            let place = Place {
+                conversation_id: id,
+                org_id,
+            };
+            let now = app.clock.now();
+            match conversation.outbox.next(kind == ChannelKind::Line, now) {
+                None => return Ok(recorded),
+                Some(NextDelivery::InFlight {
+                    abandoned: false, ..
+                }) => return Ok(recorded),
+                Some(NextDelivery::InFlight {
+                    reply_id, index, ..
+                }) => {
+                    let events = step(app, id, |c| {
+                        decide_abandoned(&c.outbox, place, reply_id, index, now)
+                    })
+                    .await?;
+                    recorded += settled(&events);
+                }
+                Some(NextDelivery::Send { reply, indexes }) => {
+                    if !self.due(reply.reply_id) {
+                        return Ok(recorded);
+                    }
+                    let Some(channel) = app
+                        .directory
+                        .by_id(&*app.store, reply.channel_id)
+                        .await
+                        .map_err(ApiError::internal)?
+                    else {
+                        return Ok(recorded);
+                    };
+                    let status = channel.state.status_at(now);
+                    if status == Some(ChannelStatus::Expired) {
+                        // Replies wait for reauthorization.
+                        return Ok(recorded);
+                    }
+                    let route = match kind {
+                        ChannelKind::Facebook => SendRoute::FacebookSend,
+                        ChannelKind::Line => reply.line_route(),
+                    };
+                    // The claim: only one worker anywhere gets past this.
+                    let claimed = step(app, id, |c| {
+                        decide_claim(&c.outbox, place, reply.reply_id, &indexes, route, now)
+                    })
+                    .await?;
+                    if claimed.is_empty() {
+                        return Ok(recorded);
+                    }
+                    let answer = if status == Some(ChannelStatus::Disconnected) {
+                        Answer::Settled(Outcome::Failed {
+                            code: Some("CHANNEL_NOT_CONNECTED".into()),
+                            reason: "the channel was disconnected".into(),
+                        })
+                    } else {
+                        self.send(app, &channel, &conversation, &reply, &indexes, route)
+                            .await
+                    };
+                    let Some(outcome) = self.outcome(&reply, route, answer) else {
+                        // Claimed and maybe sent: the echo or the lease decides.
+                        return Ok(recorded);
+                    };
+                    if matches!(outcome, Outcome::Delivered(_)) {
                         used_channels
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .insert(channel.id);
-                        let platform_message_id = ids.into_iter().next().flatten();
-                        ConversationEvent::ReplyBubbleDelivered {
-                            conversation_id: queued.conversation,
-                            org_id: queued.org,
-                            reply_id: queued.reply_id,
-                            index,
-                            platform_message_id,
-                            at: app.clock.now(),
-                        }
                     }
-                    Verdict::Failed { code, reason } => ConversationEvent::ReplyBubbleFailed {
-                        conversation_id: queued.conversation,
-                        org_id: queued.org,
-                        reply_id: queued.reply_id,
-                        index,
-                        code,
-                        reason,
-                        at: app.clock.now(),
-                    },
-                    Verdict::Retry(reason) => {
-                        if self.back_off(queued.reply_id) {
-                            tracing::info!(reply = %queued.reply_id, %reason, "delivery will be retried");
-                            finished = false;
-                            break;
-                        }
-                        ConversationEvent::ReplyBubbleFailed {
-                            conversation_id: queued.conversation,
-                            org_id: queued.org,
-                            reply_id: queued.reply_id,
-                            index,
-                            code: None,
-                            reason: format!("gave up after {MAX_ATTEMPTS} attempts: {reason}"),
-                            at: app.clock.now(),
-                        }
+                    let deferred = matches!(outcome, Outcome::Deferred { .. });
+                    let events = step(app, id, |c| {
+                        decide_outcome(
+                            &c.outbox,
+                            place,
+                            reply.reply_id,
+                            &indexes,
+                            now,
+                            &outcome,
+                            app.clock.now(),
+                        )
+                    })
+                    .await?;
+                    recorded += settled(&events);
+                    if deferred {
+                        return Ok(recorded);
                     }
-                    Verdict::Wait | Verdict::Unknown => {
-                        finished = false;
-                        break;
-                    }
-                };
-                record(
-                    app,
-                    queued.conversation,
-                    reply_message_id(queued.reply_id, index),
-                    &event,
-                )
-                .await?;
-                self.recorded
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(reply_message_id(queued.reply_id, index));
-                recorded += 1;
-            }
-            if !finished {
-                break;
+                }
             }
         }
         Ok(recorded)
     }
 
-    /// Bubbles some worker began sending (Facebook has no idempotency key)
-    /// and never recorded an outcome for: that worker stopped mid-call. They
-    /// are not sent again, which could deliver twice; an echo carrying our
-    /// metadata still marks them delivered. After a grace period without one
-    /// they are recorded FAILED, saying what happened.
-    async fn interrupted(&self, app: &AppState) -> Result<usize, ApiError> {
-        let now = app.clock.now();
-        let mut recorded = 0;
-        for delivery in read::deliveries(&app.db, "SENDING", 256).await? {
-            if now - delivery.queued_at < INTERRUPTED_GRACE {
-                continue;
-            }
-            let event = ConversationEvent::ReplyBubbleFailed {
-                conversation_id: delivery.conversation_id,
-                org_id: delivery.org_id,
-                reply_id: delivery.reply_id,
-                index: delivery.index,
-                code: Some("INTERRUPTED".into()),
-                reason: "the server stopped while handing this message to Facebook, and no echo confirmed it; \
-                         it was not sent again, to avoid a duplicate"
-                    .into(),
-                at: now,
-            };
-            record(app, delivery.conversation_id, delivery.message_id, &event).await?;
-            recorded += 1;
+    /// Turns a platform's answer into the outcome to record, counting
+    /// attempts; `None` leaves the claim in place.
+    fn outcome(&self, reply: &OutboundReply, route: SendRoute, answer: Answer) -> Option<Outcome> {
+        let deferred = |reason: String, reply_token_refused, ambiguous| Outcome::Deferred {
+            reason,
+            reply_token_refused,
+            ambiguous,
+        };
+        let unconfirmed = |reason: &str| {
+            Outcome::Failed {
+            code: Some("UNCONFIRMED".into()),
+            reason: format!(
+                "LINE may have delivered this reply, but never confirmed it ({reason}); \
+                 it was not sent again, to avoid a duplicate: check the chat in LINE before resending"
+            ),
         }
-        Ok(recorded)
+        };
+        Some(match answer {
+            Answer::Settled(outcome) => {
+                self.forget(reply.reply_id);
+                outcome
+            }
+            Answer::Unknown => return None,
+            Answer::Wait(reason) => deferred(reason, false, false),
+            Answer::Retry(reason) if self.back_off(reply.reply_id) => {
+                tracing::info!(reply = %reply.reply_id, %reason, "delivery will be retried");
+                deferred(reason, false, false)
+            }
+            Answer::Retry(reason) => {
+                self.forget(reply.reply_id);
+                Outcome::Failed {
+                    code: None,
+                    reason: format!("gave up after {MAX_ATTEMPTS} attempts: {reason}"),
+                }
+            }
+            Answer::Ambiguous(reason) if self.back_off(reply.reply_id) => {
+                tracing::info!(reply = %reply.reply_id, %reason, "reply-token call unanswered; retrying with the same token");
+                deferred(reason, false, true)
+            }
+            Answer::Ambiguous(reason) => {
+                self.forget(reply.reply_id);
+                unconfirmed(&reason)
+            }
+            Answer::TokenRefused(reason) if reply.reply_ambiguous => {
+                // The earlier, unanswered call most likely used the token.
+                self.forget(reply.reply_id);
+                unconfirmed(&reason)
+            }
+            Answer::TokenRefused(reason) => {
+                debug_assert_eq!(route, SendRoute::LineReply);
+                deferred(
+                    format!("the reply token was refused ({reason}); pushing instead"),
+                    true,
+                    false,
+                )
+            }
+        })
+    }
+
+    fn forget_old_retries(&self) {
+        self.retries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, retry| retry.touched.elapsed() < RETRY_MEMORY);
+    }
+
+    fn forget(&self, reply: Uuid) {
+        self.retries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&reply);
     }
 
     fn due(&self, reply: Uuid) -> bool {
@@ -295,207 +319,191 @@ impl DeliveryWorker {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&reply)
-            .is_none_or(|(_, next)| Instant::now() >= *next)
+            .is_none_or(|retry| Instant::now() >= retry.next)
     }
 
     /// Schedules another attempt; false once attempts are used up.
     fn back_off(&self, reply: Uuid) -> bool {
         let mut retries = self.retries.lock().unwrap_or_else(|p| p.into_inner());
-        let (attempts, next) = retries.entry(reply).or_insert((0, Instant::now()));
-        *attempts += 1;
-        if *attempts >= MAX_ATTEMPTS {
+        let now = Instant::now();
+        let retry = retries.entry(reply).or_insert(Retry {
+            attempts: 0,
+            next: now,
+            touched: now,
+        });
+        retry.attempts += 1;
+        retry.touched = now;
+        if retry.attempts >= MAX_ATTEMPTS {
             return false;
         }
         let base = self
             .base_backoff
-            .saturating_mul(1 << (*attempts).min(10))
+            .saturating_mul(1 << retry.attempts.min(10))
             .min(MAX_BACKOFF);
         let jitter = rand::thread_rng().gen_range(0.5..1.5);
-        *next = Instant::now() + base.mul_f64(jitter);
+        retry.next = now + base.mul_f64(jitter);
         true
     }
 
-    /// Outcomes per bubble, in order; stops at the first bubble that must wait.
-    async fn deliver(
+    /// Makes the platform call for claimed bubbles `indexes` of `reply`.
+    async fn send(
         &self,
         app: &AppState,
-        channel: &ChannelRow,
-        queued: &Queued,
-    ) -> Vec<(u32, Verdict)> {
-        let now = app.clock.now();
-        match channel.status_at(now) {
-            ChannelStatus::Disconnected => {
-                return queued
-                    .bubbles
-                    .iter()
-                    .map(|(i, _)| {
-                        (
-                            *i,
-                            Verdict::Failed {
-                                code: Some("CHANNEL_NOT_CONNECTED".into()),
-                                reason: "the channel was disconnected".into(),
-                            },
-                        )
-                    })
-                    .collect()
-            }
-            ChannelStatus::Expired => return Vec::new(),
-            ChannelStatus::Connected => {}
-        }
-        let token = match app.secrets.get(channel.access_token_secret).await {
-            Ok(token) => token,
-            Err(error) => return vec![(queued.bubbles[0].0, Verdict::Retry(error.to_string()))],
+        channel: &KnownChannel,
+        conversation: &Conversation,
+        reply: &OutboundReply,
+        indexes: &[u32],
+        route: SendRoute,
+    ) -> Answer {
+        let Some(token) = channel.state.access_token.as_ref() else {
+            return Answer::Wait("the channel has no access token".into());
         };
-        match channel.kind {
-            ChannelKind::Facebook => {
-                self.deliver_facebook(app, channel, queued, token.expose())
-                    .await
-            }
-            ChannelKind::Line => {
-                let verdict = deliver_line(app, queued, token.expose()).await;
-                if matches!(verdict, Verdict::Wait) {
-                    let _ =
-                        crate::channels::expire_rejected_token(app, channel.id, 401, None).await;
-                }
-                match verdict {
-                    Verdict::Delivered(ids) => queued
-                        .bubbles
-                        .iter()
-                        .enumerate()
-                        .map(|(n, (i, _))| {
-                            (*i, Verdict::Delivered(vec![ids.get(n).cloned().flatten()]))
-                        })
-                        .collect(),
-                    Verdict::Failed { code, reason } => queued
-                        .bubbles
-                        .iter()
-                        .map(|(i, _)| {
-                            (
-                                *i,
-                                Verdict::Failed {
-                                    code: code.clone(),
-                                    reason: reason.clone(),
-                                },
-                            )
-                        })
-                        .collect(),
-                    other => vec![(queued.bubbles[0].0, other)],
-                }
-            }
-        }
-    }
-
-    async fn deliver_facebook(
-        &self,
-        app: &AppState,
-        channel: &ChannelRow,
-        queued: &Queued,
-        token: &str,
-    ) -> Vec<(u32, Verdict)> {
-        let mut verdicts = Vec::new();
-        // The window may have moved while the reply waited (an expired channel, retries).
-        let conversation = read::conversation(&app.db, queued.org, queued.conversation)
-            .await
-            .ok()
-            .flatten();
-        let window = policy::window(
-            ChannelKind::Facebook,
-            conversation.and_then(|c| c.last_customer_message_at),
-            app.clock.now(),
-        );
-        for (index, bubble) in &queued.bubbles {
-            let (messaging_type, tag) = match window.phase {
-                WindowPhase::Standard => ("RESPONSE", None),
-                WindowPhase::HumanAgent if !queued.evidence.is_some_and(|e| e.promotional) => {
-                    ("MESSAGE_TAG", Some("HUMAN_AGENT"))
-                }
-                _ => {
-                    verdicts.push((*index, Verdict::Failed {
-                        code: Some("WINDOW_CLOSED".into()),
-                        reason: format!(
-                            "the messaging window no longer allows this reply (it closed at {})",
-                            window.human_agent_ends_at.map_or_else(|| "an unknown time".into(), |t| t.to_rfc3339())
-                        ),
-                    }));
-                    continue;
-                }
-            };
-            let message = match bubble {
-                CheckedBubble::Text(text) => json!({ "text": text }),
-                CheckedBubble::Attachment {
-                    attachment,
-                    attachment_kind,
-                } => json!({ "attachment": {
-                    "type": match attachment_kind {
-                        OutboundAttachmentKind::Image => "image",
-                        OutboundAttachmentKind::Video => "video",
-                        OutboundAttachmentKind::Audio => "audio",
-                        OutboundAttachmentKind::File => "file",
-                    },
-                    "payload": { "url": attachment.url, "is_reusable": false },
-                } }),
-            };
-            let mut body = json!({
-                "recipient": { "id": queued.recipient.platform_id() },
-                "messaging_type": messaging_type,
-                "message": message,
-                "metadata": format!("omnibox:msg:{}", reply_message_id(queued.reply_id, *index)),
-            });
-            if let Some(tag) = tag {
-                body["tag"] = json!(tag);
-            }
-            let message_id = reply_message_id(queued.reply_id, *index);
-            let sending = ConversationEvent::ReplyBubbleSending {
-                conversation_id: queued.conversation,
-                org_id: queued.org,
-                reply_id: queued.reply_id,
-                index: *index,
-                at: app.clock.now(),
-            };
-            // Durable before the call: a restart must not send this bubble again.
-            if let Err(error) = mark(app, queued.conversation, message_id, &sending).await {
-                verdicts.push((
-                    *index,
-                    Verdict::Retry(format!("could not record the attempt: {}", error.message())),
-                ));
-                break;
-            }
-            let verdict = match app.graph.send(&channel.external_id, token, &body).await {
-                Ok(sent) => Verdict::Delivered(vec![Some(sent.message_id)]),
-                Err(error) => facebook_verdict(app, channel, error).await,
-            };
-            // Facebook answered "not now": not sent, so back to the queue.
-            let not_now = match &verdict {
-                Verdict::Retry(reason) => Some(reason.clone()),
-                Verdict::Wait => {
-                    Some("the page token was rejected; waiting for reauthorization".to_owned())
-                }
-                _ => None,
-            };
-            if let Some(reason) = not_now {
-                let deferred = ConversationEvent::ReplyBubbleDeferred {
-                    conversation_id: queued.conversation,
-                    org_id: queued.org,
-                    reply_id: queued.reply_id,
-                    index: *index,
-                    reason,
-                    at: app.clock.now(),
+        let token = match app.secrets.get(token.id).await {
+            Ok(token) => token,
+            Err(error) => return Answer::Retry(error.to_string()),
+        };
+        let bubbles: Vec<(u32, &CheckedBubble)> = reply
+            .bubbles
+            .iter()
+            .filter(|(i, _, _)| indexes.contains(i))
+            .map(|(i, b, _)| (*i, b))
+            .collect();
+        match route {
+            SendRoute::FacebookSend => {
+                let Some((index, bubble)) = bubbles.first().copied() else {
+                    return Answer::Retry("nothing to send".into());
                 };
-                if let Err(error) = mark(app, queued.conversation, message_id, &deferred).await {
-                    tracing::warn!(error = %error.message(), "could not put a deferred bubble back in the queue");
-                }
+                send_facebook(
+                    app,
+                    channel,
+                    conversation,
+                    reply,
+                    index,
+                    bubble,
+                    token.expose(),
+                )
+                .await
             }
-            let stop = !matches!(verdict, Verdict::Delivered(_) | Verdict::Failed { .. });
-            verdicts.push((*index, verdict));
-            if stop {
-                break;
+            SendRoute::LineReply | SendRoute::LinePush => {
+                let answer = send_line(app, reply, &bubbles, route, token.expose()).await;
+                if matches!(answer, Answer::Wait(_)) {
+                    if let Err(error) =
+                        crate::channels::expire_rejected_token(app, channel.id, 401, None).await
+                    {
+                        tracing::warn!(?error, "could not expire the channel");
+                    }
+                }
+                answer
             }
         }
-        verdicts
     }
 }
 
-async fn facebook_verdict(app: &AppState, channel: &ChannelRow, error: PlatformError) -> Verdict {
+/// How many bubbles `events` settled (delivered or failed).
+fn settled(events: &[ConversationEvent]) -> usize {
+    events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                ConversationEvent::ReplyBubbleDelivered { .. }
+                    | ConversationEvent::ReplyBubbleFailed { .. }
+            )
+        })
+        .count()
+}
+
+/// Decides a delivery step on the conversation's current events and
+/// appends it at the revision it was decided on (re-deciding on conflict).
+/// A step the state has moved past (another worker took it) appends
+/// nothing and returns no events.
+async fn step(
+    app: &AppState,
+    id: ConversationId,
+    decide: impl Fn(&Conversation) -> Result<Vec<ConversationEvent>, StaleStep>,
+) -> Result<Vec<ConversationEvent>, ApiError> {
+    match execute::<Conversation, _>(&*app.store, id.0, &Actor::system("system:delivery"), decide)
+        .await
+    {
+        Ok(executed) => Ok(executed.events),
+        Err(CommandError::Rejected(_)) => Ok(Vec::new()),
+        Err(error) => Err(ApiError::internal(format!("{error:?}"))),
+    }
+}
+
+async fn send_facebook(
+    app: &AppState,
+    channel: &KnownChannel,
+    conversation: &Conversation,
+    reply: &OutboundReply,
+    index: u32,
+    bubble: &CheckedBubble,
+    token: &str,
+) -> Answer {
+    // The window may have moved while the reply waited (an expired channel, retries).
+    let window = policy::window(
+        ChannelKind::Facebook,
+        conversation.last_customer_message_at,
+        app.clock.now(),
+    );
+    let allowance = match policy::decide_reply(
+        ChannelKind::Facebook,
+        &window,
+        reply.evidence.promotional,
+        reply.evidence.author,
+    ) {
+        Ok(allowance) => allowance,
+        Err(refused) => {
+            return Answer::Settled(Outcome::Failed {
+                code: Some("WINDOW_CLOSED".into()),
+                reason: format!("the messaging window no longer allows this reply: {refused}"),
+            })
+        }
+    };
+    let message = match bubble {
+        CheckedBubble::Text(text) => json!({ "text": text }),
+        CheckedBubble::Attachment {
+            attachment,
+            attachment_kind,
+        } => json!({ "attachment": {
+            "type": match attachment_kind {
+                OutboundAttachmentKind::Image => "image",
+                OutboundAttachmentKind::Video => "video",
+                OutboundAttachmentKind::Audio => "audio",
+                OutboundAttachmentKind::File => "file",
+            },
+            "payload": { "url": attachment.url, "is_reusable": false },
+        } }),
+    };
+    let mut body = json!({
+        "recipient": { "id": reply.recipient.platform_id() },
+        "messaging_type": match allowance.messaging_type {
+            Some(MessagingType::MessageTag) => "MESSAGE_TAG",
+            _ => "RESPONSE",
+        },
+        "message": message,
+        "metadata": format!("omnibox:msg:{}", reply_message_id(reply.reply_id, index)),
+    });
+    if let Some(MessageTag::HumanAgent) = allowance.tag {
+        body["tag"] = json!("HUMAN_AGENT");
+    }
+    match app
+        .graph
+        .send(&channel.state.external_id, token, &body)
+        .await
+    {
+        Ok(sent) => Answer::Settled(Outcome::Delivered(vec![Some(sent.message_id)])),
+        Err(error) => facebook_answer(app, channel, error).await,
+    }
+}
+
+async fn facebook_answer(app: &AppState, channel: &KnownChannel, error: PlatformError) -> Answer {
+    let failed = |code: String, reason: String| {
+        Answer::Settled(Outcome::Failed {
+            code: Some(code),
+            reason,
+        })
+    };
     match error {
         PlatformError::Facebook { error, .. } => match (error.code, error.error_subcode) {
             (190, subcode) => {
@@ -504,44 +512,42 @@ async fn facebook_verdict(app: &AppState, channel: &ChannelRow, error: PlatformE
                 {
                     tracing::warn!(?error, "could not expire the channel");
                 }
-                Verdict::Wait
+                Answer::Wait("the page token was rejected; waiting for reauthorization".into())
             }
-            (4 | 17 | 32 | 613 | 1 | 2, _) => Verdict::Retry(error.message),
-            (10, Some(2018278 | 2534022)) => Verdict::Failed {
-                code: Some("WINDOW_CLOSED".into()),
-                reason: format!("Facebook: outside the allowed window ({})", error.message),
-            },
-            (551, _) | (_, Some(1545041)) => Verdict::Failed {
-                code: Some("PERSON_UNAVAILABLE".into()),
-                reason: format!(
+            (4 | 17 | 32 | 613 | 1 | 2, _) => Answer::Retry(error.message),
+            (10, Some(2018278 | 2534022)) => failed(
+                "WINDOW_CLOSED".into(),
+                format!("Facebook: outside the allowed window ({})", error.message),
+            ),
+            (551, _) | (_, Some(1545041)) => failed(
+                "PERSON_UNAVAILABLE".into(),
+                format!(
                     "Facebook: the person cannot be reached now ({})",
                     error.message
                 ),
-            },
-            (100, Some(2018109)) => Verdict::Failed {
-                code: Some("ATTACHMENT_NOT_ALLOWED".into()),
-                reason: format!("Facebook: attachment too large ({})", error.message),
-            },
-            (code, subcode) => Verdict::Failed {
-                code: Some(format!("FACEBOOK_{code}")),
-                reason: format!(
+            ),
+            (100, Some(2018109)) => failed(
+                "ATTACHMENT_NOT_ALLOWED".into(),
+                format!("Facebook: attachment too large ({})", error.message),
+            ),
+            (code, subcode) => failed(
+                format!("FACEBOOK_{code}"),
+                format!(
                     "Facebook error {code} (subcode {subcode:?}): {}",
                     error.message
                 ),
-            },
+            ),
         },
         // Never connected: nothing was sent, so sending again is safe.
-        PlatformError::Unreachable(error) if error.is_connect() => {
-            Verdict::Retry(error.to_string())
-        }
-        PlatformError::Unreachable(_) => Verdict::Unknown,
+        PlatformError::Unreachable(error) if error.is_connect() => Answer::Retry(error.to_string()),
+        PlatformError::Unreachable(_) => Answer::Unknown,
         PlatformError::UnexpectedAnswer { status, reason } if status >= 500 || status == 0 => {
-            Verdict::Retry(reason)
+            Answer::Retry(reason)
         }
-        other => Verdict::Failed {
+        other => Answer::Settled(Outcome::Failed {
             code: None,
             reason: other.to_string(),
-        },
+        }),
     }
 }
 
@@ -574,106 +580,85 @@ fn line_message(bubble: &CheckedBubble, sender: Option<&policy::Sender>) -> Valu
     message
 }
 
-async fn deliver_line(app: &AppState, queued: &Queued, token: &str) -> Verdict {
-    let messages: Vec<Value> = queued
-        .bubbles
+async fn send_line(
+    app: &AppState,
+    reply: &OutboundReply,
+    bubbles: &[(u32, &CheckedBubble)],
+    route: SendRoute,
+    token: &str,
+) -> Answer {
+    let messages: Vec<Value> = bubbles
         .iter()
-        .map(|(_, b)| line_message(b, queued.sender.as_ref()))
+        .map(|(_, b)| line_message(b, reply.sender.as_ref()))
         .collect();
-    if let Some(reply_token) = &queued.reply_token {
-        match app.line.reply(token, reply_token, &messages).await {
-            Ok(sent) => return Verdict::Delivered(sent.into_iter().map(|m| Some(m.id)).collect()),
-            // Used or expired: fall back to push.
-            Err(PlatformError::Line { status: 400, .. }) => {}
-            Err(error) => return line_verdict(error),
+    let sent = match (route, &reply.reply_token) {
+        (SendRoute::LineReply, Some(reply_token)) => {
+            match app.line.reply(token, reply_token, &messages).await {
+                // Used or expired: nothing was sent with it.
+                Err(PlatformError::Line { status: 400, error }) => {
+                    return Answer::TokenRefused(error.message)
+                }
+                Err(error) => return line_answer(error, true),
+                Ok(sent) => sent,
+            }
         }
-    }
-    match app
-        .line
-        .push(
-            token,
-            queued.recipient.platform_id(),
-            &messages,
-            queued.reply_id,
-        )
-        .await
-    {
-        Ok(sent) => Verdict::Delivered(sent.into_iter().map(|m| Some(m.id)).collect()),
-        Err(error) => line_verdict(error),
-    }
-}
-
-fn line_verdict(error: PlatformError) -> Verdict {
-    match error {
-        PlatformError::Line { status: 401, .. } => Verdict::Wait,
-        PlatformError::Line { status, error } if status == 429 || status >= 500 => {
-            Verdict::Retry(format!("LINE {status}: {}", error.message))
-        }
-        PlatformError::Line { status, error } => Verdict::Failed {
-            code: Some(format!("LINE_{status}")),
-            reason: format!("LINE refused the message ({status}): {}", error.message),
-        },
-        PlatformError::Unreachable(error) => Verdict::Retry(error.to_string()),
-        other => Verdict::Failed {
-            code: None,
-            reason: other.to_string(),
-        },
-    }
-}
-
-async fn record(
-    app: &AppState,
-    conversation: ConversationId,
-    message_id: Uuid,
-    event: &ConversationEvent,
-) -> Result<(), ApiError> {
-    record_as(app, conversation, message_id, event, b"outcome").await
-}
-
-/// Appends a state mark (sending, deferred) about bubble `message_id`. Marks
-/// repeat across attempts, so each gets a fresh id.
-async fn mark(
-    app: &AppState,
-    conversation: ConversationId,
-    message_id: Uuid,
-    event: &ConversationEvent,
-) -> Result<(), ApiError> {
-    record_as(
-        app,
-        conversation,
-        message_id,
-        event,
-        Uuid::now_v7().as_bytes(),
-    )
-    .await
-}
-
-/// Appends `event` about bubble `message_id`, with an id derived from both,
-/// so whichever worker records it first is the only one that does.
-async fn record_as(
-    app: &AppState,
-    conversation: ConversationId,
-    message_id: Uuid,
-    event: &ConversationEvent,
-    what: &[u8],
-) -> Result<(), ApiError> {
-    let stream =
-        StreamName::new(ConversationId::CATEGORY, conversation.0).map_err(ApiError::internal)?;
-    let event = NewEvent {
-        // One outcome per bubble, whoever records it first.
-        id: Uuid::new_v5(&message_id, what),
-        event_type: event.event_type().to_owned(),
-        data: serde_json::to_string(event).map_err(ApiError::internal)?,
-        metadata: Metadata {
-            correlation_id: Uuid::now_v7(),
-            causation_id: Some(message_id),
-            actor: Some("system:delivery".into()),
+        _ => match app
+            .line
+            .push(
+                token,
+                reply.recipient.platform_id(),
+                &messages,
+                reply.reply_id,
+            )
+            .await
+        {
+            Ok(sent) => sent,
+            Err(error) => return line_answer(error, false),
         },
     };
-    app.store
-        .append(&stream, ExpectedRevision::Any, vec![event])
-        .await?;
-    Ok(())
+    Answer::Settled(Outcome::Delivered(
+        sent.into_iter().map(|m| Some(m.id)).collect(),
+    ))
+}
+
+/// LINE's refusal or silence, for a reply-token call (`on_reply`: a repeat
+/// through another route could deliver twice) or a push (retry key: a
+/// repeat is harmless).
+fn line_answer(error: PlatformError, on_reply: bool) -> Answer {
+    match error {
+        PlatformError::Line { status: 401, .. } => {
+            Answer::Wait("LINE rejected the channel access token".into())
+        }
+        // Rate limited: refused before anything was sent.
+        PlatformError::Line { status: 429, error } => {
+            Answer::Retry(format!("LINE 429: {}", error.message))
+        }
+        PlatformError::Line { status, error } if status >= 500 => {
+            let reason = format!("LINE {status}: {}", error.message);
+            match on_reply {
+                true => Answer::Ambiguous(reason),
+                false => Answer::Retry(reason),
+            }
+        }
+        PlatformError::Line { status, error } => Answer::Settled(Outcome::Failed {
+            code: Some(format!("LINE_{status}")),
+            reason: format!("LINE refused the message ({status}): {}", error.message),
+        }),
+        PlatformError::Unreachable(error) if on_reply && !error.is_connect() => {
+            Answer::Ambiguous(error.to_string())
+        }
+        PlatformError::Unreachable(error) => Answer::Retry(error.to_string()),
+        PlatformError::UnexpectedAnswer { status, reason } if on_reply && status >= 500 => {
+            Answer::Ambiguous(reason)
+        }
+        PlatformError::UnexpectedAnswer { status, reason } if status >= 500 || status == 0 => {
+            Answer::Retry(reason)
+        }
+        other => Answer::Settled(Outcome::Failed {
+            code: None,
+            reason: other.to_string(),
+        }),
+    }
 }
 
 /// Runs passes until the process stops: after every change, and every second.

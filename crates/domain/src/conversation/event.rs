@@ -234,6 +234,10 @@ pub enum ConversationEvent {
         org_id: OrgId,
         reply_id: uuid::Uuid,
         index: u32,
+        /// The call this claim is for (absent in events written before
+        /// routes were recorded, which were all Facebook sends).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        route: Option<super::SendRoute>,
         at: DateTime<Utc>,
     },
     /// The platform answered a send of bubble `index` with "not now"
@@ -245,6 +249,13 @@ pub enum ConversationEvent {
         reply_id: uuid::Uuid,
         index: u32,
         reason: String,
+        /// LINE refused the reply token before anything was sent: push next.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        reply_token_refused: bool,
+        /// The call may have reached the platform (a timeout after it was
+        /// sent): never retried through another route.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ambiguous: bool,
         at: DateTime<Utc>,
     },
     /// Bubble `index` of a reply will not be delivered.

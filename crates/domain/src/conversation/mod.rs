@@ -9,6 +9,7 @@
 
 mod event;
 mod ids;
+mod outbox;
 mod reply;
 mod state;
 
@@ -17,5 +18,9 @@ pub use event::{
     Postback, Thread,
 };
 pub use ids::{contact_id, conversation_id, inbound_event_id};
+pub use outbox::{
+    decide_abandoned, decide_claim, decide_outcome, BubbleState, NextDelivery, OutboundReply,
+    Outbox, Outcome, Place, SendRoute, StaleStep, CLAIM_LEASE,
+};
 pub use reply::{decide_reply, reply_message_id, ReplyError, ReplyRequest, REPLY_TOKEN_LIFETIME};
 pub use state::{decide, Conversation, ConversationCommand, ConversationError};

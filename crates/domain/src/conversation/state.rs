@@ -19,6 +19,8 @@ pub struct Conversation {
     pub thread: Option<super::Thread>,
     /// LINE: the newest unused reply token and when its message was sent.
     pub reply_token: Option<(String, DateTime<Utc>)>,
+    /// Queued replies not yet settled, bubble by bubble.
+    pub outbox: super::Outbox,
 }
 
 impl Conversation {
@@ -27,6 +29,7 @@ impl Conversation {
             self.id = Some(event.conversation_id());
             self.org_id = Some(event.org_id());
         }
+        self.outbox.evolve(event);
         match event {
             ConversationEvent::MessageReceived {
                 channel_id,

@@ -851,43 +851,18 @@ pub async fn pending_profiles(
 }
 
 /// A reply bubble waiting for the delivery worker.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PendingDelivery {
-    pub message_id: Uuid,
-    pub reply_id: Uuid,
-    pub index: u32,
-    pub conversation_id: ConversationId,
-    pub org_id: OrgId,
-    pub channel_id: ChannelId,
-    /// `{recipient, bubble, evidence, reply_token, sender, count}` as queued.
-    pub payload: serde_json::Value,
-    pub queued_at: DateTime<Utc>,
-}
-
-/// Bubbles in `state` (PENDING: waiting for delivery; SENDING: handed to a
-/// platform by a worker that has not recorded the outcome), oldest first.
-pub async fn deliveries(
+/// Conversations with bubbles not yet settled (PENDING or SENDING), those
+/// waiting longest first: where the delivery worker looks for work. The
+/// worker decides from each conversation's events, not from these rows.
+pub async fn conversations_with_deliveries(
     db: &Database,
-    state: &str,
     limit: usize,
-) -> Result<Vec<PendingDelivery>, sqlx::Error> {
+) -> Result<Vec<ConversationId>, sqlx::Error> {
     fetch_all!(
         db,
-        "SELECT message_id, reply_id, idx, conversation_id, org_id, channel_id, payload, queued_at FROM rm_deliveries
-         WHERE state = $1 ORDER BY queued_at, reply_id, idx LIMIT $2",
-        [state, i64::try_from(limit).unwrap_or(i64::MAX)],
-        |row| {
-            let payload: String = row.try_get(6)?;
-            Ok(PendingDelivery {
-                message_id: row.try_get(0)?,
-                reply_id: row.try_get(1)?,
-                index: u32::try_from(row.try_get::<i32, _>(2)?).unwrap_or_default(),
-                conversation_id: ConversationId(row.try_get(3)?),
-                org_id: OrgId(row.try_get(4)?),
-                channel_id: ChannelId(row.try_get(5)?),
-                payload: serde_json::from_str(&payload).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-                queued_at: instant(row.try_get(7)?)?,
-            })
-        }
+        "SELECT conversation_id FROM rm_deliveries WHERE state IN ('PENDING', 'SENDING')
+         GROUP BY conversation_id ORDER BY min(queued_at), conversation_id LIMIT $1",
+        [i64::try_from(limit).unwrap_or(i64::MAX)],
+        |row| Ok(ConversationId(row.try_get(0)?))
     )
 }
