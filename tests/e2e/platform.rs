@@ -39,6 +39,13 @@ struct World {
     send_delay: std::time::Duration,
     /// Messages the platform actually took (each accepted send call).
     delivered: usize,
+    /// What the customers saw, in the order the platform took it: the text
+    /// of each message (or `<attachment>`).
+    customer_side: Vec<String>,
+    /// LINE reply tokens already used (LINE accepts each once).
+    used_reply_tokens: std::collections::HashSet<String>,
+    /// Delays for the next send calls, taken in order before `send_delay`.
+    delay_script: std::collections::VecDeque<std::time::Duration>,
 }
 
 #[derive(Clone, Default)]
@@ -104,6 +111,16 @@ impl Platform {
     /// caller that stops waiting has still sent).
     pub fn delay_sends(&self, delay: std::time::Duration) {
         self.world().send_delay = delay;
+    }
+
+    /// The next send calls take these delays, in order (then `delay_sends`'s).
+    pub fn script_delays(&self, delays: Vec<std::time::Duration>) {
+        self.world().delay_script.extend(delays);
+    }
+
+    /// Every message text the customers received, in order.
+    pub fn customer_side(&self) -> Vec<String> {
+        self.world().customer_side.clone()
     }
 
     /// How many messages the platform took.
@@ -316,6 +333,7 @@ async fn facebook_send(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let sent: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     platform.record(method, &uri, &headers, body);
     if let Some((status, body)) = next_scripted(&platform) {
         return (status, axum::Json(body)).into_response();
@@ -323,8 +341,11 @@ async fn facebook_send(
     let delay = {
         let mut world = platform.world();
         world.delivered += 1;
-        world.send_delay
+        let text = sent["message"]["text"].as_str().unwrap_or("<attachment>");
+        world.customer_side.push(text.to_owned());
+        world.delay_script.pop_front().unwrap_or(world.send_delay)
     };
+    // The message is taken before the answer: a caller that stops waiting has sent.
     tokio::time::sleep(delay).await;
     let mut answer = fixture("facebook/send_success.json");
     answer["message_id"] = json!(format!("m_{}", uuid::Uuid::new_v4().simple()));
@@ -338,6 +359,7 @@ async fn line_send(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let sent: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     platform.record(method, &uri, &headers, body);
     let retry_key = headers
         .get("x-line-retry-key")
@@ -352,6 +374,15 @@ async fn line_send(
                 .into_response();
         }
     }
+    if let Some(token) = sent["replyToken"].as_str() {
+        if platform.world().used_reply_tokens.contains(token) {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({ "message": "Invalid reply token" })),
+            )
+                .into_response();
+        }
+    }
     if let Some((status, body)) = next_scripted(&platform) {
         return (status, axum::Json(body)).into_response();
     }
@@ -361,7 +392,14 @@ async fn line_send(
             world.accepted_retry_keys.insert(key);
         }
         world.delivered += 1;
-        world.send_delay
+        if let Some(token) = sent["replyToken"].as_str() {
+            world.used_reply_tokens.insert(token.to_owned());
+        }
+        for message in sent["messages"].as_array().into_iter().flatten() {
+            let text = message["text"].as_str().unwrap_or("<attachment>");
+            world.customer_side.push(text.to_owned());
+        }
+        world.delay_script.pop_front().unwrap_or(world.send_delay)
     };
     tokio::time::sleep(delay).await;
     axum::Json(fixture("line/push_success.json")).into_response()

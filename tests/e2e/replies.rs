@@ -820,7 +820,145 @@ async fn server_errors_are_retried_a_bounded_number_of_times(app: App) {
     );
 }
 
+/// LINE takes a reply-token call but answers after the client gave up. The
+/// outcome is ambiguous: the reply is retried only with the same token
+/// (which LINE now refuses), never pushed, and the agent is told it may
+/// have arrived. The customer sees each bubble once.
+async fn a_line_reply_that_times_out_is_never_pushed(app: App) {
+    // Ten seconds after the customer's message: the reply token is fresh.
+    let (inbox, conversation) = conversation_of(
+        app,
+        Fixture::Line("line/text_message.json"),
+        "2026-11-23T02:20:21Z",
+    )
+    .await;
+    inbox
+        .app
+        .platform
+        .script_delays(vec![std::time::Duration::from_secs(3)]);
+    send(
+        &inbox,
+        json!({ "conversationId": conversation, "bubbles": [{ "text": "ได้รับแล้วครับ" }, { "text": "ส่งพรุ่งนี้ครับ" }] }),
+    )
+    .await;
+    let worker = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    for _ in 0..4 {
+        deliver(&inbox, &worker).await;
+    }
+    assert_eq!(
+        inbox.app.platform.customer_side(),
+        ["ได้รับแล้วครับ", "ส่งพรุ่งนี้ครับ"],
+        "each bubble reached the customer once"
+    );
+    assert!(
+        inbox.app.platform.sent("/v2/bot/message/push").is_empty(),
+        "an ambiguous reply is never pushed"
+    );
+    let answer = inbox
+        .app
+        .graphql(&inbox.owner.token, MESSAGES, json!({ "id": conversation }))
+        .await;
+    let outbound: Vec<&Value> = answer["data"]["conversation"]["messages"]["nodes"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["direction"] == "OUTBOUND")
+        .collect();
+    assert_eq!(outbound.len(), 2);
+    for message in outbound {
+        assert_eq!(message["deliveryState"], "FAILED", "{message}");
+        let reason = message["failureReason"].as_str().unwrap_or_default();
+        assert!(reason.contains("may have delivered"), "{reason}");
+    }
+}
+
+/// Facebook throttles the second of three replies (error 613), then takes
+/// it: the customer still reads them in the order they were queued.
+async fn a_throttled_reply_keeps_the_conversations_order(app: App) {
+    let (inbox, conversation) = facebook_conversation(app).await;
+    let worker = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    send(
+        &inbox,
+        json!({ "conversationId": conversation, "bubbles": [{ "text": "step 1" }] }),
+    )
+    .await;
+    deliver(&inbox, &worker).await;
+    inbox.app.platform.script_sends(vec![(
+        400,
+        json!({ "error": { "message": "Calls to this API have exceeded the rate limit.", "type": "OAuthException", "code": 613, "fbtrace_id": "A1" } }),
+    )]);
+    for step in ["step 2", "step 3"] {
+        send(
+            &inbox,
+            json!({ "conversationId": conversation, "bubbles": [{ "text": step }] }),
+        )
+        .await;
+    }
+    // Time passes between queueing and sending, as it does.
+    inbox.app.clock.advance(Duration::seconds(5));
+    for _ in 0..3 {
+        deliver(&inbox, &worker).await;
+        inbox.app.clock.advance(Duration::seconds(5));
+    }
+    assert_eq!(
+        inbox.app.platform.customer_side(),
+        ["step 1", "step 2", "step 3"]
+    );
+    assert_eq!(
+        states(&inbox, &conversation).await,
+        [
+            ("step 1".into(), "DELIVERED".into()),
+            ("step 2".into(), "DELIVERED".into()),
+            ("step 3".into(), "DELIVERED".into())
+        ]
+    );
+}
+
+/// The worker stops while Facebook handles the second bubble of a reply:
+/// the first one's outcome was recorded when Facebook answered, so it shows
+/// DELIVERED and is never failed or resent.
+async fn each_bubbles_outcome_is_recorded_when_known(app: App) {
+    let (inbox, conversation) = facebook_conversation(app).await;
+    inbox.app.platform.script_delays(vec![
+        std::time::Duration::ZERO,
+        std::time::Duration::from_secs(30),
+    ]);
+    send(
+        &inbox,
+        json!({ "conversationId": conversation, "bubbles": [{ "text": "first" }, { "text": "second" }] }),
+    )
+    .await;
+    let state = inbox.app.state.clone();
+    let crashed = tokio::spawn(async move {
+        omnibox_api::delivery::DeliveryWorker::default()
+            .run_once(&state)
+            .await
+    });
+    until_sent(&inbox, "/messages", 2).await;
+    crashed.abort();
+    inbox.app.settle().await;
+    assert_eq!(
+        states(&inbox, &conversation).await.first(),
+        Some(&("first".to_owned(), "DELIVERED".to_owned()))
+    );
+    // Long after: the second bubble's claim is abandoned and failed, the first stays delivered.
+    inbox.app.clock.advance(Duration::minutes(10));
+    let restarted = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    deliver(&inbox, &restarted).await;
+    assert_eq!(
+        states(&inbox, &conversation).await,
+        [
+            ("first".into(), "DELIVERED".into()),
+            ("second".into(), "FAILED".into())
+        ]
+    );
+    assert_eq!(inbox.app.platform.customer_side(), ["first", "second"]);
+}
+
 in_process_on_both_backends!(
+    a_line_reply_that_times_out_is_never_pushed,
+    a_throttled_reply_keeps_the_conversations_order,
+    each_bubbles_outcome_is_recorded_when_known,
     server_errors_are_retried_a_bounded_number_of_times,
     a_retried_reply_keeps_its_place_in_the_conversation,
     facebook_replies_follow_the_window,
