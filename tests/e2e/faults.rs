@@ -13,9 +13,12 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use omnibox_store::testing::Backend;
+
+use crate::platform::Platform;
 use crate::support::{
-    in_process_on_both_backends, line_signature, App, Bootstrapped, LINE_CHANNEL_SECRET,
-    TEST_SECRET_KEY,
+    facebook_signature, in_process_on_both_backends, line_signature, App, Bootstrapped, Server,
+    Socket, FACEBOOK_APP_SECRET, LINE_CHANNEL_SECRET, TEST_SECRET_KEY,
 };
 
 /// An organization with `count` LINE channels, each its own bot.
@@ -260,3 +263,242 @@ in_process_on_both_backends!(
     rebuilds_under_webhook_traffic_lose_nothing,
     readiness_reports_every_projector
 );
+
+/// Environment for server processes that talk to `platform`.
+fn platform_env(platform: &Platform) -> Vec<(&'static str, String)> {
+    vec![
+        ("OMNIBOX_FACEBOOK_GRAPH_URL", platform.url.clone()),
+        ("OMNIBOX_LINE_API_URL", platform.url.clone()),
+        (
+            "OMNIBOX_FACEBOOK_APP_SECRET",
+            FACEBOOK_APP_SECRET.to_owned(),
+        ),
+        ("OMNIBOX_PLATFORM_TIMEOUT_MS", "2000".to_owned()),
+    ]
+}
+
+fn as_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+const PAGE: &str = "104729381650237";
+
+/// A signed Facebook webhook with one text from `psid`, stamped now.
+async fn post_facebook_text(url: &str, psid: &str, mid: &str, text: &str) -> u16 {
+    let now = chrono::Utc::now().timestamp_millis();
+    let body = json!({ "object": "page", "entry": [{ "id": PAGE, "time": now, "messaging": [{
+        "sender": { "id": psid }, "recipient": { "id": PAGE }, "timestamp": now,
+        "message": { "mid": mid, "text": text } }] }] })
+    .to_string();
+    reqwest::Client::new()
+        .post(format!("{url}/webhooks/facebook"))
+        .header("content-type", "application/json")
+        .header("X-Hub-Signature-256", facebook_signature(body.as_bytes()))
+        .body(body)
+        .send()
+        .await
+        .map(|a| a.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// A graphql-transport-ws subscription to `query` on the server at `ws_url`.
+async fn subscribe_at(ws_url: &str, token: &str, query: &str) -> Socket {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut request = ws_url.into_client_request().expect("request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("connect");
+    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
+    socket
+        .send(Message::Text(init.to_string().into()))
+        .await
+        .expect("init");
+    let ack = socket.next().await.expect("ack").expect("ack");
+    assert!(ack.to_text().unwrap_or_default().contains("connection_ack"));
+    let subscribe = json!({ "id": "1", "type": "subscribe", "payload": { "query": query } });
+    socket
+        .send(Message::Text(subscribe.to_string().into()))
+        .await
+        .expect("subscribe");
+    socket
+}
+
+/// Reads `inboxUpdates` from `socket` until it has seen every id in
+/// `expected`, or panics after a bound.
+async fn until_seen(socket: &mut Socket, expected: &HashSet<String>, node: &str) {
+    use futures_util::StreamExt;
+    let mut seen = HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !expected.is_subset(&seen) {
+        let message = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the subscriber on {node} saw {} of {} new conversations",
+                    expected.intersection(&seen).count(),
+                    expected.len()
+                )
+            })
+            .expect("socket open")
+            .expect("message");
+        let Ok(text) = message.to_text() else {
+            continue;
+        };
+        let value: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+        if let Some(id) = value["payload"]["data"]["inboxUpdates"]["id"].as_str() {
+            seen.insert(id.to_owned());
+        }
+    }
+}
+
+/// Polls until every outbound message of `conversations` is settled
+/// (DELIVERED or FAILED); returns their states.
+async fn settled_replies(server: &Server, token: &str, conversations: &[String]) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut states = Vec::new();
+        for id in conversations {
+            let answer = server
+                .graphql(
+                    Some(token),
+                    "query($id: UUID!) { conversation(id: $id) { messages(last: 20) { nodes { direction deliveryState } } } }",
+                    json!({ "id": id }),
+                )
+                .await;
+            for message in answer["data"]["conversation"]["messages"]["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|m| m["direction"] == "OUTBOUND")
+            {
+                states.push(message["deliveryState"].as_str().unwrap_or("").to_owned());
+            }
+        }
+        if states.iter().all(|s| s != "QUEUED") {
+            return states;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replies never settled: {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The ids of the organization's conversations, once there are `count`
+/// (the read model follows the log; this waits for it, with a bound).
+async fn conversation_ids(server: &Server, token: &str, count: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = server
+            .graphql(
+                Some(token),
+                "{ conversations(first: 100) { nodes { id } } }",
+                json!({}),
+            )
+            .await;
+        let ids: Vec<String> = list["data"]["conversations"]["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n["id"].as_str().map(str::to_owned))
+            .collect();
+        if ids.len() >= count {
+            assert_eq!(ids.len(), count, "no more than expected");
+            return ids;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} conversations, expected {count}",
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Two `omnibox serve` processes on one PostgreSQL: subscribers on both see
+/// every new conversation whichever node took the webhook; replies sent
+/// through either node reach Facebook exactly once each; a node killed
+/// mid-traffic loses no acknowledged webhook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_servers_on_one_postgres() {
+    let platform = Platform::start().await;
+    let env = platform_env(&platform);
+    let Some(a) = Server::start_with(Backend::Postgres, &as_refs(&env)).await else {
+        return;
+    };
+    let mut b = Server::beside(&a, &as_refs(&env)).await;
+    let owner = a.bootstrap("Two Servers", "owner@example.com");
+    platform.add_page(PAGE, "Page", "EAAG-two");
+    let connected = a
+        .graphql(
+            Some(&owner.token),
+            "mutation($i: ConnectChannelInput!) { connectChannel(input: $i) { id } }",
+            json!({ "i": { "kind": "FACEBOOK", "externalId": PAGE, "name": "Page", "accessToken": "EAAG-two" } }),
+        )
+        .await;
+    assert!(connected["errors"].is_null(), "{connected}");
+
+    let query = "subscription { inboxUpdates { id } }";
+    let mut on_a = subscribe_at(&a.ws_url(), &owner.token, query).await;
+    let mut on_b = subscribe_at(&b.ws_url(), &owner.token, query).await;
+    for n in 0..20 {
+        let status =
+            post_facebook_text(&a.url, &format!("9100{n:04}"), &format!("m_two_{n}"), "hi").await;
+        assert_eq!(status, 200);
+    }
+    let conversations = conversation_ids(&a, &owner.token, 20).await;
+    let expected: HashSet<String> = conversations.iter().cloned().collect();
+    until_seen(&mut on_a, &expected, "node A").await;
+    until_seen(&mut on_b, &expected, "node B").await;
+
+    // Replies through both nodes, two bubbles each.
+    let mut texts = Vec::new();
+    for (n, id) in conversations.iter().take(8).enumerate() {
+        let node = if n % 2 == 0 { &a } else { &b };
+        let bubbles: Vec<String> = (1..=2).map(|k| format!("reply {n}.{k}")).collect();
+        texts.extend(bubbles.iter().cloned());
+        let answer = node
+            .graphql(
+                Some(&owner.token),
+                "mutation($i: SendReplyInput!) { sendReply(input: $i) { id } }",
+                json!({ "i": { "conversationId": id, "bubbles": bubbles.iter().map(|t| json!({ "text": t })).collect::<Vec<_>>() } }),
+            )
+            .await;
+        assert!(answer["errors"].is_null(), "{answer}");
+    }
+    let states = settled_replies(&a, &owner.token, &conversations[..8]).await;
+    assert!(states.iter().all(|s| s == "DELIVERED"), "{states:?}");
+    let mut received = platform.customer_side();
+    received.sort();
+    texts.sort();
+    assert_eq!(
+        received, texts,
+        "each bubble reached the customer exactly once"
+    );
+
+    // Node B dies mid-traffic; its share of the webhooks is retried on A,
+    // as a platform behind a load balancer would.
+    let mut acknowledged = Vec::new();
+    for n in 0..40 {
+        if n == 20 {
+            b.kill();
+        }
+        let mid = format!("m_kill_{n}");
+        let psid = format!("9200{n:04}");
+        let first = if n % 2 == 0 { &a.url } else { &b.url };
+        let mut status = post_facebook_text(first, &psid, &mid, "still there?").await;
+        while status != 200 {
+            status = post_facebook_text(&a.url, &psid, &mid, "still there?").await;
+        }
+        acknowledged.push(mid);
+    }
+    conversation_ids(&a, &owner.token, 60).await;
+    drop(b);
+}

@@ -50,7 +50,8 @@ pub struct Server {
     pub url: String,
     pub database_url: String,
     log: Arc<Mutex<String>>,
-    _database: TestDatabase,
+    /// The database this server created (the first of several sharing one).
+    _database: Option<TestDatabase>,
 }
 
 pub struct Bootstrapped {
@@ -84,6 +85,19 @@ impl Server {
     pub async fn start_with(backend: Backend, env: &[(&str, &str)]) -> Option<Self> {
         let database = TestDatabase::create(backend).await?;
         let database_url = database.url.clone();
+        Some(Self::spawn(database_url, env, Some(database)).await)
+    }
+
+    /// Another server process on `other`'s database (several servers, one log).
+    pub async fn beside(other: &Server, env: &[(&str, &str)]) -> Self {
+        Self::spawn(other.database_url.clone(), env, None).await
+    }
+
+    async fn spawn(
+        database_url: String,
+        env: &[(&str, &str)],
+        database: Option<TestDatabase>,
+    ) -> Self {
         let mut child = omnibox(&database_url)
             .envs(env.iter().copied())
             .arg("serve")
@@ -124,13 +138,27 @@ impl Server {
                 )
             })
             .expect("server printed its address");
-        Some(Self {
+        Self {
             child,
             url: format!("http://{address}"),
             database_url,
             log,
             _database: database,
-        })
+        }
+    }
+
+    /// Stops the process at once, as a crash or `kill -9` would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; its exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("wait for omnibox")
     }
 
     /// Everything the server logged so far.

@@ -56,6 +56,8 @@ pub struct Inner {
     pub media: Arc<dyn crate::media::MediaStore>,
     /// Channels as their events say, for webhooks and deliveries.
     pub directory: crate::directory::ChannelDirectory,
+    /// This server, as the sender of the live updates it announces.
+    pub node: omnibox_projections::NodeId,
 }
 
 impl std::ops::Deref for AppState {
@@ -89,8 +91,9 @@ impl AppState {
             metrics.clone(),
         ));
         let (bus, _) = tokio::sync::broadcast::channel(BUS_CAPACITY);
+        let node = omnibox_projections::NodeId::generate();
         let runner = |projector: Arc<dyn omnibox_projections::Projector>| {
-            ProjectionRunner::new(db.clone(), store.clone(), projector, bus.clone())
+            ProjectionRunner::new(db.clone(), store.clone(), projector, bus.clone(), node)
         };
         let projections = Projections::new(vec![
             runner(Arc::new(MembersProjector)),
@@ -124,6 +127,7 @@ impl AppState {
             http,
             media,
             directory: Default::default(),
+            node,
         })))
     }
 
@@ -133,6 +137,7 @@ impl AppState {
         tokio::spawn(omnibox_projections::follow_other_servers(
             self.db.clone(),
             self.bus.clone(),
+            self.node,
         ));
         tokio::spawn(crate::channels::run_expiry_timer(self.clone()));
         tokio::spawn(crate::media::run_media_fetcher(self.clone()));

@@ -24,4 +24,4 @@ pub use runtime::{
     is_transient, Fold, ProjectionError, ProjectionRunner, Projections, Projector, RunnerStatus,
 };
 pub use sql::ReadTx;
-pub use updates::{follow_other_servers, node_id, Change, LiveUpdate, UpdateBus};
+pub use updates::{follow_other_servers, Change, LiveUpdate, NodeId, UpdateBus};

@@ -143,6 +143,8 @@ pub struct ProjectionRunner {
     bus: UpdateBus,
     position: watch::Sender<Position>,
     status: watch::Sender<RunnerStatus>,
+    /// The server this runner publishes for (see [`crate::NodeId`]).
+    node: crate::NodeId,
 }
 
 enum Batch {
@@ -157,6 +159,7 @@ impl ProjectionRunner {
         store: Arc<dyn EventStore>,
         projector: Arc<dyn Projector>,
         bus: UpdateBus,
+        node: crate::NodeId,
     ) -> Self {
         Self {
             db,
@@ -165,6 +168,7 @@ impl ProjectionRunner {
             bus,
             position: watch::Sender::new(Position::default()),
             status: watch::Sender::new(RunnerStatus::CatchingUp),
+            node,
         }
     }
 
@@ -308,6 +312,7 @@ impl ProjectionRunner {
                 bus: self.bus.clone(),
                 position: self.position.clone(),
                 status: self.status.clone(),
+                node: self.node,
             };
             let started = tokio::time::Instant::now();
             let error = match runner.run().await {
@@ -390,7 +395,7 @@ impl ProjectionRunner {
                 change,
             }));
         }
-        crate::updates::announce(&mut tx, &updates).await?;
+        crate::updates::announce(&mut tx, self.node, &updates).await?;
         tx.commit().await?;
         self.position.send_replace(to);
         for update in updates {

@@ -31,16 +31,22 @@ pub struct LiveUpdate {
 /// (`RecvError::Lagged`), so one slow client never slows the others.
 pub type UpdateBus = broadcast::Sender<LiveUpdate>;
 
-/// The PostgreSQL channel that carries live updates between server processes.
-const LIVE_CHANNEL: &str = "omnibox_live";
+/// The PostgreSQL channel that carries live updates between the server
+/// processes of one schema (NOTIFY channels are per database, and several
+/// deployments or tests may share one), as an SQL expression.
+const LIVE_CHANNEL: &str = "left('omnibox_live_' || md5(current_schema()), 40)";
 /// Updates per notification: a payload must stay under PostgreSQL's 8,000 bytes.
 const UPDATES_PER_NOTIFICATION: usize = 40;
 
-/// This process, as the sender of its own notifications (which it has
-/// already published on its bus, and ignores when they come back).
-pub fn node_id() -> uuid::Uuid {
-    static NODE: std::sync::OnceLock<uuid::Uuid> = std::sync::OnceLock::new();
-    *NODE.get_or_init(uuid::Uuid::now_v7)
+/// A server (one bus) as the sender of its own notifications, which it
+/// has already published on its bus and ignores when they come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeId(pub uuid::Uuid);
+
+impl NodeId {
+    pub fn generate() -> Self {
+        NodeId(uuid::Uuid::now_v7())
+    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -111,6 +117,7 @@ impl WireUpdate {
 /// server process: nothing to do.)
 pub(crate) async fn announce(
     tx: &mut crate::ReadTx,
+    node: NodeId,
     updates: &[LiveUpdate],
 ) -> Result<(), sqlx::Error> {
     let crate::ReadTx::Postgres(tx) = tx else {
@@ -118,12 +125,11 @@ pub(crate) async fn announce(
     };
     for chunk in updates.chunks(UPDATES_PER_NOTIFICATION) {
         let payload = serde_json::to_string(&Notification {
-            n: node_id(),
+            n: node.0,
             u: chunk.iter().map(WireUpdate::from).collect(),
         })
         .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(LIVE_CHANNEL)
+        sqlx::query(&format!("SELECT pg_notify({LIVE_CHANNEL}, $1)"))
             .bind(payload)
             .execute(&mut **tx)
             .await?;
@@ -136,9 +142,21 @@ pub(crate) async fn announce(
 /// returns at once. A lost connection is re-established; notifications sent
 /// while it was down are lost, which the log says (a subscriber that
 /// reconnects with `after` is given every change since).
-pub async fn follow_other_servers(db: omnibox_store::Database, bus: UpdateBus) {
+pub async fn follow_other_servers(db: omnibox_store::Database, bus: UpdateBus, node: NodeId) {
     let omnibox_store::Database::Postgres { pool } = db else {
         return;
+    };
+    let channel: String = loop {
+        match sqlx::query_scalar(&format!("SELECT {LIVE_CHANNEL}"))
+            .fetch_one(&pool)
+            .await
+        {
+            Ok(channel) => break channel,
+            Err(error) => {
+                tracing::warn!(%error, "cannot name the live-update channel; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
     };
     loop {
         let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
@@ -149,7 +167,7 @@ pub async fn follow_other_servers(db: omnibox_store::Database, bus: UpdateBus) {
                 continue;
             }
         };
-        if let Err(error) = listener.listen(LIVE_CHANNEL).await {
+        if let Err(error) = listener.listen(&channel).await {
             tracing::warn!(%error, "cannot listen for other servers' updates; retrying");
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             continue;
@@ -173,7 +191,7 @@ pub async fn follow_other_servers(db: omnibox_store::Database, bus: UpdateBus) {
                 tracing::warn!("an unreadable live-update notification was ignored");
                 continue;
             };
-            if notification.n == node_id() {
+            if notification.n == node.0 {
                 continue;
             }
             for update in notification.u.into_iter().filter_map(WireUpdate::decode) {
@@ -205,7 +223,7 @@ mod tests {
             })
             .collect();
         let payload = serde_json::to_string(&Notification {
-            n: node_id(),
+            n: NodeId::generate().0,
             u: updates.iter().map(WireUpdate::from).collect(),
         })
         .expect("encode");
