@@ -106,16 +106,32 @@ async fn serve(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
     tracing::info!(?config, "starting");
     let listen = config.listen;
     let app = AppState::open(config, clock).await?;
-    app.start_background();
+    let reactors = app.start_background();
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, backend = app.db.backend(), "listening");
-    server::serve(app, listener, shutdown_signal()).await?;
+    server::serve(app.clone(), listener, shutdown_signal()).await?;
+    tracing::info!("no longer serving; waiting for the reactors' passes in flight");
+    // A delivery pass in flight records what the platforms answered; it is
+    // bounded by the platform timeout.
+    let reactors = async {
+        for reactor in reactors {
+            let _ = reactor.await;
+        }
+    };
+    if tokio::time::timeout(REACTOR_GRACE, reactors).await.is_err() {
+        tracing::warn!(
+            "reactors did not finish in time; claims they hold are taken over after their lease"
+        );
+    }
     tracing::info!("stopped");
     Ok(())
 }
+
+/// How long shutdown waits for the reactors' passes in flight.
+const REACTOR_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();

@@ -502,3 +502,84 @@ async fn several_servers_on_one_postgres() {
     conversation_ids(&a, &owner.token, 60).await;
     drop(b);
 }
+
+/// SIGTERM: a webhook whose body is still arriving is finished and
+/// answered 200 (and stored), subscription WebSockets get a close frame
+/// (1001), and the process exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_webhooks_in_flight_and_closes_websockets() {
+    use futures_util::StreamExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let platform = Platform::start().await;
+    let env = platform_env(&platform);
+    let mut server = Server::start_with(Backend::Sqlite, &as_refs(&env))
+        .await
+        .expect("sqlite");
+    let owner = server.bootstrap("Stopping Shop", "owner@example.com");
+    platform.add_bot("line-token", "Ustopping0000000000000000000000000");
+    let connected = server
+        .graphql(
+            Some(&owner.token),
+            "mutation($i: ConnectChannelInput!) { connectChannel(input: $i) { id } }",
+            json!({ "i": { "kind": "LINE", "externalId": "Ustopping0000000000000000000000000", "name": "LINE",
+                           "accessToken": "line-token", "channelSecret": LINE_CHANNEL_SECRET } }),
+        )
+        .await;
+    let channel = connected["data"]["connectChannel"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{connected}"))
+        .to_owned();
+    let mut socket = subscribe_at(
+        &server.ws_url(),
+        &owner.token,
+        "subscription { inboxUpdates { id } }",
+    )
+    .await;
+
+    let body = line_text(
+        "Ustopping0000000000000000000000000",
+        "Ulate",
+        "777000111",
+        "sent as the server stops",
+        1_795_400_000_000,
+    );
+    let (head, tail) = body.split_at(body.len() / 2);
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    let request = format!(
+        "POST /webhooks/line/{channel} HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\n\
+         x-line-signature: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        line_signature(&body),
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("head");
+    stream.write_all(head).await.expect("first half");
+    // Let the server take the request in before the signal arrives.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.sigterm();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stream.write_all(tail).await.expect("second half");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("an answer");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    let close = loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a close frame in time")
+            .expect("a message")
+            .expect("no error");
+        if let tokio_tungstenite::tungstenite::Message::Close(frame) = message {
+            break frame;
+        }
+    };
+    assert_eq!(close.map(|f| u16::from(f.code)), Some(1001));
+    let status = server.exited(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status:?}\n{}", server.logs());
+
+    // The webhook answered 200 is in the log.
+    let restarted = Server::beside(&server, &as_refs(&env)).await;
+    conversation_ids(&restarted, &owner.token, 1).await;
+}

@@ -955,7 +955,65 @@ async fn each_bubbles_outcome_is_recorded_when_known(app: App) {
     assert_eq!(inbox.app.platform.customer_side(), ["first", "second"]);
 }
 
+/// A client that retries `sendReply` with the same idempotency key (after a
+/// timeout, or several times at once) gets the first reply's messages, and
+/// the customer gets the reply once.
+async fn a_retried_send_with_the_same_key_queues_once(app: App) {
+    let (inbox, conversation) = facebook_conversation(app).await;
+    let input = json!({ "conversationId": conversation, "bubbles": [{ "text": "Once only" }], "idempotencyKey": "client-42" });
+    let answers = futures_util::future::join_all((0..5).map(|_| send(&inbox, input.clone()))).await;
+    let ids: std::collections::HashSet<String> = answers
+        .iter()
+        .map(|a| {
+            assert!(a["errors"].is_null(), "{a}");
+            a["data"]["sendReply"][0]["id"]
+                .as_str()
+                .expect("id")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        ids.len(),
+        1,
+        "every retry answers the first reply: {answers:?}"
+    );
+    let worker = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    deliver(&inbox, &worker).await;
+    let later = send(&inbox, input.clone()).await;
+    assert_eq!(
+        later["data"]["sendReply"][0]["id"].as_str(),
+        ids.iter().next().map(String::as_str)
+    );
+    assert_eq!(later["data"]["sendReply"][0]["deliveryState"], "DELIVERED");
+    assert_eq!(inbox.app.platform.customer_side(), ["Once only"]);
+    let queued = inbox
+        .app
+        .events()
+        .await
+        .iter()
+        .filter(|e| e.event_type == "ReplyQueued")
+        .count();
+    assert_eq!(queued, 1);
+    let other = send(
+        &inbox,
+        json!({ "conversationId": conversation, "bubbles": [{ "text": "Once only" }], "idempotencyKey": "client-43" }),
+    )
+    .await;
+    assert_ne!(
+        other["data"]["sendReply"][0]["id"].as_str(),
+        ids.iter().next().map(String::as_str),
+        "another key is another reply"
+    );
+    let empty = send(
+        &inbox,
+        json!({ "conversationId": conversation, "bubbles": [{ "text": "x" }], "idempotencyKey": "" }),
+    )
+    .await;
+    assert_eq!(error_code(&empty), Some("VALIDATION"));
+}
+
 in_process_on_both_backends!(
+    a_retried_send_with_the_same_key_queues_once,
     a_line_reply_that_times_out_is_never_pushed,
     a_throttled_reply_keeps_the_conversations_order,
     each_bubbles_outcome_is_recorded_when_known,

@@ -153,12 +153,29 @@ impl Server {
         let _ = self.child.wait();
     }
 
-    /// Sends SIGTERM and waits for the process to exit; its exit status.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
+    /// Sends SIGTERM (an orderly stop), without waiting.
+    pub fn sigterm(&self) {
+        let sent = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        self.child.wait().expect("wait for omnibox")
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+    }
+
+    /// Waits for the process to exit, at most `bound`; its exit status.
+    pub async fn exited(&mut self, bound: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + bound;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not exit; log:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Everything the server logged so far.

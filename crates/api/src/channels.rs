@@ -451,7 +451,10 @@ pub const EXPIRY_TICK: std::time::Duration = std::time::Duration::from_secs(60);
 pub async fn run_expiry_timer(app: AppState) {
     let mut tick = tokio::time::interval(EXPIRY_TICK);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = app.stopping() => return,
+            _ = tick.tick() => {}
+        }
         if let Err(error) = expire_due_channels(&app).await {
             tracing::warn!(
                 ?error,

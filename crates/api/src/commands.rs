@@ -180,6 +180,23 @@ pub async fn execute<A, E>(
 where
     A: Aggregate,
 {
+    execute_identified(store, id, actor, |_| None, decide).await
+}
+
+/// [`execute`], with the ids of some events chosen by `event_id` (the
+/// others get UUIDv7s). An event whose id is already stored anywhere in the
+/// log makes the append a no-op that reports the stored event's place: how
+/// a retried request with an idempotency key queues nothing twice.
+pub async fn execute_identified<A, E>(
+    store: &dyn EventStore,
+    id: Uuid,
+    actor: &Actor,
+    event_id: impl Fn(&A::Event) -> Option<Uuid>,
+    decide: impl Fn(&A) -> Result<Vec<A::Event>, E>,
+) -> Result<Executed<A::Event>, CommandError<E>>
+where
+    A: Aggregate,
+{
     let stream = stream_name::<A>(id)?;
     let mut state = A::default();
     let mut revision = None;
@@ -209,7 +226,7 @@ where
             .iter()
             .map(|event| {
                 Ok(NewEvent {
-                    id: Uuid::now_v7(),
+                    id: event_id(event).unwrap_or_else(Uuid::now_v7),
                     event_type: A::event_type(event).to_owned(),
                     data: serde_json::to_string(event)
                         .map_err(|e| CommandError::Corrupt(e.to_string()))?,

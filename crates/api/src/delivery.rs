@@ -669,9 +669,8 @@ pub async fn run_delivery_worker(app: AppState) {
         if let Err(error) = worker.run_once(&app).await {
             tracing::warn!(?error, "delivery pass failed; trying again");
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), updates.recv()).await;
-        // A burst of changes is one pass, not one pass per change.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        while updates.try_recv().is_ok() {}
+        if !app.next_pass(&mut updates, Duration::from_secs(1)).await {
+            return;
+        }
     }
 }

@@ -165,9 +165,8 @@ pub async fn run_profile_fetcher(app: AppState) {
         if let Err(error) = fetcher.run_once(&app).await {
             tracing::warn!(?error, "profile pass failed; trying again");
         }
-        let _ = tokio::time::timeout(Duration::from_secs(5), updates.recv()).await;
-        // A burst of changes is one pass, not one pass per change.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        while updates.try_recv().is_ok() {}
+        if !app.next_pass(&mut updates, Duration::from_secs(5)).await {
+            return;
+        }
     }
 }

@@ -66,15 +66,69 @@ pub fn router(app: AppState) -> Router {
         ))
 }
 
-/// Serves `router(app)` on `listener` until `shutdown` resolves.
+/// How long shutdown waits for WebSockets to send their close frames.
+const SOCKET_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// WebSocket close code for a server going away (RFC 6455).
+const CLOSE_GOING_AWAY: u16 = 1001;
+
+/// Serves `router(app)` on `listener` until `shutdown` resolves (or
+/// [`AppState::shut_down`] is called): then it takes no new connections,
+/// finishes the requests in flight (a webhook being received is stored and
+/// answered), and closes every subscription WebSocket with a close frame.
 pub async fn serve(
     app: AppState,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let stopping = app.clone();
+    let signal = async move {
+        tokio::select! {
+            _ = shutdown => stopping.shut_down(),
+            _ = stopping.stopping() => {}
+        }
+    };
+    axum::serve(listener, router(app.clone()))
+        .with_graceful_shutdown(signal)
+        .await?;
+    app.sockets.closed(SOCKET_CLOSE_GRACE).await;
+    Ok(())
+}
+
+/// Counts open subscription WebSockets; shutdown waits until they closed.
+#[derive(Default)]
+pub struct OpenSockets {
+    open: std::sync::atomic::AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
+struct SocketGuard<'a>(&'a OpenSockets);
+
+impl Drop for SocketGuard<'_> {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
+}
+
+impl OpenSockets {
+    fn open(&self) -> SocketGuard<'_> {
+        self.open.fetch_add(1, Ordering::SeqCst);
+        SocketGuard(self)
+    }
+
+    /// Waits until no socket is open, at most `grace`.
+    async fn closed(&self, grace: std::time::Duration) {
+        let _ = tokio::time::timeout(grace, async {
+            loop {
+                let changed = self.changed.notified();
+                if self.open.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                changed.await;
+            }
+        })
+        .await;
+    }
 }
 
 /// 200 when the event store answers, 503 when it does not.
@@ -246,7 +300,24 @@ async fn subscriptions(socket: WebSocket, server: Server, protocol: WebSocketPro
     let mut output = async_graphql::http::WebSocket::new(server.schema.clone(), input, protocol)
         .on_connection_init(on_init)
         .keepalive_timeout(None);
-    while let Some(message) = output.next().await {
+    let app = server.app.clone();
+    let _open = app.sockets.open();
+    loop {
+        let message = tokio::select! {
+            message = output.next() => message,
+            _ = app.stopping() => {
+                let _ = sink
+                    .send(Message::Close(Some(CloseFrame {
+                        code: CLOSE_GOING_AWAY,
+                        reason: "the server is shutting down".into(),
+                    })))
+                    .await;
+                return;
+            }
+        };
+        let Some(message) = message else {
+            break;
+        };
         let message = match message {
             WsMessage::Text(text) => Message::Text(text.into()),
             WsMessage::Close(code, reason) => {

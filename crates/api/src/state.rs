@@ -58,6 +58,10 @@ pub struct Inner {
     pub directory: crate::directory::ChannelDirectory,
     /// This server, as the sender of the live updates it announces.
     pub node: omnibox_projections::NodeId,
+    /// Becomes true when the server starts shutting down (SIGTERM).
+    shutdown: tokio::sync::watch::Sender<bool>,
+    /// Open subscription WebSockets, so shutdown can wait for their close frames.
+    pub sockets: crate::server::OpenSockets,
 }
 
 impl std::ops::Deref for AppState {
@@ -128,21 +132,58 @@ impl AppState {
             media,
             directory: Default::default(),
             node,
+            shutdown: tokio::sync::watch::Sender::new(false),
+            sockets: Default::default(),
         })))
     }
 
-    /// Starts following the log with every projector, and the timers.
-    pub fn start_background(&self) {
+    /// Starts following the log with every projector, and the reactors
+    /// (delivery, media, profiles, the expiry timer); returns the reactors,
+    /// which end once [`AppState::shut_down`] was called and their current
+    /// pass is over.
+    pub fn start_background(&self) -> Vec<tokio::task::JoinHandle<()>> {
         self.projections.spawn();
         tokio::spawn(omnibox_projections::follow_other_servers(
             self.db.clone(),
             self.bus.clone(),
             self.node,
         ));
-        tokio::spawn(crate::channels::run_expiry_timer(self.clone()));
-        tokio::spawn(crate::media::run_media_fetcher(self.clone()));
-        tokio::spawn(crate::delivery::run_delivery_worker(self.clone()));
-        tokio::spawn(crate::profiles::run_profile_fetcher(self.clone()));
+        vec![
+            tokio::spawn(crate::channels::run_expiry_timer(self.clone())),
+            tokio::spawn(crate::media::run_media_fetcher(self.clone())),
+            tokio::spawn(crate::delivery::run_delivery_worker(self.clone())),
+            tokio::spawn(crate::profiles::run_profile_fetcher(self.clone())),
+        ]
+    }
+
+    /// Starts shutting down: reactors finish their pass and stop, WebSockets
+    /// close with a close frame, the HTTP server takes no new connections.
+    pub fn shut_down(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves once shutdown has started.
+    pub async fn stopping(&self) {
+        let mut stopping = self.shutdown.subscribe();
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+    }
+
+    /// Waits for a live update or `pause`, whichever comes first, then lets
+    /// a burst of updates settle; false once shutdown has started (the
+    /// reactor's loop ends).
+    pub async fn next_pass(
+        &self,
+        updates: &mut tokio::sync::broadcast::Receiver<omnibox_projections::LiveUpdate>,
+        pause: Duration,
+    ) -> bool {
+        tokio::select! {
+            _ = self.stopping() => return false,
+            _ = tokio::time::timeout(pause, updates.recv()) => {}
+        }
+        // A burst of changes is one pass, not one pass per change.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        while updates.try_recv().is_ok() {}
+        !*self.shutdown.borrow()
     }
 
     /// Waits until the read models show `position` (a mutation's own write).

@@ -5,13 +5,11 @@ use async_graphql::{Context, InputObject, Object};
 use omnibox_domain::conversation::{self as domain, reply_message_id, ReplyError, ReplyRequest};
 use omnibox_domain::ids::{ConversationId, OrgId};
 use omnibox_domain::policy::{AttachmentRef, Bubble, BubbleRefused, ReplyRefused, Sender};
-use omnibox_projections::channels as channel_read;
-use omnibox_projections::inbox as read;
 use uuid::Uuid;
 
 use super::conversations::Message;
 use super::{session, state};
-use crate::commands::{execute, Actor, CommandError};
+use crate::commands::{execute_identified, load, Actor, CommandError};
 use crate::ApiError;
 
 #[derive(InputObject)]
@@ -41,6 +39,44 @@ pub struct SendReplyInput {
     /// LINE only: show the agent to the customer as this name and icon.
     /// Facebook never shows the agent, so a sender there is refused.
     pub sender: Option<SenderInput>,
+    /// A key the client chooses per reply (1 to 200 characters), so that a
+    /// retry after a timeout is safe: the same key within an organization
+    /// answers the first reply's messages and never queues again.
+    pub idempotency_key: Option<String>,
+}
+
+/// Namespace of reply ids derived from idempotency keys.
+const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6f6d_6e69_626f_7852_6570_6c79_4b65_7973);
+
+/// The reply id a client's idempotency key stands for in `org`.
+fn keyed_reply_id(org: OrgId, key: &str) -> Result<Uuid, ApiError> {
+    let length = key.chars().count();
+    if !(1..=200).contains(&length) {
+        return Err(ApiError::Validation(
+            "idempotencyKey must be 1 to 200 characters".into(),
+        ));
+    }
+    let mut name = org.0.as_bytes().to_vec();
+    name.extend_from_slice(key.as_bytes());
+    Ok(Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, &name))
+}
+
+/// The messages of reply `reply_id`, as the read model shows them.
+async fn reply_messages(
+    app: &crate::AppState,
+    org: OrgId,
+    reply_id: Uuid,
+) -> Result<Vec<Message>, ApiError> {
+    let mut messages = Vec::new();
+    for index in 0..omnibox_domain::policy::MAX_BUBBLES as u32 {
+        match super::conversations::load_message(app, org, reply_message_id(reply_id, index))
+            .await?
+        {
+            Some(message) => messages.push(message),
+            None => break,
+        }
+    }
+    Ok(messages)
 }
 
 /// The agent persona a LINE message carries: a name of at most 20
@@ -109,16 +145,36 @@ impl RepliesMutation {
         let me = &session(ctx)?.member;
         let app = state(ctx)?;
         let org: OrgId = me.org_id;
+        let reply_id = match &input.idempotency_key {
+            Some(key) => keyed_reply_id(org, key)?,
+            None => Uuid::now_v7(),
+        };
+        if input.idempotency_key.is_some() {
+            let earlier = reply_messages(app, org, reply_id).await?;
+            if !earlier.is_empty() {
+                return Ok(earlier);
+            }
+        }
+        // Decided from the conversation's and the channel's events, not
+        // from read models.
         let conversation_id = ConversationId(input.conversation_id);
-        let row = read::conversation(&app.db, org, conversation_id)
+        let not_found = || ApiError::NotFound("no such conversation in your organization".into());
+        let (conversation, _) = load::<domain::Conversation>(&*app.store, conversation_id.0)
             .await
-            .map_err(ApiError::from)?
-            .ok_or_else(|| {
-                ApiError::NotFound("no such conversation in your organization".into())
-            })?;
-        let channel = channel_read::channel(&app.db, org, row.channel_id)
+            .map_err(|e| ApiError::internal(format!("{e:?}")))?;
+        let (Some(channel_id), Some(kind)) = (conversation.channel_id, conversation.channel_kind)
+        else {
+            return Err(not_found().into());
+        };
+        if conversation.org_id != Some(org) {
+            return Err(not_found().into());
+        }
+        let channel = app
+            .directory
+            .by_id(&*app.store, channel_id)
             .await
-            .map_err(ApiError::from)?
+            .map_err(ApiError::internal)?
+            .filter(|c| c.org_id == org)
             .ok_or_else(|| ApiError::NotFound("no such channel in your organization".into()))?;
         let mut bubbles = Vec::with_capacity(input.bubbles.len());
         for (index, b) in input.bubbles.into_iter().enumerate() {
@@ -126,8 +182,7 @@ impl RepliesMutation {
         }
         let template_id = match input.template_id {
             Some(id) => {
-                let template =
-                    crate::templates::template_bubbles(app, org, id, channel.kind).await?;
+                let template = crate::templates::template_bubbles(app, org, id, kind).await?;
                 if bubbles.is_empty() {
                     bubbles = template;
                 }
@@ -136,9 +191,12 @@ impl RepliesMutation {
             None => None,
         };
         let now = app.clock.now();
-        let status = channel.status_at(now);
+        let status = channel
+            .state
+            .status_at(now)
+            .unwrap_or(omnibox_domain::channel::ChannelStatus::Disconnected);
         let request = ReplyRequest {
-            reply_id: Uuid::now_v7(),
+            reply_id,
             author: me.id,
             bubbles,
             promotional: input.promotional,
@@ -148,11 +206,19 @@ impl RepliesMutation {
                 icon_url: s.icon_url,
             }),
         };
-        let reply_id = request.reply_id;
-        let executed = execute::<domain::Conversation, _>(
+        let keyed = input.idempotency_key.is_some();
+        // A keyed reply's event has an id derived from the key: the log
+        // holds it once, whichever request (or conversation) came first.
+        let executed = execute_identified::<domain::Conversation, _>(
             &*app.store,
             conversation_id.0,
             &Actor::member(me),
+            |event| match event {
+                domain::ConversationEvent::ReplyQueued { reply_id, .. } if keyed => {
+                    Some(Uuid::new_v5(reply_id, b"ReplyQueued"))
+                }
+                _ => None,
+            },
             |c| domain::decide_reply(c, org, status, request.clone(), now),
         )
         .await
@@ -164,23 +230,7 @@ impl RepliesMutation {
             other => ApiError::internal(other),
         })?;
         app.read_your_writes(executed.position).await;
-        let count = executed
-            .events
-            .iter()
-            .map(|e| match e {
-                domain::ConversationEvent::ReplyQueued { bubbles, .. } => bubbles.len(),
-                _ => 0,
-            })
-            .sum::<usize>();
-        let mut messages = Vec::with_capacity(count);
-        for index in 0..count as u32 {
-            if let Some(message) =
-                super::conversations::load_message(app, org, reply_message_id(reply_id, index))
-                    .await?
-            {
-                messages.push(message);
-            }
-        }
+        let messages = reply_messages(app, org, reply_id).await?;
         Ok(messages)
     }
 }
