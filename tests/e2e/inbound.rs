@@ -685,7 +685,67 @@ async fn the_other_line_shapes_are_recorded(app: App) {
     );
 }
 
+/// Items that carry no message id or no timestamp (`changes` items, a
+/// receipt without a time) are told apart by their content: two different
+/// ones are both stored, and each redelivery (re-batched under another
+/// `entry.time`) stores nothing new. A redelivered `mid` whose item
+/// timestamp differs is a second event in the log (the id keeps the
+/// platform time, see ARCHITECTURE.md); one with the same timestamp is not.
+async fn items_without_ids_are_told_apart_by_content(app: App) {
+    let inbox = inbox(app, false).await;
+    let post = |entry_time: i64, changes: Value| {
+        let body = json!({ "object": "page", "entry": [{ "id": PAGE_A, "time": entry_time, "changes": changes }] }).to_string();
+        let inbox = &inbox;
+        async move {
+            inbox
+                .post_facebook(body.as_bytes(), Some(&facebook_signature(body.as_bytes())))
+                .await
+        }
+    };
+    let first = json!({ "field": "feed", "value": { "item": "comment", "comment_id": "1_2", "message": "nice" } });
+    let second = json!({ "field": "feed", "value": { "item": "comment", "comment_id": "1_3", "message": "nicer" } });
+    assert_eq!(post(1, json!([first.clone()])).await, 200);
+    assert_eq!(post(2, json!([second.clone(), first.clone()])).await, 200);
+    assert_eq!(post(3, json!([second])).await, 200);
+    let kept = inbox
+        .inbound()
+        .await
+        .into_iter()
+        .filter(|(kind, data)| kind == "UnsupportedEventReceived" && data["kind"] == "feed")
+        .count();
+    assert_eq!(kept, 2, "two different changes, each stored once");
+
+    let message = |timestamp: i64| {
+        json!({ "object": "page", "entry": [{ "id": PAGE_A, "time": timestamp + 5, "messaging": [{
+            "sender": { "id": "7294018365520341" }, "recipient": { "id": PAGE_A }, "timestamp": timestamp,
+            "message": { "mid": "m_same_mid", "text": "same message" } }] }] })
+        .to_string()
+    };
+    for timestamp in [1_795_399_805_412_i64, 1_795_399_805_412, 1_795_399_806_000] {
+        let body = message(timestamp);
+        assert_eq!(
+            inbox
+                .post_facebook(body.as_bytes(), Some(&facebook_signature(body.as_bytes())))
+                .await,
+            200
+        );
+    }
+    let stored = inbox
+        .inbound()
+        .await
+        .into_iter()
+        .filter(|(kind, data)| {
+            kind == "MessageReceived" && data["platform_message_id"] == "m_same_mid"
+        })
+        .count();
+    assert_eq!(
+        stored, 2,
+        "same timestamp: one event; another timestamp: another event"
+    );
+}
+
 in_process_on_both_backends!(
+    items_without_ids_are_told_apart_by_content,
     facebook_handshake_answers_the_challenge_only_to_our_token,
     a_facebook_text_is_stored_exactly_once,
     bad_facebook_deliveries_store_nothing,

@@ -64,21 +64,22 @@ fn conversation(
     )
 }
 
+/// An item Omnibox keeps but does not show. Its id comes from `identity`
+/// (LINE's webhook event id, or the digest of a Facebook item), so two
+/// different items never share one and a redelivered item stores nothing.
 fn unsupported(
     channel: &KnownChannel,
     kind: String,
     platform_event_id: Option<String>,
+    identity: &str,
     at: Option<DateTime<Utc>>,
     correlation: Uuid,
     actor: &str,
 ) -> Option<Append> {
-    let key = platform_event_id
-        .clone()
-        .unwrap_or_else(|| format!("{}", at.map_or(0, |t| t.timestamp_millis())));
     let id = inbound_event_id(
         channel.id,
         &format!("unsupported:{kind}"),
-        &key,
+        identity,
         at.unwrap_or_default(),
     );
     let event = InboundEvent::UnsupportedEventReceived {
@@ -299,13 +300,20 @@ pub fn facebook_events(
                 };
                 conversation(&event, id, conversation_id, correlation, ACTOR)
             }
-            (facebook::EventKind::Unsupported { kind }, at) => {
-                unsupported(channel, kind, None, at, correlation, ACTOR)
-            }
+            (facebook::EventKind::Unsupported { kind }, at) => unsupported(
+                channel,
+                kind,
+                None,
+                &event.fingerprint,
+                at,
+                correlation,
+                ACTOR,
+            ),
             (_, None) => unsupported(
                 channel,
                 "item without timestamp".into(),
                 None,
+                &event.fingerprint,
                 None,
                 correlation,
                 ACTOR,
@@ -397,7 +405,8 @@ pub fn line_events(
                     Err(kind) => unsupported(
                         channel,
                         format!("message:{kind}"),
-                        Some(message.id),
+                        Some(message.id.clone()),
+                        &message.id,
                         Some(at),
                         correlation,
                         ACTOR,
@@ -467,13 +476,20 @@ pub fn line_events(
                     ACTOR,
                 )
             }
-            (line::EventKind::Unsupported { kind }, _) => {
-                unsupported(channel, kind, Some(event_id), Some(at), correlation, ACTOR)
-            }
+            (line::EventKind::Unsupported { kind }, _) => unsupported(
+                channel,
+                kind,
+                Some(event_id.clone()),
+                &event_id,
+                Some(at),
+                correlation,
+                ACTOR,
+            ),
             (other, _) => unsupported(
                 channel,
                 format!("{} from an unsupported source", line_kind(&other)),
-                Some(event_id),
+                Some(event_id.clone()),
+                &event_id,
                 Some(at),
                 correlation,
                 ACTOR,

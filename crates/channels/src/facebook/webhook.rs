@@ -9,6 +9,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::{from_millis, ParseError};
@@ -25,6 +26,10 @@ pub struct Event {
     /// never by arrival: retries arrive out of order.
     pub timestamp: Option<DateTime<Utc>>,
     pub kind: EventKind,
+    /// A digest of the item's own JSON (hex SHA-256): what identifies an
+    /// item that has no message id or no timestamp (a `changes` item, a
+    /// receipt without a time), the same however Meta batches it.
+    pub fingerprint: String,
 }
 
 /// What happened. `psid` is always the customer's page-scoped id: the sender of
@@ -119,20 +124,26 @@ pub fn parse_webhook(body: &[u8]) -> Result<Vec<Event>, ParseError> {
     for entry in body.entry {
         let items = entry.messaging.into_iter().map(|item| (item, false));
         let items = items.chain(entry.standby.into_iter().map(|item| (item, true)));
-        for (item, standby) in items {
+        for (raw, standby) in items {
+            let item: RawItem = serde_json::from_str(raw.get())?;
             events.push(Event {
                 page_id: entry.id.clone(),
                 standby,
                 timestamp: item.timestamp.map(from_millis).transpose()?,
                 kind: item.into_kind()?,
+                fingerprint: fingerprint(&raw),
             });
         }
-        events.extend(entry.changes.into_iter().map(|change| Event {
-            page_id: entry.id.clone(),
-            standby: false,
-            timestamp: None,
-            kind: EventKind::Unsupported { kind: change.field },
-        }));
+        for raw in entry.changes {
+            let change: RawChange = serde_json::from_str(raw.get())?;
+            events.push(Event {
+                page_id: entry.id.clone(),
+                standby: false,
+                timestamp: None,
+                kind: EventKind::Unsupported { kind: change.field },
+                fingerprint: fingerprint(&raw),
+            });
+        }
     }
     Ok(events)
 }
@@ -147,11 +158,16 @@ struct RawBody {
 struct RawEntry {
     id: String,
     #[serde(default)]
-    messaging: Vec<RawItem>,
+    messaging: Vec<Box<RawValue>>,
     #[serde(default)]
-    standby: Vec<RawItem>,
+    standby: Vec<Box<RawValue>>,
     #[serde(default)]
-    changes: Vec<RawChange>,
+    changes: Vec<Box<RawValue>>,
+}
+
+fn fingerprint(raw: &RawValue) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(raw.get().as_bytes()))
 }
 
 #[derive(Deserialize)]
