@@ -583,3 +583,59 @@ async fn sigterm_finishes_webhooks_in_flight_and_closes_websockets() {
     let restarted = Server::beside(&server, &as_refs(&env)).await;
     conversation_ids(&restarted, &owner.token, 1).await;
 }
+
+/// `inboxUpdates(after:)` replays from the log, which holds every
+/// organization's events: a client further behind than the configured
+/// bound is told to reload instead of making the server read it all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_missed_updates_is_bounded() {
+    use futures_util::StreamExt;
+    let platform = Platform::start().await;
+    let mut env = platform_env(&platform);
+    env.push(("OMNIBOX_MAX_REPLAY_EVENTS", "20".to_owned()));
+    let server = Server::start_with(Backend::Sqlite, &as_refs(&env))
+        .await
+        .expect("sqlite");
+    let owner = server.bootstrap("Replay Shop", "owner@example.com");
+    let bot = "Ureplay00000000000000000000000000";
+    platform.add_bot("line-token", bot);
+    let connected = server
+        .graphql(
+            Some(&owner.token),
+            "mutation($i: ConnectChannelInput!) { connectChannel(input: $i) { id } }",
+            json!({ "i": { "kind": "LINE", "externalId": bot, "name": "LINE",
+                           "accessToken": "line-token", "channelSecret": LINE_CHANNEL_SECRET } }),
+        )
+        .await;
+    let channel = connected["data"]["connectChannel"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{connected}"))
+        .to_owned();
+    for n in 0..30 {
+        let body = line_text(
+            bot,
+            &format!("U{n:032}"),
+            &format!("8{n:08}"),
+            "hi",
+            1_795_400_000_000 + n,
+        );
+        post_line_until_acknowledged(&server.url, &channel, &body).await;
+    }
+    let mut socket = subscribe_at(
+        &server.ws_url(),
+        &owner.token,
+        "subscription { inboxUpdates(after: \"0\") { id } }",
+    )
+    .await;
+    let answer = tokio::time::timeout(Duration::from_secs(10), socket.next())
+        .await
+        .expect("an answer")
+        .expect("a message")
+        .expect("no error");
+    let answer: Value = serde_json::from_str(answer.to_text().unwrap_or_default()).expect("json");
+    assert_eq!(answer["type"], "error", "{answer}");
+    assert_eq!(
+        answer["payload"][0]["extensions"]["code"], "VALIDATION",
+        "{answer}"
+    );
+}

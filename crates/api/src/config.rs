@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 /// The default database: an SQLite file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://omnibox.db";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// How far back `inboxUpdates(after:)` replays by default: the replay reads
+/// every organization's events, so a client further behind reloads.
+pub const DEFAULT_MAX_REPLAY_EVENTS: usize = 100_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -29,6 +32,9 @@ pub struct Config {
     pub media_dir: Option<std::path::PathBuf>,
     /// How long a platform request may take before it counts as failed.
     pub platform_timeout: std::time::Duration,
+    /// How many log events `inboxUpdates(after:)` may replay before it asks
+    /// the client to reload instead.
+    pub max_replay_events: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -99,6 +105,13 @@ impl Config {
                     }
                 })?),
                 None => omnibox_channels::client::REQUEST_TIMEOUT,
+            },
+            max_replay_events: match non_empty("OMNIBOX_MAX_REPLAY_EVENTS") {
+                Some(n) => n.parse().map_err(|_| ConfigError::Invalid {
+                    name: "OMNIBOX_MAX_REPLAY_EVENTS",
+                    reason: format!("{n:?} is not a whole number of events"),
+                })?,
+                None => DEFAULT_MAX_REPLAY_EVENTS,
             },
         })
     }

@@ -427,15 +427,25 @@ async fn missed_conversations(
     let mut changed: Vec<(ConversationId, omnibox_store::Position)> = Vec::new();
     let mut cursor = Some(after);
     let mut last = None;
+    let mut scanned = 0;
+    // Only events that name this organization are decoded.
+    let org_text = org.0.to_string();
     loop {
         let page = app.store.read_all(cursor, 1000).await?;
         let Some(end) = page.last().map(|e| e.position) else {
             break;
         };
-        for event in page
-            .iter()
-            .filter(|e| e.stream.category() == ConversationId::CATEGORY)
-        {
+        scanned += page.len();
+        let limit = app.config.max_replay_events;
+        if scanned > limit {
+            return Err(ApiError::Validation(format!(
+                "`after` is more than {limit} events behind the log: \
+                 query `conversations` again and subscribe without `after`"
+            )));
+        }
+        for event in page.iter().filter(|e| {
+            e.stream.category() == ConversationId::CATEGORY && e.data.contains(&org_text)
+        }) {
             let Ok(data) = serde_json::from_str::<domain::ConversationEvent>(&event.data) else {
                 continue;
             };
