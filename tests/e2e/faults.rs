@@ -483,6 +483,41 @@ async fn several_servers_on_one_postgres() {
         "each bubble reached the customer exactly once"
     );
 
+    // One server looks up each new customer's profile, once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = a
+            .graphql(
+                Some(&owner.token),
+                "{ conversations(first: 100) { nodes { contact { displayName } } } }",
+                json!({}),
+            )
+            .await;
+        let named = list["data"]["conversations"]["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["contact"]["displayName"].is_string())
+            .count();
+        if named == 20 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{named} of 20 profiles"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lookups = platform.requests();
+    for n in 0..20 {
+        let path = format!("/9100{n:04}");
+        let count = lookups
+            .iter()
+            .filter(|r| r.method == axum::http::Method::GET && r.path == path)
+            .count();
+        assert_eq!(count, 1, "profile of {path} looked up {count} times");
+    }
+
     // Node B dies mid-traffic; its share of the webhooks is retried on A,
     // as a platform behind a load balancer would.
     let mut acknowledged = Vec::new();

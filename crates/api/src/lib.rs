@@ -19,6 +19,7 @@ pub mod directory;
 mod error;
 pub mod graphql;
 pub mod inbound;
+pub mod leadership;
 pub mod live;
 pub mod media;
 pub mod metrics;

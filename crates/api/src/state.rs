@@ -148,11 +148,27 @@ impl AppState {
             self.bus.clone(),
             self.node,
         ));
+        use crate::leadership::run_as_leader;
         vec![
-            tokio::spawn(crate::channels::run_expiry_timer(self.clone())),
-            tokio::spawn(crate::media::run_media_fetcher(self.clone())),
+            // Every server delivers: each bubble is claimed in the log.
             tokio::spawn(crate::delivery::run_delivery_worker(self.clone())),
-            tokio::spawn(crate::profiles::run_profile_fetcher(self.clone())),
+            // One server at a time downloads media, looks up profiles and
+            // expires tokens.
+            tokio::spawn(run_as_leader(
+                self.clone(),
+                "expiry timer",
+                crate::channels::run_expiry_timer,
+            )),
+            tokio::spawn(run_as_leader(
+                self.clone(),
+                "media fetcher",
+                crate::media::run_media_fetcher,
+            )),
+            tokio::spawn(run_as_leader(
+                self.clone(),
+                "profile fetcher",
+                crate::profiles::run_profile_fetcher,
+            )),
         ]
     }
 
