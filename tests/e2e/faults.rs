@@ -673,3 +673,186 @@ async fn replaying_missed_updates_is_bounded() {
         "{answer}"
     );
 }
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Facebook,
+    Line,
+}
+
+/// Where the delivering server dies: a named crash point, or a SIGKILL
+/// from outside while the platform is handling the call.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Crash {
+    At(&'static str),
+    DuringSend,
+}
+
+/// A server killed at `crash` while delivering a two-bubble reply, then
+/// restarted: each bubble reaches the customer at most once and in order,
+/// and each ends DELIVERED, or FAILED with a reason, never stuck.
+async fn crash_while_delivering(backend: Backend, kind: Kind, crash: Crash) {
+    let platform = Platform::start().await;
+    let mut env = platform_env(&platform);
+    env.push(("OMNIBOX_DELIVERY_LEASE_MS", "3000".to_owned()));
+    let mut crashing_env = env.clone();
+    if let Crash::At(point) = crash {
+        crashing_env.push(("OMNIBOX_CRASH_AT", point.to_owned()));
+    }
+    let Some(mut server) = Server::start_with(backend, &as_refs(&crashing_env)).await else {
+        return;
+    };
+    let owner = server.bootstrap("Crash Shop", "owner@example.com");
+    let bot = "Ucrash000000000000000000000000000";
+    let connect = match kind {
+        Kind::Facebook => {
+            platform.add_page(PAGE, "Page", "EAAG-crash");
+            (
+                json!({ "kind": "FACEBOOK", "externalId": PAGE, "name": "Page", "accessToken": "EAAG-crash" }),
+                "",
+            )
+        }
+        Kind::Line => {
+            platform.add_bot("line-token", bot);
+            (
+                json!({ "kind": "LINE", "externalId": bot, "name": "LINE", "accessToken": "line-token", "channelSecret": LINE_CHANNEL_SECRET }),
+                "line",
+            )
+        }
+    };
+    let connected = server
+        .graphql(
+            Some(&owner.token),
+            "mutation($i: ConnectChannelInput!) { connectChannel(input: $i) { id } }",
+            json!({ "i": connect }),
+        )
+        .await;
+    let channel = connected["data"]["connectChannel"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{connected}"))
+        .to_owned();
+    match kind {
+        Kind::Facebook => {
+            assert_eq!(
+                post_facebook_text(&server.url, "93000001", "m_crash", "hello").await,
+                200
+            )
+        }
+        Kind::Line => {
+            // An old message: its reply token is stale, the reply is pushed.
+            let body = line_text(bot, "Ucustomer", "55501", "hello", 1_795_400_000_000);
+            post_line_until_acknowledged(&server.url, &channel, &body).await;
+        }
+    }
+    let conversation = conversation_ids(&server, &owner.token, 1).await.remove(0);
+    if crash == Crash::DuringSend {
+        platform.delay_sends(Duration::from_secs(30));
+    }
+    let queued = server
+        .graphql(
+            Some(&owner.token),
+            "mutation($i: SendReplyInput!) { sendReply(input: $i) { id } }",
+            json!({ "i": { "conversationId": conversation, "bubbles": [{ "text": "first" }, { "text": "second" }] } }),
+        )
+        .await;
+    assert!(queued["errors"].is_null(), "{queued}");
+    match crash {
+        Crash::At(point) => {
+            let status = server.exited(Duration::from_secs(30)).await;
+            assert!(!status.success(), "the server should have died at {point}");
+        }
+        Crash::DuringSend => {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while platform.delivered() == 0 {
+                assert!(std::time::Instant::now() < deadline, "nothing was sent");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            server.kill();
+            platform.delay_sends(Duration::ZERO);
+        }
+    }
+    let restarted = Server::beside(&server, &as_refs(&env)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let outbound = loop {
+        let answer = restarted
+            .graphql(
+                Some(&owner.token),
+                "query($id: UUID!) { conversation(id: $id) { messages(last: 10) { nodes { text direction deliveryState failureReason } } } }",
+                json!({ "id": conversation }),
+            )
+            .await;
+        let outbound: Vec<Value> = answer["data"]["conversation"]["messages"]["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["direction"] == "OUTBOUND")
+            .cloned()
+            .collect();
+        if outbound.len() == 2 && outbound.iter().all(|m| m["deliveryState"] != "QUEUED") {
+            break outbound;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{kind:?} {crash:?}: still unsettled: {outbound:?}\n{}",
+            restarted.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let received = platform.customer_side();
+    for text in ["first", "second"] {
+        let times = received.iter().filter(|t| *t == text).count();
+        assert!(
+            times <= 1,
+            "{kind:?} {crash:?}: {text:?} reached the customer {times} times"
+        );
+    }
+    if received.len() == 2 {
+        assert_eq!(received, ["first", "second"], "{kind:?} {crash:?}: order");
+    }
+    for message in &outbound {
+        let text = message["text"].as_str().unwrap_or_default();
+        match message["deliveryState"].as_str() {
+            Some("DELIVERED") => assert!(
+                received.iter().any(|t| t == text),
+                "{kind:?} {crash:?}: {text:?} recorded DELIVERED but never sent"
+            ),
+            Some("FAILED") => assert!(
+                message["failureReason"]
+                    .as_str()
+                    .is_some_and(|r| !r.is_empty()),
+                "{kind:?} {crash:?}: {message}"
+            ),
+            other => panic!("{kind:?} {crash:?}: {other:?}"),
+        }
+    }
+    let delivered_all = outbound.iter().all(|m| m["deliveryState"] == "DELIVERED");
+    // Nothing was claimed before the crash, and LINE's retry key makes a
+    // second push harmless: both are delivered, once.
+    if crash == Crash::At("delivery:before-claim") || kind == Kind::Line {
+        assert!(delivered_all, "{kind:?} {crash:?}: {outbound:?}");
+        assert_eq!(received, ["first", "second"], "{kind:?} {crash:?}");
+    }
+    drop(restarted);
+}
+
+macro_rules! crash_cases {
+    ($($name:ident: $backend:ident, $kind:ident, $crash:expr;)+) => {
+        $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            crash_while_delivering(Backend::$backend, Kind::$kind, $crash).await;
+        })+
+    };
+}
+
+crash_cases! {
+    facebook_crash_before_the_claim: Sqlite, Facebook, Crash::At("delivery:before-claim");
+    facebook_crash_after_the_claim: Sqlite, Facebook, Crash::At("delivery:after-claim");
+    facebook_crash_during_the_send: Sqlite, Facebook, Crash::DuringSend;
+    facebook_crash_after_the_send: Sqlite, Facebook, Crash::At("delivery:after-send");
+    line_crash_before_the_claim: Sqlite, Line, Crash::At("delivery:before-claim");
+    line_crash_after_the_claim: Sqlite, Line, Crash::At("delivery:after-claim");
+    line_crash_during_the_send: Sqlite, Line, Crash::DuringSend;
+    line_crash_after_the_send: Sqlite, Line, Crash::At("delivery:after-send");
+    postgres_facebook_crash_after_the_claim: Postgres, Facebook, Crash::At("delivery:after-claim");
+    postgres_line_crash_after_the_send: Postgres, Line, Crash::At("delivery:after-send");
+}

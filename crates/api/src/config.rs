@@ -35,6 +35,9 @@ pub struct Config {
     /// How many log events `inboxUpdates(after:)` may replay before it asks
     /// the client to reload instead.
     pub max_replay_events: usize,
+    /// How long a delivery claim lasts before another worker treats it as
+    /// abandoned (its server stopped mid-call); longer than `platform_timeout`.
+    pub delivery_lease: chrono::Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -80,6 +83,35 @@ impl Config {
                     ),
                 })?;
         let line_api_url = non_empty("OMNIBOX_LINE_API_URL");
+        let platform_timeout = match non_empty("OMNIBOX_PLATFORM_TIMEOUT_MS") {
+            Some(ms) => {
+                std::time::Duration::from_millis(ms.parse().map_err(|_| ConfigError::Invalid {
+                    name: "OMNIBOX_PLATFORM_TIMEOUT_MS",
+                    reason: format!("{ms:?} is not a number of milliseconds"),
+                })?)
+            }
+            None => omnibox_channels::client::REQUEST_TIMEOUT,
+        };
+        let delivery_lease = match non_empty("OMNIBOX_DELIVERY_LEASE_MS") {
+            Some(ms) => {
+                chrono::Duration::milliseconds(ms.parse().map_err(|_| ConfigError::Invalid {
+                    name: "OMNIBOX_DELIVERY_LEASE_MS",
+                    reason: format!("{ms:?} is not a number of milliseconds"),
+                })?)
+            }
+            None => omnibox_domain::conversation::CLAIM_LEASE,
+        };
+        if delivery_lease.to_std().unwrap_or_default() <= platform_timeout {
+            return Err(ConfigError::Invalid {
+                name: "OMNIBOX_DELIVERY_LEASE_MS",
+                reason: format!(
+                    "the delivery lease ({} ms) must be longer than the platform timeout ({} ms): \
+                     a claim must outlive the call it covers",
+                    delivery_lease.num_milliseconds(),
+                    platform_timeout.as_millis()
+                ),
+            });
+        }
         Ok(Self {
             database_url: non_empty("OMNIBOX_DATABASE_URL")
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
@@ -97,15 +129,8 @@ impl Config {
                 .unwrap_or_else(|| "https://api-data.line.me".to_owned()),
             line_api_url: line_api_url.unwrap_or_else(|| "https://api.line.me".to_owned()),
             media_dir: non_empty("OMNIBOX_MEDIA_DIR").map(std::path::PathBuf::from),
-            platform_timeout: match non_empty("OMNIBOX_PLATFORM_TIMEOUT_MS") {
-                Some(ms) => std::time::Duration::from_millis(ms.parse().map_err(|_| {
-                    ConfigError::Invalid {
-                        name: "OMNIBOX_PLATFORM_TIMEOUT_MS",
-                        reason: format!("{ms:?} is not a number of milliseconds"),
-                    }
-                })?),
-                None => omnibox_channels::client::REQUEST_TIMEOUT,
-            },
+            platform_timeout,
+            delivery_lease,
             max_replay_events: match non_empty("OMNIBOX_MAX_REPLAY_EVENTS") {
                 Some(n) => n.parse().map_err(|_| ConfigError::Invalid {
                     name: "OMNIBOX_MAX_REPLAY_EVENTS",

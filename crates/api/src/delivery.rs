@@ -19,7 +19,7 @@
 //! An ambiguous answer (the request may have reached the platform) is never
 //! retried through another route: a Facebook send that timed out stays
 //! claimed until its echo or the claim lease
-//! ([`omnibox_domain::conversation::CLAIM_LEASE`]), then FAILED saying so; a LINE
+//! (`OMNIBOX_DELIVERY_LEASE_MS`, two minutes by default), then FAILED saying so; a LINE
 //! reply-token call that timed out is retried only with the same token, and
 //! if LINE then refuses the token the reply is recorded as not confirmed,
 //! never pushed. Throttling, 5xx and unreached platforms are retried with
@@ -48,6 +48,7 @@ use uuid::Uuid;
 
 use crate::commands::{execute, load, Actor, CommandError};
 use crate::directory::KnownChannel;
+use crate::faults::crash_point;
 use crate::{ApiError, AppState};
 
 /// Attempts for a bubble that keeps meeting throttling or server errors.
@@ -143,6 +144,7 @@ impl DeliveryWorker {
         used_channels: &Mutex<HashSet<ChannelId>>,
     ) -> Result<usize, ApiError> {
         let mut recorded = 0;
+        let lease = app.config.delivery_lease;
         for _ in 0..STEPS_PER_CONVERSATION {
             let (conversation, _) = load::<Conversation>(&*app.store, id.0)
                 .await
@@ -156,7 +158,10 @@ impl DeliveryWorker {
                 org_id,
             };
             let now = app.clock.now();
-            match conversation.outbox.next(kind == ChannelKind::Line, now) {
+            match conversation
+                .outbox
+                .next(kind == ChannelKind::Line, now, lease)
+            {
                 None => return Ok(recorded),
                 Some(NextDelivery::InFlight {
                     abandoned: false, ..
@@ -165,7 +170,7 @@ impl DeliveryWorker {
                     reply_id, index, ..
                 }) => {
                     let events = step(app, id, |c| {
-                        decide_abandoned(&c.outbox, place, reply_id, index, now)
+                        decide_abandoned(&c.outbox, place, reply_id, index, now, lease)
                     })
                     .await?;
                     recorded += settled(&events);
@@ -191,6 +196,7 @@ impl DeliveryWorker {
                         ChannelKind::Facebook => SendRoute::FacebookSend,
                         ChannelKind::Line => reply.line_route(),
                     };
+                    crash_point("delivery:before-claim");
                     // The claim: only one worker anywhere gets past this.
                     let claimed = step(app, id, |c| {
                         decide_claim(&c.outbox, place, reply.reply_id, &indexes, route, now)
@@ -199,6 +205,7 @@ impl DeliveryWorker {
                     if claimed.is_empty() {
                         return Ok(recorded);
                     }
+                    crash_point("delivery:after-claim");
                     let answer = if status == Some(ChannelStatus::Disconnected) {
                         Answer::Settled(Outcome::Failed {
                             code: Some("CHANNEL_NOT_CONNECTED".into()),
@@ -208,6 +215,7 @@ impl DeliveryWorker {
                         self.send(app, &channel, &conversation, &reply, &indexes, route)
                             .await
                     };
+                    crash_point("delivery:after-send");
                     let Some(outcome) = self.outcome(&reply, route, answer) else {
                         // Claimed and maybe sent: the echo or the lease decides.
                         return Ok(recorded);

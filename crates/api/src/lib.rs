@@ -17,6 +17,7 @@ pub mod config;
 pub mod delivery;
 pub mod directory;
 mod error;
+pub mod faults;
 pub mod graphql;
 pub mod inbound;
 pub mod leadership;

@@ -22,7 +22,8 @@ use crate::ids::{ChannelId, ConversationId, OrgId};
 use crate::policy::{CheckedBubble, ReplyAllowance, Sender};
 
 /// How long a claimed bubble may stay unanswered before the claim counts as
-/// abandoned (its server stopped mid-call). Longer than any platform call.
+/// abandoned (its server stopped mid-call), by default. It must be longer
+/// than any platform call; servers may configure another.
 pub const CLAIM_LEASE: Duration = Duration::minutes(2);
 
 /// Which platform call a claim is for; it decides what an abandoned claim
@@ -267,8 +268,14 @@ impl Outbox {
             .retain(|r| !r.bubbles.iter().all(|(_, _, state)| state.settled()));
     }
 
-    /// What is due next, if anything: the head of the outbox.
-    pub fn next(&self, kind_is_line: bool, now: DateTime<Utc>) -> Option<NextDelivery> {
+    /// What is due next, if anything: the head of the outbox. A claim older
+    /// than `lease` counts as abandoned.
+    pub fn next(
+        &self,
+        kind_is_line: bool,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Option<NextDelivery> {
         let reply = self.replies.first()?;
         let (index, _, state) = reply.bubbles.iter().find(|(_, _, s)| !s.settled())?;
         match state {
@@ -276,7 +283,7 @@ impl Outbox {
                 reply_id: reply.reply_id,
                 index: *index,
                 route: *route,
-                abandoned: now - *since >= CLAIM_LEASE,
+                abandoned: now - *since >= lease,
             }),
             _ if kind_is_line => Some(NextDelivery::Send {
                 reply: reply.clone(),
@@ -411,12 +418,13 @@ pub fn decide_abandoned(
     reply_id: uuid::Uuid,
     index: u32,
     now: DateTime<Utc>,
+    lease: Duration,
 ) -> Result<Vec<ConversationEvent>, StaleStep> {
     let stale = StaleStep { reply_id, index };
     let Some(BubbleState::Sending { since, route }) = outbox.state_of(reply_id, index) else {
         return Err(stale);
     };
-    if now - since < CLAIM_LEASE {
+    if now - since < lease {
         return Err(stale);
     }
     let claimed: Vec<u32> = outbox
@@ -509,7 +517,8 @@ mod tests {
         apply(&mut outbox, |_| {
             vec![queued(10, 2, false), queued(20, 1, false)]
         });
-        let Some(NextDelivery::Send { reply, indexes }) = outbox.next(false, at(1)) else {
+        let Some(NextDelivery::Send { reply, indexes }) = outbox.next(false, at(1), CLAIM_LEASE)
+        else {
             panic!("the head is due");
         };
         assert_eq!(
@@ -551,7 +560,7 @@ mod tests {
             "a later reply waits for the head"
         );
         assert!(matches!(
-            outbox.next(false, at(2)),
+            outbox.next(false, at(2), CLAIM_LEASE),
             Some(NextDelivery::InFlight {
                 abandoned: false,
                 ..
@@ -590,7 +599,7 @@ mod tests {
                 decide_outcome(o, place(), reply, &[0], at(1), &outcome, at(2)).expect("outcome")
             });
         }
-        let Some(NextDelivery::Send { reply, .. }) = outbox.next(false, at(3)) else {
+        let Some(NextDelivery::Send { reply, .. }) = outbox.next(false, at(3), CLAIM_LEASE) else {
             panic!("due");
         };
         assert_eq!(
@@ -608,10 +617,11 @@ mod tests {
             decide_claim(o, place(), id, &[0], SendRoute::FacebookSend, at(0)).expect("claim")
         });
         assert!(
-            decide_abandoned(&outbox, place(), id, 0, at(60)).is_err(),
+            decide_abandoned(&outbox, place(), id, 0, at(60), CLAIM_LEASE).is_err(),
             "not abandoned yet"
         );
-        let failed = decide_abandoned(&outbox, place(), id, 0, at(200)).expect("abandoned");
+        let failed =
+            decide_abandoned(&outbox, place(), id, 0, at(200), CLAIM_LEASE).expect("abandoned");
         assert!(
             matches!(&failed[..], [ConversationEvent::ReplyBubbleFailed { code: Some(c), .. }] if c == "INTERRUPTED")
         );
@@ -629,7 +639,8 @@ mod tests {
         let mut outbox = Outbox::default();
         apply(&mut outbox, |_| vec![queued(10, 2, true)]);
         let id = uuid::Uuid::from_u128(10);
-        let Some(NextDelivery::Send { reply, indexes }) = outbox.next(true, at(0)) else {
+        let Some(NextDelivery::Send { reply, indexes }) = outbox.next(true, at(0), CLAIM_LEASE)
+        else {
             panic!("due");
         };
         assert_eq!(
