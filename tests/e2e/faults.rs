@@ -707,17 +707,11 @@ async fn crash_while_delivering(backend: Backend, kind: Kind, crash: Crash) {
     let connect = match kind {
         Kind::Facebook => {
             platform.add_page(PAGE, "Page", "EAAG-crash");
-            (
-                json!({ "kind": "FACEBOOK", "externalId": PAGE, "name": "Page", "accessToken": "EAAG-crash" }),
-                "",
-            )
+            json!({ "kind": "FACEBOOK", "externalId": PAGE, "name": "Page", "accessToken": "EAAG-crash" })
         }
         Kind::Line => {
             platform.add_bot("line-token", bot);
-            (
-                json!({ "kind": "LINE", "externalId": bot, "name": "LINE", "accessToken": "line-token", "channelSecret": LINE_CHANNEL_SECRET }),
-                "line",
-            )
+            json!({ "kind": "LINE", "externalId": bot, "name": "LINE", "accessToken": "line-token", "channelSecret": LINE_CHANNEL_SECRET })
         }
     };
     let connected = server
