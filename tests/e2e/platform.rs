@@ -46,6 +46,9 @@ struct World {
     used_reply_tokens: std::collections::HashSet<String>,
     /// Delays for the next send calls, taken in order before `send_delay`.
     delay_script: std::collections::VecDeque<std::time::Duration>,
+    /// The next this many send calls are taken, then their connection is
+    /// dropped before the answer's body arrives.
+    drop_next: usize,
 }
 
 #[derive(Clone, Default)]
@@ -116,6 +119,11 @@ impl Platform {
     /// The next send calls take these delays, in order (then `delay_sends`'s).
     pub fn script_delays(&self, delays: Vec<std::time::Duration>) {
         self.world().delay_script.extend(delays);
+    }
+
+    /// The next `n` send calls deliver, then drop the connection mid-answer.
+    pub fn drop_sends(&self, n: usize) {
+        self.world().drop_next = n;
     }
 
     /// Every message text the customers received, in order.
@@ -322,6 +330,31 @@ async fn bot_info(
     }
 }
 
+/// Whether this call's answer is to be cut off (the message was taken).
+fn take_drop(platform: &Platform) -> bool {
+    let mut world = platform.world();
+    if world.drop_next == 0 {
+        return false;
+    }
+    world.drop_next -= 1;
+    true
+}
+
+/// Headers promising a body that never comes: the connection ends mid-answer.
+fn dropped() -> Response {
+    let body = futures_util::stream::once(async {
+        Err::<Bytes, std::io::Error>(std::io::Error::other("connection dropped"))
+    });
+    let mut response = axum::body::Body::from_stream(body).into_response();
+    response
+        .headers_mut()
+        .insert("content-type", "application/json".parse().expect("header"));
+    response
+        .headers_mut()
+        .insert("content-length", "64".parse().expect("header"));
+    response
+}
+
 fn next_scripted(platform: &Platform) -> Option<(StatusCode, Value)> {
     platform.world().send_script.pop_front()
 }
@@ -347,6 +380,9 @@ async fn facebook_send(
     };
     // The message is taken before the answer: a caller that stops waiting has sent.
     tokio::time::sleep(delay).await;
+    if take_drop(&platform) {
+        return dropped();
+    }
     let mut answer = fixture("facebook/send_success.json");
     answer["message_id"] = json!(format!("m_{}", uuid::Uuid::new_v4().simple()));
     axum::Json(answer).into_response()
@@ -402,5 +438,8 @@ async fn line_send(
         world.delay_script.pop_front().unwrap_or(world.send_delay)
     };
     tokio::time::sleep(delay).await;
+    if take_drop(&platform) {
+        return dropped();
+    }
     axum::Json(fixture("line/push_success.json")).into_response()
 }

@@ -1012,6 +1012,164 @@ async fn a_retried_send_with_the_same_key_queues_once(app: App) {
     assert_eq!(error_code(&empty), Some("VALIDATION"));
 }
 
+/// What a platform does to the first send call of a conversation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum PlatformFault {
+    /// Takes the message, answers after the client gave up.
+    LateAnswer,
+    /// Refuses: too many calls (Facebook 613, LINE 429).
+    Throttle,
+    /// Refuses with a 500.
+    ServerError,
+    /// Takes the message, then the connection drops mid-answer.
+    DroppedConnection,
+}
+
+/// Which call a reply goes out through.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Route {
+    FacebookSend,
+    LineReply,
+    LinePush,
+}
+
+/// Two replies (two bubbles, then one) while the platform misbehaves once:
+/// the customer sees each bubble at most once and in queued order;
+/// whatever was refused is sent again, whatever may have arrived is never
+/// sent through another route, and every bubble ends DELIVERED or FAILED
+/// with a reason.
+async fn platform_faults(app: App, route: Route, fault: PlatformFault) {
+    let (inbox, conversation) = match route {
+        Route::FacebookSend => facebook_conversation(app).await,
+        Route::LineReply => {
+            conversation_of(
+                app,
+                Fixture::Line("line/text_message.json"),
+                "2026-11-23T02:20:21Z",
+            )
+            .await
+        }
+        Route::LinePush => {
+            conversation_of(
+                app,
+                Fixture::Line("line/text_message.json"),
+                "2026-11-23T03:30:00Z",
+            )
+            .await
+        }
+    };
+    let platform = &inbox.app.platform;
+    match fault {
+        PlatformFault::LateAnswer => platform.script_delays(vec![std::time::Duration::from_secs(3)]),
+        PlatformFault::Throttle if route == Route::FacebookSend => platform.script_sends(vec![(
+            400,
+            json!({ "error": { "message": "rate limited", "type": "OAuthException", "code": 613 } }),
+        )]),
+        PlatformFault::Throttle => platform.script_sends(vec![(429, json!({ "message": "The API rate limit has been exceeded." }))]),
+        PlatformFault::ServerError if route == Route::FacebookSend => platform.script_sends(vec![(
+            500,
+            json!({ "error": { "message": "An unexpected error has occurred.", "type": "OAuthException", "code": 2, "is_transient": true } }),
+        )]),
+        PlatformFault::ServerError => platform.script_sends(vec![(500, json!({ "message": "Internal server error" }))]),
+        PlatformFault::DroppedConnection => platform.drop_sends(1),
+    }
+    for bubbles in [vec!["a1", "a2"], vec!["b1"]] {
+        let queued = send(
+            &inbox,
+            json!({ "conversationId": conversation, "bubbles": bubbles.iter().map(|t| json!({ "text": t })).collect::<Vec<_>>() }),
+        )
+        .await;
+        assert!(queued["errors"].is_null(), "{queued}");
+    }
+    let worker = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    let mut outbound = Vec::new();
+    for _ in 0..10 {
+        deliver(&inbox, &worker).await;
+        let answer = inbox
+            .app
+            .graphql(&inbox.owner.token, MESSAGES, json!({ "id": conversation }))
+            .await;
+        outbound = answer["data"]["conversation"]["messages"]["nodes"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .filter(|m| m["direction"] == "OUTBOUND")
+            .cloned()
+            .collect::<Vec<_>>();
+        if outbound.iter().all(|m| m["deliveryState"] != "QUEUED") {
+            break;
+        }
+        // Past any claim's lease.
+        inbox.app.clock.advance(Duration::minutes(3));
+    }
+    let received = platform.customer_side();
+    let what = format!("{route:?} {fault:?}: received {received:?}, recorded {outbound:?}");
+    for text in ["a1", "a2", "b1"] {
+        assert!(
+            received.iter().filter(|t| *t == text).count() <= 1,
+            "{what}"
+        );
+    }
+    let order: Vec<&String> = received.iter().collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(order, sorted, "queued order: {what}");
+    assert_eq!(outbound.len(), 3, "{what}");
+    for message in &outbound {
+        let text = message["text"].as_str().unwrap_or_default();
+        match message["deliveryState"].as_str() {
+            Some("DELIVERED") => assert!(received.iter().any(|t| t == text), "{what}"),
+            Some("FAILED") => assert!(message["failureReason"].is_string(), "{what}"),
+            _ => panic!("unsettled: {what}"),
+        }
+    }
+    let refused = matches!(fault, PlatformFault::Throttle | PlatformFault::ServerError);
+    if refused || route == Route::LinePush {
+        // Nothing ambiguous happened (or a retry key makes a repeat harmless).
+        assert_eq!(received, ["a1", "a2", "b1"], "{what}");
+        assert!(
+            outbound.iter().all(|m| m["deliveryState"] == "DELIVERED"),
+            "{what}"
+        );
+    }
+    if route == Route::LineReply && !refused {
+        assert!(
+            platform
+                .sent("/v2/bot/message/push")
+                .iter()
+                .all(|(_, body)| !body.to_string().contains("a1")),
+            "an ambiguous reply is never pushed: {what}"
+        );
+    }
+}
+
+macro_rules! platform_fault_cases {
+    ($($name:ident: $route:ident, $fault:ident;)+) => {
+        $(async fn $name(app: App) {
+            platform_faults(app, Route::$route, PlatformFault::$fault).await;
+        })+
+        in_process_on_both_backends!($($name),+);
+    };
+}
+
+mod platform_fault {
+    use super::*;
+    platform_fault_cases! {
+        facebook_late_answer: FacebookSend, LateAnswer;
+        facebook_throttle: FacebookSend, Throttle;
+        facebook_server_error: FacebookSend, ServerError;
+        facebook_dropped_connection: FacebookSend, DroppedConnection;
+        line_reply_late_answer: LineReply, LateAnswer;
+        line_reply_throttle: LineReply, Throttle;
+        line_reply_server_error: LineReply, ServerError;
+        line_reply_dropped_connection: LineReply, DroppedConnection;
+        line_push_late_answer: LinePush, LateAnswer;
+        line_push_throttle: LinePush, Throttle;
+        line_push_server_error: LinePush, ServerError;
+        line_push_dropped_connection: LinePush, DroppedConnection;
+    }
+}
+
 in_process_on_both_backends!(
     a_retried_send_with_the_same_key_queues_once,
     a_line_reply_that_times_out_is_never_pushed,
