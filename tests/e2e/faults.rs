@@ -850,3 +850,101 @@ crash_cases! {
     postgres_facebook_crash_after_the_claim: Postgres, Facebook, Crash::At("delivery:after-claim");
     postgres_line_crash_after_the_send: Postgres, Line, Crash::At("delivery:after-send");
 }
+
+/// The server's PostgreSQL connections are cut (`pg_terminate_backend`)
+/// three times while 90 webhooks arrive: a webhook is answered 200 only once
+/// stored (others 503, and the sender retries, as platforms do); afterwards
+/// every acknowledged message is in the inbox, replies are delivered and
+/// `/readyz` is green again, all without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_database_connections_are_survived() {
+    let Some(database) = omnibox_store::testing::TestDatabase::create(Backend::Postgres).await
+    else {
+        return;
+    };
+    let application = format!("omnibox_cut_{}", uuid::Uuid::new_v4().simple());
+    let url = format!("{}&application_name={application}", database.url);
+    let admin_url = std::env::var("OMNIBOX_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let platform = Platform::start().await;
+    let env = platform_env(&platform);
+    let server = Server::start_at(url, &as_refs(&env), Some(database)).await;
+    let owner = server.bootstrap("Cut Shop", "owner@example.com");
+    let bot = "Ucut00000000000000000000000000000";
+    platform.add_bot("line-token", bot);
+    let connected = server
+        .graphql(
+            Some(&owner.token),
+            "mutation($i: ConnectChannelInput!) { connectChannel(input: $i) { id } }",
+            json!({ "i": { "kind": "LINE", "externalId": bot, "name": "LINE",
+                           "accessToken": "line-token", "channelSecret": LINE_CHANNEL_SECRET } }),
+        )
+        .await;
+    let channel = connected["data"]["connectChannel"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{connected}"))
+        .to_owned();
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let sender = tokio::spawn({
+        let (url, channel, acknowledged) =
+            (server.url.clone(), channel.clone(), acknowledged.clone());
+        async move {
+            for n in 0..90_i64 {
+                let body = line_text(
+                    bot,
+                    &format!("U{n:032}"),
+                    &format!("7{n:08}"),
+                    "hi",
+                    1_795_400_000_000 + n,
+                );
+                post_line_until_acknowledged(&url, &channel, &body).await;
+                acknowledged.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
+        .await
+        .expect("admin connection");
+    let mut cut = 0;
+    for threshold in [15, 40, 65] {
+        while acknowledged.load(Ordering::Relaxed) < threshold {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let terminated: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+        )
+        .bind(&application)
+        .fetch_all(&mut admin)
+        .await
+        .expect("terminate");
+        cut += terminated.len();
+    }
+    assert!(cut > 0, "no connection was cut");
+    sender.await.expect("sender");
+    let conversations = conversation_ids(&server, &owner.token, 90).await;
+    let answer = server
+        .graphql(
+            Some(&owner.token),
+            "mutation($i: SendReplyInput!) { sendReply(input: $i) { id } }",
+            json!({ "i": { "conversationId": conversations[0], "bubbles": [{ "text": "still here" }] } }),
+        )
+        .await;
+    assert!(answer["errors"].is_null(), "{answer}");
+    let states = settled_replies(&server, &owner.token, &conversations[..1]).await;
+    assert_eq!(states, ["DELIVERED"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = reqwest::get(format!("{}/readyz", server.url))
+            .await
+            .expect("readyz");
+        if ready.status().as_u16() == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready again: {:?}",
+            ready.text().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

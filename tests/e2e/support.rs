@@ -93,6 +93,16 @@ impl Server {
         Self::spawn(other.database_url.clone(), env, None).await
     }
 
+    /// A server on `database_url` (which may carry connection options),
+    /// owning `database` if given.
+    pub async fn start_at(
+        database_url: String,
+        env: &[(&str, &str)],
+        database: Option<TestDatabase>,
+    ) -> Self {
+        Self::spawn(database_url, env, database).await
+    }
+
     async fn spawn(
         database_url: String,
         env: &[(&str, &str)],
