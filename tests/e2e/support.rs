@@ -300,6 +300,8 @@ impl App {
             ("OMNIBOX_SECRET_KEY", TEST_SECRET_KEY.to_owned()),
             ("OMNIBOX_FACEBOOK_GRAPH_URL", platform.url.clone()),
             ("OMNIBOX_LINE_API_URL", platform.url.clone()),
+            // The stand-in's CDN plays the platforms' media hosts.
+            ("OMNIBOX_TRUSTED_MEDIA_ORIGIN", platform.url.clone()),
             (
                 "OMNIBOX_FACEBOOK_APP_SECRET",
                 FACEBOOK_APP_SECRET.to_owned(),

@@ -38,6 +38,10 @@ pub struct Config {
     /// How long a delivery claim lasts before another worker treats it as
     /// abandoned (its server stopped mid-call); longer than `platform_timeout`.
     pub delivery_lease: chrono::Duration,
+    /// One origin (`scheme://host:port`) whose payload URLs are fetched
+    /// without the public-https checks: a local stand-in in tests. Never
+    /// set it in production.
+    pub trusted_media_origin: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -131,6 +135,7 @@ impl Config {
             media_dir: non_empty("OMNIBOX_MEDIA_DIR").map(std::path::PathBuf::from),
             platform_timeout,
             delivery_lease,
+            trusted_media_origin: non_empty("OMNIBOX_TRUSTED_MEDIA_ORIGIN"),
             max_replay_events: match non_empty("OMNIBOX_MAX_REPLAY_EVENTS") {
                 Some(n) => n.parse().map_err(|_| ConfigError::Invalid {
                     name: "OMNIBOX_MAX_REPLAY_EVENTS",

@@ -18,7 +18,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, StreamExt};
-use omnibox_channels::client::{download, Download, PlatformError};
+use omnibox_channels::client::{Download, PlatformError};
 use omnibox_channels::line::Content;
 use omnibox_domain::conversation::{ConversationEvent, MediaSource};
 use omnibox_domain::ids::ConversationId;
@@ -30,8 +30,11 @@ use uuid::Uuid;
 use crate::auth::{authenticate, bearer};
 use crate::AppState;
 
-/// The largest inbound file Omnibox keeps.
+/// The largest inbound file Omnibox keeps from LINE's content API.
 pub const MAX_MEDIA_BYTES: usize = 50 * 1024 * 1024;
+/// The largest file fetched from a URL a payload named (Facebook's
+/// attachment limit).
+pub const MAX_PAYLOAD_MEDIA_BYTES: usize = 25 * 1024 * 1024;
 /// Downloads running at once.
 const CONCURRENCY: usize = 8;
 /// Attempts while LINE answers "not ready yet" (202) or the network fails,
@@ -227,7 +230,10 @@ async fn record(
 
 async fn fetch(app: &AppState, item: &PendingMedia) -> Outcome {
     let result = match &item.source {
-        MediaSource::Url { url } => download(&app.http, url, MAX_MEDIA_BYTES)
+        // The URL came in a payload: public https addresses only.
+        MediaSource::Url { url } => app
+            .untrusted
+            .download(url, MAX_PAYLOAD_MEDIA_BYTES)
             .await
             .map(Content::Ready),
         MediaSource::LineContent { message_id } => {

@@ -51,8 +51,10 @@ pub struct Inner {
     pub metrics: Arc<Metrics>,
     pub graph: GraphClient,
     pub line: LineClient,
-    /// The shared platform HTTP client (media downloads).
+    /// The shared platform HTTP client.
     pub http: reqwest::Client,
+    /// The client for URLs that came in payloads (public https only).
+    pub untrusted: omnibox_channels::untrusted::UntrustedFetcher,
     pub media: Arc<dyn crate::media::MediaStore>,
     /// Channels as their events say, for webhooks and deliveries.
     pub directory: crate::directory::ChannelDirectory,
@@ -106,6 +108,10 @@ impl AppState {
             runner(Arc::new(omnibox_projections::templates::TemplatesProjector)),
         ]);
         let http = http_client(config.platform_timeout)?;
+        let untrusted = omnibox_channels::untrusted::UntrustedFetcher::new(
+            config.platform_timeout,
+            config.trusted_media_origin.clone(),
+        )?;
         let graph = GraphClient::new(http.clone(), &config.facebook_graph_url);
         let line = LineClient::new(http.clone(), &config.line_api_url, &config.line_data_url);
         let media: Arc<dyn crate::media::MediaStore> =
@@ -129,6 +135,7 @@ impl AppState {
             graph,
             line,
             http,
+            untrusted,
             media,
             directory: Default::default(),
             node,

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 /// Time to establish a connection to a platform.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time for a whole platform request, unless configured.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -69,6 +69,9 @@ pub enum PlatformError {
     /// The platform answered with something we cannot read.
     #[error("the platform answered HTTP {status} with an unexpected body: {reason}")]
     UnexpectedAnswer { status: u16, reason: String },
+    /// A payload URL Omnibox will not fetch (see [`crate::untrusted`]).
+    #[error("refused to fetch it: {0}")]
+    Refused(crate::untrusted::Refused),
 }
 
 impl PlatformError {
@@ -176,25 +179,4 @@ pub(crate) async fn read_limited(
         bytes,
         content_type,
     })
-}
-
-/// Downloads a signed media URL (Facebook CDN, LINE external provider).
-pub async fn download(
-    http: &reqwest::Client,
-    url: &str,
-    max_bytes: usize,
-) -> Result<Download, PlatformError> {
-    let response = http
-        .get(url)
-        .send()
-        .await
-        .map_err(PlatformError::unreachable)?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(PlatformError::UnexpectedAnswer {
-            status: status.as_u16(),
-            reason: "the media URL did not answer with the file (expired?)".into(),
-        });
-    }
-    read_limited(response, max_bytes).await
 }

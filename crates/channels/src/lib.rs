@@ -17,6 +17,7 @@ pub mod error;
 pub mod facebook;
 pub mod line;
 pub mod signature;
+pub mod untrusted;
 
 pub use error::{HandshakeError, ParseError, SignatureError};
 pub use signature::{facebook_handshake, verify_facebook_signature, verify_line_signature};
