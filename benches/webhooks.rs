@@ -160,11 +160,17 @@ fn report(name: &str, rate: f64, latencies: &[Duration]) {
 }
 
 /// Waits until the projectors have applied everything in the log, so one
-/// run's backlog does not weigh on the next run's figures.
-async fn settle(app: &AppState) {
+/// run's backlog does not weigh on the next run's figures; returns how many
+/// customer messages the log holds (each acknowledged webhook must be one).
+async fn settle(app: &AppState) -> usize {
     let mut end = None;
+    let mut messages = 0;
     loop {
         let page = app.store.read_all(end, 10_000).await.expect("read the log");
+        messages += page
+            .iter()
+            .filter(|e| e.event_type == "MessageReceived")
+            .count();
         match page.last() {
             Some(last) => end = Some(last.position),
             None => break,
@@ -178,6 +184,7 @@ async fn settle(app: &AppState) {
             "projections did not catch up"
         );
     }
+    messages
 }
 
 async fn run(backend: Backend) {
@@ -190,15 +197,26 @@ async fn run(backend: Backend) {
     println!("|---|---:|---:|---:|---:|");
     let (rate, latencies) = closed_loop(&url, scaled(40_000)).await;
     report("64 concurrent senders (closed loop)", rate, &latencies);
+    let mut posted = latencies.len();
     for target in [1_000, 5_000] {
-        settle(&app).await;
+        assert_eq!(
+            settle(&app).await,
+            posted,
+            "every acknowledged webhook is a stored message"
+        );
         let (rate, latencies) = open_loop(&url, target, scaled(target * 5)).await;
+        posted += latencies.len();
         report(
             &format!("fixed rate {target}/s (open loop)"),
             rate,
             &latencies,
         );
     }
+    assert_eq!(
+        settle(&app).await,
+        posted,
+        "every acknowledged webhook is a stored message"
+    );
 }
 
 #[tokio::main(flavor = "multi_thread")]

@@ -8,7 +8,9 @@ use std::time::Duration;
 use omnibox_api::bootstrap::Bootstrapped;
 use omnibox_api::commands::{execute, Actor};
 use omnibox_api::{AppState, Config};
-use omnibox_domain::channel::{self, Channel, ChannelCommand, Requester, SecretRef};
+use omnibox_domain::channel::{
+    self, page_reservation_id, Channel, ChannelCommand, PageReservation, Requester, SecretRef,
+};
 use omnibox_domain::ids::ChannelId;
 use omnibox_domain::org::Role;
 use omnibox_domain::{ChannelKind, SystemClock};
@@ -56,7 +58,25 @@ pub async fn connect_page(app: &AppState, owner: &Bootstrapped, page: &str) {
         .put("bench token", &omnibox_store::secrets::Secret::new("bench"))
         .await
         .expect("secret");
-    let channel_id = ChannelId::generate();
+    // The page's reservation first, as `connectChannel` does: webhooks find
+    // their channel through it.
+    let fresh = ChannelId::generate();
+    let now = chrono::Utc::now();
+    let claimed = std::sync::Mutex::new(fresh);
+    execute::<PageReservation, _>(
+        &*app.store,
+        page_reservation_id(page),
+        &Actor::system("bench"),
+        |reservation| {
+            let (events, channel_id) =
+                channel::claim_page(reservation, page, owner.org_id, fresh, now)?;
+            *claimed.lock().unwrap_or_else(|p| p.into_inner()) = channel_id;
+            Ok::<_, channel::ChannelError>(events)
+        },
+    )
+    .await
+    .expect("claim the page");
+    let channel_id = claimed.into_inner().unwrap_or_else(|p| p.into_inner());
     let command = ChannelCommand::Connect {
         by: Requester {
             member_id: owner.user_id,
@@ -73,7 +93,6 @@ pub async fn connect_page(app: &AppState, owner: &Bootstrapped, page: &str) {
         },
         channel_secret: None,
     };
-    let now = chrono::Utc::now();
     let connected =
         execute::<Channel, _>(&*app.store, channel_id.0, &Actor::system("bench"), |c| {
             channel::decide(c, command.clone(), now)

@@ -10,4 +10,5 @@ mod media;
 mod platform;
 mod rebuild;
 mod replies;
+mod security;
 mod support;

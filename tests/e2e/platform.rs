@@ -75,6 +75,7 @@ impl Platform {
             .route("/v2/bot/profile/{user_id}", get(line_profile))
             .route("/v2/bot/message/{message_id}/content", get(line_content))
             .route("/cdn/{file}", get(cdn))
+            .route("/redirect", get(redirect))
             .route("/{page_id}/messages", post(facebook_send))
             .route("/v2/bot/message/reply", post(line_send))
             .route("/v2/bot/message/push", post(line_send))
@@ -287,6 +288,20 @@ async fn cdn(
     } else {
         ([("content-type", "image/png")], format!("cdn-bytes-{file}")).into_response()
     }
+}
+
+/// A redirect to `?to=`, as a CDN or a tenant's server might answer.
+async fn redirect(
+    State(platform): State<Platform>,
+    Query(query): Query<HashMap<String, String>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    platform.record(method, &uri, &headers, body);
+    let to = query.get("to").cloned().unwrap_or_default();
+    (StatusCode::FOUND, [("location", to)]).into_response()
 }
 
 async fn subscription(

@@ -197,17 +197,61 @@ pub async fn execute_identified<A, E>(
 where
     A: Aggregate,
 {
+    let mut known = Known::default();
+    execute_on(store, id, actor, &mut known, event_id, decide).await
+}
+
+/// An aggregate as far as it has been read, kept by a caller that decides
+/// on it again and again (the delivery worker): each decision reads only
+/// the events appended since.
+pub struct Known<A> {
+    pub state: A,
+    pub revision: Option<u64>,
+}
+
+impl<A: Default> Default for Known<A> {
+    fn default() -> Self {
+        Self {
+            state: A::default(),
+            revision: None,
+        }
+    }
+}
+
+impl<A: Aggregate> Known<A> {
+    /// Reads the events appended to aggregate `id` since this state.
+    pub async fn catch_up(
+        &mut self,
+        store: &dyn EventStore,
+        id: Uuid,
+    ) -> Result<(), CommandError<std::convert::Infallible>> {
+        let stream = stream_name::<A>(id)?;
+        catch_up(store, &stream, &mut self.state, &mut self.revision).await
+    }
+}
+
+/// [`execute_identified`] on a state the caller keeps: it is brought up to
+/// date first, and after a successful append it includes the new events.
+pub async fn execute_on<A, E>(
+    store: &dyn EventStore,
+    id: Uuid,
+    actor: &Actor,
+    known: &mut Known<A>,
+    event_id: impl Fn(&A::Event) -> Option<Uuid>,
+    decide: impl Fn(&A) -> Result<Vec<A::Event>, E>,
+) -> Result<Executed<A::Event>, CommandError<E>>
+where
+    A: Aggregate,
+{
     let stream = stream_name::<A>(id)?;
-    let mut state = A::default();
-    let mut revision = None;
     for attempt in 0..MAX_ATTEMPTS {
         if attempt > 0 {
             // Let the other writer finish before reading what it wrote.
             let pause = rand::Rng::gen_range(&mut rand::thread_rng(), 0..=attempt as u64 * 2);
             tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
         }
-        // Only the events appended since the last attempt are read.
-        catch_up(store, &stream, &mut state, &mut revision)
+        // Only the events appended since the last read are read.
+        catch_up(store, &stream, &mut known.state, &mut known.revision)
             .await
             .map_err(|e| match e {
                 CommandError::Store(e) => CommandError::Store(e),
@@ -215,7 +259,7 @@ where
                 CommandError::Contended => CommandError::Contended,
                 CommandError::Rejected(never) => match never {},
             })?;
-        let events = decide(&state).map_err(CommandError::Rejected)?;
+        let events = decide(&known.state).map_err(CommandError::Rejected)?;
         if events.is_empty() {
             return Ok(Executed {
                 events,
@@ -238,8 +282,22 @@ where
                 })
             })
             .collect::<Result<Vec<_>, CommandError<E>>>()?;
-        let expected = revision.map_or(ExpectedRevision::NoStream, ExpectedRevision::Exact);
+        let expected = known
+            .revision
+            .map_or(ExpectedRevision::NoStream, ExpectedRevision::Exact);
         match store.append(&stream, expected, new_events).await {
+            Ok(outcome) if !outcome.duplicate => {
+                for event in &events {
+                    known.state.evolve(event);
+                }
+                known.revision = Some(outcome.revision);
+                return Ok(Executed {
+                    events,
+                    position: Some(outcome.position),
+                });
+            }
+            // Stored before (an idempotent retry): the state is read again
+            // by whoever decides next.
             Ok(outcome) => {
                 return Ok(Executed {
                     events,

@@ -46,7 +46,7 @@ use rand::Rng;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::commands::{execute, load, Actor, CommandError};
+use crate::commands::{execute_on, Actor, CommandError, Known};
 use crate::directory::KnownChannel;
 use crate::faults::crash_point;
 use crate::{ApiError, AppState};
@@ -145,10 +145,14 @@ impl DeliveryWorker {
     ) -> Result<usize, ApiError> {
         let mut recorded = 0;
         let lease = app.config.delivery_lease;
+        // Read once, then only what is appended since.
+        let mut known = Known::<Conversation>::default();
         for _ in 0..STEPS_PER_CONVERSATION {
-            let (conversation, _) = load::<Conversation>(&*app.store, id.0)
+            known
+                .catch_up(&*app.store, id.0)
                 .await
                 .map_err(|e| ApiError::internal(format!("{e:?}")))?;
+            let conversation = known.state.clone();
             let (Some(org_id), Some(kind)) = (conversation.org_id, conversation.channel_kind)
             else {
                 return Ok(recorded);
@@ -169,7 +173,7 @@ impl DeliveryWorker {
                 Some(NextDelivery::InFlight {
                     reply_id, index, ..
                 }) => {
-                    let events = step(app, id, |c| {
+                    let events = step(app, id, &mut known, |c| {
                         decide_abandoned(&c.outbox, place, reply_id, index, now, lease)
                     })
                     .await?;
@@ -198,7 +202,7 @@ impl DeliveryWorker {
                     };
                     crash_point("delivery:before-claim");
                     // The claim: only one worker anywhere gets past this.
-                    let claimed = step(app, id, |c| {
+                    let claimed = step(app, id, &mut known, |c| {
                         decide_claim(&c.outbox, place, reply.reply_id, &indexes, route, now)
                     })
                     .await?;
@@ -227,7 +231,7 @@ impl DeliveryWorker {
                             .insert(channel.id);
                     }
                     let deferred = matches!(outcome, Outcome::Deferred { .. });
-                    let events = step(app, id, |c| {
+                    let events = step(app, id, &mut known, |c| {
                         decide_outcome(
                             &c.outbox,
                             place,
@@ -428,11 +432,11 @@ fn settled(events: &[ConversationEvent]) -> usize {
 async fn step(
     app: &AppState,
     id: ConversationId,
+    known: &mut Known<Conversation>,
     decide: impl Fn(&Conversation) -> Result<Vec<ConversationEvent>, StaleStep>,
 ) -> Result<Vec<ConversationEvent>, ApiError> {
-    match execute::<Conversation, _>(&*app.store, id.0, &Actor::system("system:delivery"), decide)
-        .await
-    {
+    let actor = Actor::system("system:delivery");
+    match execute_on(&*app.store, id.0, &actor, known, |_| None, decide).await {
         Ok(executed) => Ok(executed.events),
         Err(CommandError::Rejected(_)) => Ok(Vec::new()),
         Err(error) => Err(ApiError::internal(format!("{error:?}"))),

@@ -23,6 +23,8 @@ pub enum ApiError {
     NotSupportedOnChannel(String),
     /// A live subscriber missed updates and must re-query.
     Resync(String),
+    /// The request asks for more work than one request may cause.
+    QueryTooCostly(String),
     /// Something broke on our side; the details go to the log, not the client.
     Internal,
 }
@@ -42,6 +44,7 @@ impl ApiError {
             ApiError::AttachmentNotAllowed(_) => "ATTACHMENT_NOT_ALLOWED",
             ApiError::NotSupportedOnChannel(_) => "NOT_SUPPORTED_ON_CHANNEL",
             ApiError::Resync(_) => "RESYNC",
+            ApiError::QueryTooCostly(_) => "QUERY_TOO_COSTLY",
             ApiError::Internal => "INTERNAL",
         }
     }
@@ -62,7 +65,8 @@ impl ApiError {
             | ApiError::PromotionalNotAllowed(message)
             | ApiError::AttachmentNotAllowed(message)
             | ApiError::NotSupportedOnChannel(message)
-            | ApiError::Resync(message) => message.clone(),
+            | ApiError::Resync(message)
+            | ApiError::QueryTooCostly(message) => message.clone(),
             ApiError::Internal => "internal error; the server log has the details".into(),
         }
     }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use async_graphql::http::{WebSocketProtocols, WsMessage};
 use async_graphql::Data;
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use async_graphql_axum::GraphQLResponse;
+use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::DefaultBodyLimit;
 use axum::extract::{FromRequestParts, Request, State};
@@ -28,6 +29,9 @@ const WS_READ_BUFFER: usize = 4 * 1024;
 /// The largest message a subscription client may send: a subscribe with
 /// its query and variables.
 const WS_MAX_MESSAGE: usize = 1024 * 1024;
+
+/// The largest `/graphql` request body.
+pub const MAX_GRAPHQL_BODY: usize = 1024 * 1024;
 
 /// Close code for a WebSocket whose `connection_init` carried no valid token.
 const CLOSE_FORBIDDEN: u16 = 4403;
@@ -57,7 +61,12 @@ pub fn router(app: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route(
+            "/graphql",
+            get(graphql_get)
+                .post(graphql_post)
+                .layer(DefaultBodyLimit::max(MAX_GRAPHQL_BODY)),
+        )
         .with_state(server)
         .merge(webhooks)
         .layer(middleware::from_fn_with_state(
@@ -193,26 +202,38 @@ async fn metrics(State(server): State<Server>) -> Response {
 }
 
 /// Queries and mutations. The bearer token, if any, becomes the session;
-/// resolvers that need one answer UNAUTHENTICATED without it.
-async fn graphql_post(
-    State(server): State<Server>,
-    headers: HeaderMap,
-    request: GraphQLRequest,
-) -> GraphQLResponse {
-    let mut request = request.into_inner();
+/// resolvers that need one answer UNAUTHENTICATED without it. The body is
+/// refused over [`MAX_GRAPHQL_BODY`] (413) before it is read whole, whether
+/// `Content-Length` says so or the stream runs over; a body that is not a
+/// GraphQL request in JSON is answered with a `BAD_REQUEST` error.
+async fn graphql_post(State(server): State<Server>, headers: HeaderMap, body: Bytes) -> Response {
+    let request = match serde_json::from_slice::<async_graphql::Request>(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            let error = crate::graphql::guard::bad_request(format!(
+                "the body is not one GraphQL request in JSON ({error}); batches are not accepted"
+            ));
+            return GraphQLResponse::from(async_graphql::Response::from_errors(vec![error]))
+                .into_response();
+        }
+    };
     let token = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer);
-    if let Some(token) = token {
-        match authenticate(&server.app.db, token).await {
-            Ok(session) => request = request.data(session),
+    let request = match token {
+        Some(token) => match authenticate(&server.app.db, token).await {
+            Ok(session) => request.data(session),
             Err(error) => {
-                return async_graphql::Response::from_errors(vec![error_to_server(error)]).into()
+                return GraphQLResponse::from(async_graphql::Response::from_errors(vec![
+                    error_to_server(error),
+                ]))
+                .into_response()
             }
-        }
-    }
-    server.schema.execute(request).await.into()
+        },
+        None => request,
+    };
+    GraphQLResponse::from(server.schema.execute(request).await).into_response()
 }
 
 fn error_to_server(error: ApiError) -> async_graphql::ServerError {

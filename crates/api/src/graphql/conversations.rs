@@ -310,6 +310,7 @@ impl Conversation {
     }
     /// Messages in platform time order, oldest first. `first`/`after` page
     /// forward; `last`/`before` page back from the newest.
+    #[graphql(complexity = "super::page_cost(first.or(last), 50, child_complexity)")]
     async fn messages(
         &self,
         ctx: &Context<'_>,
@@ -508,6 +509,7 @@ impl ConversationsQuery {
     /// The inbox across channels, newest activity first. `channelIds`
     /// narrows it (default: all channels).
     #[allow(clippy::too_many_arguments)]
+    #[graphql(complexity = "super::page_cost(first, 20, child_complexity)")]
     async fn conversations(
         &self,
         ctx: &Context<'_>,
@@ -518,6 +520,7 @@ impl ConversationsQuery {
         #[graphql(default = 20)] first: Option<i32>,
         after: Option<String>,
     ) -> async_graphql::Result<Connection<String, Conversation>> {
+        super::check_list("channelIds", &channel_ids)?;
         let me = &session(ctx)?.member;
         let app = state(ctx)?;
         let limit = page_size(first, 20)?;
@@ -666,6 +669,7 @@ impl ConversationsSubscription {
         channel_ids: Option<Vec<Uuid>>,
         after: Option<String>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Conversation>>> {
+        super::check_list("channelIds", &channel_ids)?;
         let org = session(ctx)?.member.org_id;
         let app = state(ctx)?.clone();
         let channels: Option<Vec<ChannelId>> =

@@ -34,6 +34,7 @@ const MAX_PAGE: i32 = 500;
 impl HistoryQuery {
     /// The events of one stream of the caller's organization, oldest first.
     /// `after` is the cursor of the last event already seen.
+    #[graphql(complexity = "super::page_cost(first, 100, child_complexity)")]
     async fn history(
         &self,
         ctx: &Context<'_>,

@@ -8,6 +8,7 @@
 
 mod channels;
 mod conversations;
+pub mod guard;
 mod history;
 mod members;
 mod replies;
@@ -50,9 +51,26 @@ pub struct SubscriptionRoot(
 
 pub type OmniboxSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
-/// Deep or huge queries are refused before they run.
-const MAX_DEPTH: usize = 16;
-const MAX_COMPLEXITY: usize = 5_000;
+/// A connection's cost: its page size (`requested`, else `default`) times
+/// the cost of what is selected under it. Used in `complexity` attributes.
+pub(crate) fn page_cost(requested: Option<i32>, default: i32, selection: usize) -> usize {
+    let page = usize::try_from(requested.unwrap_or(default).max(1)).unwrap_or(usize::MAX);
+    page.saturating_mul(selection.max(1)).saturating_add(1)
+}
+
+/// Refuses a list argument longer than [`guard::MAX_LIST_ARGUMENT`].
+pub(crate) fn check_list<T>(name: &str, list: &Option<Vec<T>>) -> Result<(), ApiError> {
+    match list {
+        Some(items) if items.len() > guard::MAX_LIST_ARGUMENT => {
+            Err(ApiError::QueryTooCostly(format!(
+                "{name} lists {} ids; at most {} are accepted",
+                items.len(),
+                guard::MAX_LIST_ARGUMENT
+            )))
+        }
+        _ => Ok(()),
+    }
+}
 
 pub fn schema(state: Option<AppState>) -> OmniboxSchema {
     let builder = Schema::build(
@@ -60,8 +78,10 @@ pub fn schema(state: Option<AppState>) -> OmniboxSchema {
         MutationRoot::default(),
         SubscriptionRoot::default(),
     )
-    .limit_depth(MAX_DEPTH)
-    .limit_complexity(MAX_COMPLEXITY);
+    // Deep or costly queries are refused before they run (see `guard`).
+    .limit_depth(guard::MAX_DEPTH)
+    .limit_complexity(guard::MAX_COST)
+    .extension(guard::QueryGuard);
     match state {
         Some(state) => builder.data(state).finish(),
         None => builder.finish(),

@@ -1,0 +1,246 @@
+//! Attacks a tenant with a valid account could try, refused.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::inbound::inbox;
+use crate::support::{
+    error_code, facebook_signature, in_process_on_both_backends, line_signature, App,
+};
+
+/// A service on loopback that must never be reached from a payload URL:
+/// it counts every request.
+async fn internal_service() -> (String, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            "internal secrets"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (address.to_string(), hits)
+}
+
+/// Payload URLs aimed at internal addresses (literal, by name, IPv6,
+/// link-local metadata, plain http, through a redirect from an allowed
+/// origin) are refused: the internal service receives nothing, and the
+/// attachments are recorded as not fetched, saying why.
+async fn payload_urls_never_reach_internal_services(app: App) {
+    let (internal, hits) = internal_service().await;
+    let port = internal.rsplit(':').next().expect("port").to_owned();
+    let inbox = inbox(app, false).await;
+    let targets = [
+        format!("http://{internal}/metrics"),
+        format!("https://{internal}/metrics"),
+        format!("https://localhost:{port}/metrics"),
+        format!("https://[::1]:{port}/metrics"),
+        format!("https://[::ffff:127.0.0.1]:{port}/metrics"),
+        "https://169.254.169.254/latest/meta-data/".to_owned(),
+        format!(
+            "{}/redirect?to=http://{internal}/via-redirect",
+            inbox.app.platform.url
+        ),
+        format!(
+            "{}/redirect?to=https://localhost:{port}/via-redirect",
+            inbox.app.platform.url
+        ),
+    ];
+    for (n, url) in targets.iter().enumerate() {
+        // A LINE image from an external content provider, signed with the
+        // channel secret the tenant chose.
+        let body = json!({ "destination": "Ua3f09c2e71b84d56e0f1a2b3c4d5e6f7", "events": [{
+            "type": "message", "mode": "active", "timestamp": 1_795_400_411_093_i64 + n as i64,
+            "webhookEventId": format!("01SSRF{n}"), "deliveryContext": { "isRedelivery": false },
+            "source": { "type": "user", "userId": "U8e2b1f6c0d9a4e7b3c5f1a2d4e6b8c0a" },
+            "replyToken": format!("rt-ssrf-{n}"),
+            "message": { "type": "image", "id": format!("90000{n}"),
+                         "contentProvider": { "type": "external", "originalContentUrl": url, "previewImageUrl": url } } }] })
+        .to_string();
+        let status = reqwest::Client::new()
+            .post(format!(
+                "{}/webhooks/line/{}",
+                inbox.app.url, inbox.line_channel
+            ))
+            .header("x-line-signature", line_signature(body.as_bytes()))
+            .body(body)
+            .send()
+            .await
+            .expect("post")
+            .status();
+        assert_eq!(status, 200);
+        // The same URL as a Facebook attachment.
+        let body = serde_json::to_vec(&json!({ "object": "page", "entry": [{ "id": "104729381650237", "time": 1_795_399_900_118_i64, "messaging": [{
+            "sender": { "id": "6602957718843910" }, "recipient": { "id": "104729381650237" }, "timestamp": 1_795_399_900_118_i64 + n as i64,
+            "message": { "mid": format!("m_ssrf_{n}"), "attachments": [{ "type": "image", "payload": { "url": url } }] } }] }] }))
+        .expect("json");
+        let status = reqwest::Client::new()
+            .post(format!("{}/webhooks/facebook", inbox.app.url))
+            .header("X-Hub-Signature-256", facebook_signature(&body))
+            .body(body)
+            .send()
+            .await
+            .expect("post")
+            .status();
+        assert_eq!(status, 200);
+    }
+    inbox.app.settle().await;
+    let fetcher = omnibox_api::media::MediaFetcher::default();
+    let recorded = fetcher.run_once(&inbox.app.state).await.expect("pass");
+    assert_eq!(
+        recorded,
+        2 * targets.len(),
+        "each refused at once, for good"
+    );
+    inbox.app.settle().await;
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "the internal service was reached"
+    );
+    let events = inbox.app.events().await;
+    let failed: Vec<String> = events
+        .iter()
+        .filter(|e| e.event_type == "MediaFetchFailed")
+        .map(|e| e.data.clone())
+        .collect();
+    assert_eq!(failed.len(), 2 * targets.len(), "{failed:?}");
+    assert!(failed.iter().all(|f| f.contains("refused")), "{failed:?}");
+}
+
+/// POSTs `body` to `/graphql` as it is; the status and the JSON answer.
+async fn post_raw(app: &App, body: Vec<u8>) -> (u16, serde_json::Value) {
+    let answer = reqwest::Client::new()
+        .post(format!("{}/graphql", app.url))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    let status = answer.status().as_u16();
+    let body = answer.bytes().await.expect("body");
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// A connection costs its page size times its selection: queries that
+/// would fetch hundreds of thousands of rows, repeat a field under many
+/// aliases, send huge texts or huge id lists are refused with
+/// QUERY_TOO_COSTLY before they run; ordinary inbox queries pass.
+async fn costly_queries_are_refused_before_they_run(app: App) {
+    let owner = app.bootstrap("Cost Shop", "owner@example.com").await;
+    let refused = |query: String, variables: serde_json::Value| {
+        let app = &app;
+        let token = owner.token.clone();
+        async move {
+            let answer = app.graphql(&token, &query, variables).await;
+            assert_eq!(error_code(&answer), Some("QUERY_TOO_COSTLY"), "{answer}");
+            assert!(
+                answer["data"].is_null() || answer["data"]["conversations"].is_null(),
+                "{answer}"
+            );
+        }
+    };
+    refused(
+        "{ conversations(first: 200) { nodes { id messages(first: 200) { nodes { id text } } } } }"
+            .into(),
+        json!({}),
+    )
+    .await;
+    let aliases: Vec<String> = (0..40)
+        .map(|n| format!("a{n}: conversations(first: 1) {{ nodes {{ id }} }}"))
+        .collect();
+    refused(format!("{{ {} }}", aliases.join(" ")), json!({})).await;
+    refused(
+        format!("# {}\n{{ me {{ id }} }}", "x".repeat(40 * 1024)),
+        json!({}),
+    )
+    .await;
+    let ids: Vec<String> = (0..101).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    refused(
+        "query($c: [UUID!]) { conversations(channelIds: $c) { nodes { id } } }".into(),
+        json!({ "c": ids }),
+    )
+    .await;
+    let fine = app
+        .graphql(
+            &owner.token,
+            "{ conversations(first: 20) { nodes { id unreadCount contact { displayName } messages(last: 10) { nodes { id text deliveryState } } } } }",
+            json!({}),
+        )
+        .await;
+    assert!(fine["errors"].is_null(), "{fine}");
+}
+
+/// Without a token, a body over 1 MiB is refused with 413, whether its
+/// `Content-Length` says so or it streams without one; unreadable bodies
+/// and invalid queries get a JSON error coded BAD_REQUEST.
+async fn graphql_bodies_are_limited_and_errors_coded(app: App) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let huge = format!("{{\"query\": \"{}\"}}", "x".repeat(2 * 1024 * 1024)).into_bytes();
+    let (status, _) = post_raw(&app, huge).await;
+    assert_eq!(status, 413);
+    // Chunked, no length announced: refused once it runs over.
+    let address = app.url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let chunk = vec![b'x'; 64 * 1024];
+    for _ in 0..32 {
+        let framed = [
+            format!("{:x}\r\n", chunk.len()).into_bytes(),
+            chunk.clone(),
+            b"\r\n".to_vec(),
+        ]
+        .concat();
+        if stream.write_all(&framed).await.is_err() {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 413"),
+        "{}",
+        answer.lines().next().unwrap_or_default()
+    );
+
+    for body in [
+        &b"{not json"[..],
+        b"[{\"query\": \"{ me { id } }\"}]",
+        b"{\"query\": \"{ me { \"}",
+        b"{\"query\": \"{ noSuchField }\"}",
+    ] {
+        let (status, answer) = post_raw(&app, body.to_vec()).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(error_code(&answer), Some("BAD_REQUEST"), "{answer}");
+        let message = answer["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(
+            !message.contains("Error {") && !message.contains("{ line"),
+            "a debug string: {message}"
+        );
+    }
+}
+
+in_process_on_both_backends!(
+    payload_urls_never_reach_internal_services,
+    costly_queries_are_refused_before_they_run,
+    graphql_bodies_are_limited_and_errors_coded
+);
