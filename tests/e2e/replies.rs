@@ -1123,6 +1123,11 @@ async fn platform_faults(app: App, route: Route, fault: PlatformFault) {
             _ => panic!("unsettled: {what}"),
         }
     }
+    assert_eq!(
+        worker.scheduled_retries(),
+        0,
+        "settled replies leave no retry schedule behind: {what}"
+    );
     let refused = matches!(fault, PlatformFault::Throttle | PlatformFault::ServerError);
     if refused || route == Route::LinePush {
         // Nothing ambiguous happened (or a retry key makes a repeat harmless).
