@@ -239,7 +239,134 @@ async fn graphql_bodies_are_limited_and_errors_coded(app: App) {
     }
 }
 
+const ME: &str = "{ me { id email } }";
+
+/// `removeMember` and `rotateToken`: the old token answers UNAUTHENTICATED
+/// at once, over HTTP, and an open WebSocket signed in with it is closed
+/// (4403). Only an OWNER or PRIMARY_ADMIN removes, never the owner. Both are
+/// events, in the organization's history, which shows no token hash and
+/// which only administrators may read.
+async fn tokens_can_be_revoked(app: App) {
+    use futures_util::StreamExt;
+    let owner = app.bootstrap("Revoke Shop", "owner@example.com").await;
+    let add = |email: &str| {
+        let (app, token, email) = (&app, owner.token.clone(), email.to_owned());
+        async move {
+            let added = app
+                .graphql(
+                    &token,
+                    "mutation($e: String!) { addMember(email: $e, role: AGENT) { token member { id } } }",
+                    json!({ "e": email }),
+                )
+                .await;
+            (
+                added["data"]["addMember"]["token"]
+                    .as_str()
+                    .expect("token")
+                    .to_owned(),
+                added["data"]["addMember"]["member"]["id"]
+                    .as_str()
+                    .expect("id")
+                    .to_owned(),
+            )
+        }
+    };
+    let (agent_token, agent_id) = add("agent@example.com").await;
+    let (other_token, _) = add("other@example.com").await;
+    assert!(app.graphql(&agent_token, ME, json!({})).await["errors"].is_null());
+
+    // Agents may not remove anyone; nobody removes the owner.
+    let me = app.graphql(&owner.token, ME, json!({})).await;
+    let owner_id = me["data"]["me"]["id"].clone();
+    let remove = "mutation($id: UUID!) { removeMember(id: $id) { id email } }";
+    let refused = app
+        .graphql(&other_token, remove, json!({ "id": agent_id }))
+        .await;
+    assert_eq!(error_code(&refused), Some("FORBIDDEN"), "{refused}");
+    let refused = app
+        .graphql(&owner.token, remove, json!({ "id": owner_id }))
+        .await;
+    assert_eq!(error_code(&refused), Some("FORBIDDEN"), "{refused}");
+
+    // Rotation: the new token works, the old one stops.
+    let rotated = app
+        .graphql(
+            &other_token,
+            "mutation { rotateToken { token member { email } } }",
+            json!({}),
+        )
+        .await;
+    let new_token = rotated["data"]["rotateToken"]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    assert_eq!(
+        rotated["data"]["rotateToken"]["member"]["email"],
+        "other@example.com"
+    );
+    assert_eq!(
+        error_code(&app.graphql(&other_token, ME, json!({})).await),
+        Some("UNAUTHENTICATED")
+    );
+    assert!(app.graphql(&new_token, ME, json!({})).await["errors"].is_null());
+
+    // Removal closes the removed member's open socket.
+    let mut socket = crate::support::subscribe(
+        &app,
+        "graphql-transport-ws",
+        &agent_token,
+        "subscribe",
+        "subscription { inboxUpdates { id } }",
+        json!({}),
+    )
+    .await;
+    let removed = app
+        .graphql(&owner.token, remove, json!({ "id": agent_id }))
+        .await;
+    assert_eq!(
+        removed["data"]["removeMember"]["email"], "agent@example.com",
+        "{removed}"
+    );
+    assert_eq!(
+        error_code(&app.graphql(&agent_token, ME, json!({})).await),
+        Some("UNAUTHENTICATED")
+    );
+    let close = loop {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(10), socket.next())
+            .await
+            .expect("closed in time")
+            .expect("a message")
+            .expect("no error");
+        if let tokio_tungstenite::tungstenite::Message::Close(frame) = message {
+            break frame;
+        }
+    };
+    assert_eq!(close.map(|f| u16::from(f.code)), Some(4403));
+
+    let history = "query($s: String!) { history(stream: $s, first: 50) { nodes { type data } } }";
+    let stream = format!("org-{}", owner.org_id);
+    let denied = app
+        .graphql(&new_token, history, json!({ "s": stream }))
+        .await;
+    assert_eq!(error_code(&denied), Some("FORBIDDEN"), "{denied}");
+    let shown = app
+        .graphql(&owner.token, history, json!({ "s": stream }))
+        .await;
+    let types: Vec<&str> = shown["data"]["history"]["nodes"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    assert!(
+        types.contains(&"MemberRemoved") && types.contains(&"MemberTokenRotated"),
+        "{types:?}"
+    );
+    assert!(!shown.to_string().contains("token_sha256"), "{shown}");
+}
+
 in_process_on_both_backends!(
+    tokens_can_be_revoked,
     payload_urls_never_reach_internal_services,
     costly_queries_are_refused_before_they_run,
     graphql_bodies_are_limited_and_errors_coded

@@ -315,10 +315,7 @@ impl DeliveryWorker {
     /// Replies with a retry schedule in memory (settled ones are dropped
     /// at once, forgotten ones after a while).
     pub fn scheduled_retries(&self) -> usize {
-        self.retries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.retries.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     fn forget_old_retries(&self) {

@@ -296,6 +296,11 @@ async fn subscriptions(socket: WebSocket, server: Server, protocol: WebSocketPro
     let refused = Arc::new(AtomicBool::new(false));
     let db = server.app.db.clone();
     let flag = refused.clone();
+    // Who the socket acts as, once `connection_init` said: a change to that
+    // member (removed, token rotated) makes the socket check its token again.
+    let signed_in: Arc<std::sync::Mutex<Option<(omnibox_domain::ids::MemberId, String)>>> =
+        Arc::default();
+    let holder = signed_in.clone();
     let on_init = move |payload: serde_json::Value| async move {
         let token = payload
             .get("Authorization")
@@ -308,6 +313,10 @@ async fn subscriptions(socket: WebSocket, server: Server, protocol: WebSocketPro
         };
         match session {
             Ok(session) => {
+                if let Some(token) = token {
+                    *holder.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((session.member.id, token.to_owned()));
+                }
                 let mut data = Data::default();
                 data.insert(session);
                 Ok(data)
@@ -323,9 +332,33 @@ async fn subscriptions(socket: WebSocket, server: Server, protocol: WebSocketPro
         .keepalive_timeout(None);
     let app = server.app.clone();
     let _open = app.sockets.open();
+    let mut changes = app.member_changes.subscribe();
     loop {
         let message = tokio::select! {
             message = output.next() => message,
+            change = changes.recv() => {
+                use tokio::sync::broadcast::error::RecvError;
+                let signed_in = signed_in.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let concerns_us = match (&change, &signed_in) {
+                    (Ok(changed), Some((member, _))) => changed == member,
+                    // Missed changes: check anyway.
+                    (Err(RecvError::Lagged(_)), Some(_)) => true,
+                    (Err(RecvError::Closed), _) => return,
+                    (_, None) => false,
+                };
+                if let (true, Some((_, token))) = (concerns_us, signed_in) {
+                    if matches!(authenticate(&app.db, &token).await, Err(ApiError::Unauthenticated)) {
+                        let _ = sink
+                            .send(Message::Close(Some(CloseFrame {
+                                code: CLOSE_FORBIDDEN,
+                                reason: "the token was revoked".into(),
+                            })))
+                            .await;
+                        return;
+                    }
+                }
+                continue;
+            }
             _ = app.stopping() => {
                 let _ = sink
                     .send(Message::Close(Some(CloseFrame {

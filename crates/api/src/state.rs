@@ -62,6 +62,9 @@ pub struct Inner {
     pub node: omnibox_projections::NodeId,
     /// Becomes true when the server starts shutting down (SIGTERM).
     shutdown: tokio::sync::watch::Sender<bool>,
+    /// Members who changed (removed, token rotated, …), for open sockets to
+    /// check their token again; rare, so every socket may listen.
+    pub member_changes: tokio::sync::broadcast::Sender<omnibox_domain::ids::MemberId>,
     /// Open subscription WebSockets, so shutdown can wait for their close frames.
     pub sockets: crate::server::OpenSockets,
 }
@@ -122,6 +125,11 @@ impl AppState {
                     .unwrap_or_else(|| db.data_dir().join("omnibox-media")),
             ));
         projections.catch_up().await?;
+        let (member_changes, _) = tokio::sync::broadcast::channel(256);
+        tokio::spawn(forward_member_changes(
+            bus.subscribe(),
+            member_changes.clone(),
+        ));
         Ok(Self(Arc::new(Inner {
             config,
             db,
@@ -140,6 +148,7 @@ impl AppState {
             directory: Default::default(),
             node,
             shutdown: tokio::sync::watch::Sender::new(false),
+            member_changes,
             sockets: Default::default(),
         })))
     }
@@ -219,6 +228,25 @@ impl AppState {
             {
                 tracing::warn!(%position, "read models are behind; answering from what they show");
             }
+        }
+    }
+}
+
+/// Copies the bus's member changes onto their own small channel.
+async fn forward_member_changes(
+    mut updates: tokio::sync::broadcast::Receiver<omnibox_projections::LiveUpdate>,
+    members: tokio::sync::broadcast::Sender<omnibox_domain::ids::MemberId>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match updates.recv().await {
+            Ok(update) => {
+                if let omnibox_projections::Change::Member(id) = update.change {
+                    let _ = members.send(id);
+                }
+            }
+            Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return,
         }
     }
 }

@@ -85,6 +85,30 @@ impl Projector for MembersProjector {
                 )?;
                 changes.push((org_id, Change::Member(member_id)));
             }
+            OrgEvent::MemberRemoved {
+                org_id, member_id, ..
+            } => {
+                execute!(
+                    tx,
+                    "DELETE FROM rm_members WHERE member_id = $1",
+                    member_id.0
+                )?;
+                changes.push((org_id, Change::Member(member_id)));
+            }
+            OrgEvent::MemberTokenRotated {
+                org_id,
+                member_id,
+                token_sha256,
+                ..
+            } => {
+                execute!(
+                    tx,
+                    "UPDATE rm_members SET token_sha256 = $1 WHERE member_id = $2",
+                    token_sha256.0,
+                    member_id.0
+                )?;
+                changes.push((org_id, Change::Member(member_id)));
+            }
         }
         Ok(())
     }

@@ -48,7 +48,16 @@ impl HistoryQuery {
         let app = state(ctx)?;
         // A stream is readable when the read models say it is the caller's organization's.
         let visible = match name.category() {
-            OrgId::CATEGORY => name.id() == me.org_id.0,
+            // Member events name people and their roles: administrators only.
+            OrgId::CATEGORY if name.id() == me.org_id.0 => {
+                if !me.role.can_administer() {
+                    return Err(ApiError::Forbidden(
+                        "only an OWNER or PRIMARY_ADMIN may read the organization's history".into(),
+                    )
+                    .into());
+                }
+                true
+            }
             ChannelId::CATEGORY => channels::channel(&app.db, me.org_id, ChannelId(name.id()))
                 .await
                 .map_err(ApiError::from)?
@@ -89,7 +98,8 @@ impl HistoryQuery {
         events.truncate(limit);
         let mut connection = Connection::new(from > 0, has_next);
         for event in events {
-            let data = serde_json::from_str(&event.data).map_err(ApiError::internal)?;
+            let mut data = serde_json::from_str(&event.data).map_err(ApiError::internal)?;
+            redact(&mut data);
             let metadata = serde_json::to_value(&event.metadata).map_err(ApiError::internal)?;
             connection.edges.push(Edge::new(
                 event.revision.to_string(),
@@ -105,5 +115,20 @@ impl HistoryQuery {
             ));
         }
         Ok(connection)
+    }
+}
+
+/// Fields history never shows, even hashed: members' token hashes.
+const REDACTED: &[&str] = &["token_sha256"];
+
+/// Removes [`REDACTED`] fields from an event's data, wherever they nest.
+fn redact(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|key, _| !REDACTED.contains(&key.as_str()));
+            map.values_mut().for_each(redact);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
     }
 }

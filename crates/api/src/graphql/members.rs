@@ -97,9 +97,11 @@ pub struct MembersMutation;
 
 fn org_error(error: CommandError<OrgError>) -> ApiError {
     match error {
-        CommandError::Rejected(error @ OrgError::Forbidden(_)) => {
-            ApiError::Forbidden(error.to_string())
-        }
+        CommandError::Rejected(
+            error @ (OrgError::Forbidden(_)
+            | OrgError::RemoveForbidden(_)
+            | OrgError::OwnerCannotBeRemoved),
+        ) => ApiError::Forbidden(error.to_string()),
         CommandError::Rejected(error @ OrgError::EmailTaken(_)) => {
             ApiError::Conflict(error.to_string())
         }
@@ -173,6 +175,44 @@ impl MembersMutation {
         .await?;
         Ok(MemberWithToken {
             member: member_row(ctx, org, member_id).await?,
+            token: issued.token,
+        })
+    }
+
+    /// Removes a member from the caller's organization (OWNER or
+    /// PRIMARY_ADMIN; the owner cannot be removed). Their token stops
+    /// working at once, and their open subscriptions are closed. Answers
+    /// the member as they were.
+    async fn remove_member(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Member> {
+        let me = &session(ctx)?.member;
+        let removed = member_row(ctx, me.org_id, MemberId(id)).await?;
+        run(
+            ctx,
+            OrgCommand::RemoveMember {
+                by: me.id,
+                member_id: MemberId(id),
+            },
+        )
+        .await?;
+        Ok(removed)
+    }
+
+    /// Replaces the caller's token: the answer carries the new one (shown
+    /// only here), and the old one stops working at once, on HTTP and on
+    /// open WebSockets.
+    async fn rotate_token(&self, ctx: &Context<'_>) -> async_graphql::Result<MemberWithToken> {
+        let me = session(ctx)?.member.id;
+        let issued = issue_token();
+        let (org, me) = run(
+            ctx,
+            OrgCommand::RotateToken {
+                member_id: me,
+                token_sha256: issued.hash,
+            },
+        )
+        .await?;
+        Ok(MemberWithToken {
+            member: member_row(ctx, org, me).await?,
             token: issued.token,
         })
     }

@@ -20,6 +20,16 @@ pub enum OrgCommand {
         member_id: MemberId,
         available: bool,
     },
+    /// Removes a member (OWNER or PRIMARY_ADMIN; never the owner).
+    RemoveMember {
+        by: MemberId,
+        member_id: MemberId,
+    },
+    /// Replaces a member's token with the one hashed as `token_sha256`.
+    RotateToken {
+        member_id: MemberId,
+        token_sha256: super::TokenHash,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,6 +48,10 @@ pub enum OrgError {
     MemberNotFound,
     #[error("the new member's role must be given with an owner only at creation")]
     OwnerRequired,
+    #[error("only an OWNER or PRIMARY_ADMIN may remove members (you are {0:?})")]
+    RemoveForbidden(Role),
+    #[error("the organization's owner cannot be removed")]
+    OwnerCannotBeRemoved,
 }
 
 /// Decides what a command does to `org`, as of `now`.
@@ -108,6 +122,36 @@ pub fn decide(
                 changed_at: now,
             }])
         }
+        OrgCommand::RemoveMember { by, member_id } => {
+            let org_id = org.id.ok_or(OrgError::NotFound)?;
+            let remover = org.member(by).ok_or(OrgError::MemberNotFound)?;
+            if !remover.role.can_administer() {
+                return Err(OrgError::RemoveForbidden(remover.role));
+            }
+            let member = org.member(member_id).ok_or(OrgError::MemberNotFound)?;
+            if member.role == Role::Owner {
+                return Err(OrgError::OwnerCannotBeRemoved);
+            }
+            Ok(vec![OrgEvent::MemberRemoved {
+                org_id,
+                member_id,
+                removed_by: by,
+                removed_at: now,
+            }])
+        }
+        OrgCommand::RotateToken {
+            member_id,
+            token_sha256,
+        } => {
+            let org_id = org.id.ok_or(OrgError::NotFound)?;
+            org.member(member_id).ok_or(OrgError::MemberNotFound)?;
+            Ok(vec![OrgEvent::MemberTokenRotated {
+                org_id,
+                member_id,
+                token_sha256,
+                rotated_at: now,
+            }])
+        }
     }
 }
 
@@ -115,6 +159,61 @@ pub fn decide(
 mod tests {
     use super::*;
     use crate::org::{Email, TokenHash};
+
+    #[test]
+    fn owners_and_primary_admins_remove_anyone_but_the_owner() {
+        let (mut events, owner) = created();
+        let admin = new_member("admin@example.com", Role::PrimaryAdmin);
+        let agent = new_member("agent@example.com", Role::Agent);
+        let (admin_id, agent_id) = (admin.member_id, agent.member_id);
+        for member in [admin, agent] {
+            events.extend(
+                decide(
+                    &given(&events),
+                    OrgCommand::AddMember { by: owner, member },
+                    now(),
+                )
+                .expect("add"),
+            );
+        }
+        let org = given(&events);
+        let remove =
+            |by, member_id| decide(&org, OrgCommand::RemoveMember { by, member_id }, now());
+        assert_eq!(
+            remove(agent_id, admin_id),
+            Err(OrgError::RemoveForbidden(Role::Agent))
+        );
+        assert_eq!(remove(admin_id, owner), Err(OrgError::OwnerCannotBeRemoved));
+        assert_eq!(remove(owner, owner), Err(OrgError::OwnerCannotBeRemoved));
+        let removed = remove(admin_id, agent_id).expect("removed");
+        let mut after = org.clone();
+        removed.iter().for_each(|e| after.evolve(e));
+        assert!(after.member(agent_id).is_none());
+        assert_eq!(
+            decide(
+                &after,
+                OrgCommand::RemoveMember {
+                    by: owner,
+                    member_id: agent_id
+                },
+                now()
+            ),
+            Err(OrgError::MemberNotFound),
+            "removed once"
+        );
+        assert_eq!(
+            decide(
+                &after,
+                OrgCommand::RotateToken {
+                    member_id: agent_id,
+                    token_sha256: TokenHash("11".repeat(32))
+                },
+                now()
+            ),
+            Err(OrgError::MemberNotFound),
+            "a removed member has no token to rotate"
+        );
+    }
 
     fn now() -> DateTime<Utc> {
         DateTime::from_timestamp(1_795_399_805, 0).expect("valid instant")

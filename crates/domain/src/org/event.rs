@@ -42,6 +42,20 @@ pub enum OrgEvent {
         available: bool,
         changed_at: DateTime<Utc>,
     },
+    /// The member left the organization; their token stops working.
+    MemberRemoved {
+        org_id: OrgId,
+        member_id: MemberId,
+        removed_by: MemberId,
+        removed_at: DateTime<Utc>,
+    },
+    /// The member's token was replaced; the old one stops working.
+    MemberTokenRotated {
+        org_id: OrgId,
+        member_id: MemberId,
+        token_sha256: TokenHash,
+        rotated_at: DateTime<Utc>,
+    },
 }
 
 impl OrgEvent {
@@ -50,6 +64,8 @@ impl OrgEvent {
             OrgEvent::OrganizationCreated { .. } => "OrganizationCreated",
             OrgEvent::MemberAdded { .. } => "MemberAdded",
             OrgEvent::MemberAvailabilityChanged { .. } => "MemberAvailabilityChanged",
+            OrgEvent::MemberRemoved { .. } => "MemberRemoved",
+            OrgEvent::MemberTokenRotated { .. } => "MemberTokenRotated",
         }
     }
 }

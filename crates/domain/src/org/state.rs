@@ -48,6 +48,11 @@ impl Organization {
                     member.available = *available;
                 }
             }
+            OrgEvent::MemberRemoved { member_id, .. } => {
+                self.members.retain(|m| m.id != *member_id)
+            }
+            // Only the token's hash changed, which decisions never read.
+            OrgEvent::MemberTokenRotated { .. } => {}
         }
     }
 }
