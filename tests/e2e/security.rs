@@ -371,3 +371,120 @@ in_process_on_both_backends!(
     costly_queries_are_refused_before_they_run,
     graphql_bodies_are_limited_and_errors_coded
 );
+
+/// A server with short connection timeouts, to see them act.
+async fn impatient_server() -> crate::support::Server {
+    crate::support::Server::start_with(
+        omnibox_store::testing::Backend::Sqlite,
+        &[
+            ("OMNIBOX_HTTP_HEADER_TIMEOUT_MS", "1000"),
+            ("OMNIBOX_HTTP_REQUEST_TIMEOUT_MS", "2000"),
+            ("OMNIBOX_WS_INIT_TIMEOUT_MS", "1000"),
+        ],
+    )
+    .await
+    .expect("sqlite")
+}
+
+/// Reads until the server closes the connection, at most `bound`; what it said.
+async fn until_closed(stream: &mut tokio::net::TcpStream, bound: std::time::Duration) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    tokio::time::timeout(bound, stream.read_to_end(&mut answer))
+        .await
+        .expect("the server closed the connection in time")
+        .ok();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Half-sent headers, idle keep-alive connections and slow bodies are cut
+/// off; a WebSocket that never sends `connection_init` is closed with
+/// 4408; a socket asking for too many subscriptions is closed with 4429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_slow_clients_are_disconnected() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::AsyncWriteExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let server = impatient_server().await;
+    let address = server.url.trim_start_matches("http://").to_owned();
+    let bound = std::time::Duration::from_secs(10);
+
+    let mut half_headers = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    half_headers
+        .write_all(b"POST /graphql HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .expect("write");
+    until_closed(&mut half_headers, bound).await;
+
+    let mut idle = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let answer = until_closed(&mut idle, bound).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    let mut slow_body = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    slow_body
+        .write_all(b"POST /graphql HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"query\"")
+        .await
+        .expect("write");
+    let answer = until_closed(&mut slow_body, bound).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+
+    // A WebSocket that never initialises.
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+            server.ws_url(),
+        )
+        .expect("request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().expect("header"),
+    );
+    let (mut silent, _) = tokio_tungstenite::connect_async(request.clone())
+        .await
+        .expect("connect");
+    let close = loop {
+        match tokio::time::timeout(bound, silent.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert_eq!(close.map(|f| u16::from(f.code)), Some(4408));
+
+    // Too many subscriptions on one socket.
+    let owner = server.bootstrap("Cap Shop", "owner@example.com");
+    let (mut greedy, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("connect");
+    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {}", owner.token) } });
+    greedy
+        .send(Message::Text(init.to_string().into()))
+        .await
+        .expect("init");
+    for n in 0..40 {
+        let subscribe = json!({ "id": n.to_string(), "type": "subscribe", "payload": { "query": "subscription { inboxUpdates { id } }" } });
+        if greedy
+            .send(Message::Text(subscribe.to_string().into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let close = loop {
+        match tokio::time::timeout(bound, greedy.next()).await {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    assert_eq!(close.map(|f| u16::from(f.code)), Some(4429));
+}

@@ -42,6 +42,13 @@ pub struct Config {
     /// without the public-https checks: a local stand-in in tests. Never
     /// set it in production.
     pub trusted_media_origin: Option<String>,
+    /// How long a client may take to send a request's headers, and how long
+    /// an idle keep-alive connection stays open.
+    pub header_timeout: std::time::Duration,
+    /// How long one HTTP request may take, body included (408 after).
+    pub request_timeout: std::time::Duration,
+    /// How long a WebSocket may wait before its `connection_init` (4408 after).
+    pub websocket_init_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -69,6 +76,31 @@ pub fn redact_url(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// A duration in milliseconds from variable `name`, or `default`.
+fn millis(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: u64,
+) -> Result<std::time::Duration, ConfigError> {
+    let ms = match get(name) {
+        Some(text) => text
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| ConfigError::Invalid {
+                name,
+                reason: format!("{text:?} is not a number of milliseconds"),
+            })?,
+        None => default,
+    };
+    if ms == 0 {
+        return Err(ConfigError::Invalid {
+            name,
+            reason: "must be more than 0".into(),
+        });
+    }
+    Ok(std::time::Duration::from_millis(ms))
 }
 
 impl Config {
@@ -136,6 +168,9 @@ impl Config {
             platform_timeout,
             delivery_lease,
             trusted_media_origin: non_empty("OMNIBOX_TRUSTED_MEDIA_ORIGIN"),
+            header_timeout: millis(&non_empty, "OMNIBOX_HTTP_HEADER_TIMEOUT_MS", 10_000)?,
+            request_timeout: millis(&non_empty, "OMNIBOX_HTTP_REQUEST_TIMEOUT_MS", 30_000)?,
+            websocket_init_timeout: millis(&non_empty, "OMNIBOX_WS_INIT_TIMEOUT_MS", 10_000)?,
             max_replay_events: match non_empty("OMNIBOX_MAX_REPLAY_EVENTS") {
                 Some(n) => n.parse().map_err(|_| ConfigError::Invalid {
                     name: "OMNIBOX_MAX_REPLAY_EVENTS",

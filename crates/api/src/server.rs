@@ -30,6 +30,24 @@ const WS_READ_BUFFER: usize = 4 * 1024;
 /// its query and variables.
 const WS_MAX_MESSAGE: usize = 1024 * 1024;
 
+/// Close code for a WebSocket that sent no `connection_init` in time
+/// (graphql-transport-ws).
+const CLOSE_INIT_TIMEOUT: u16 = 4408;
+/// Close code for a WebSocket that asked for more subscriptions than allowed.
+const CLOSE_TOO_MANY_SUBSCRIPTIONS: u16 = 4429;
+/// Subscriptions one WebSocket may hold open at once.
+pub const MAX_SUBSCRIPTIONS_PER_SOCKET: usize = 32;
+
+/// The `type` of a client's protocol message, if it has one.
+fn client_message_kind(bytes: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Kind {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    serde_json::from_slice::<Kind>(bytes).ok().map(|k| k.kind)
+}
+
 /// The largest `/graphql` request body.
 pub const MAX_GRAPHQL_BODY: usize = 1024 * 1024;
 
@@ -70,6 +88,10 @@ pub fn router(app: AppState) -> Router {
         .with_state(server)
         .merge(webhooks)
         .layer(middleware::from_fn_with_state(
+            app.config.request_timeout,
+            request_deadline,
+        ))
+        .layer(middleware::from_fn_with_state(
             app.metrics.clone(),
             track_requests,
         ))
@@ -80,15 +102,24 @@ const SOCKET_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(5
 /// WebSocket close code for a server going away (RFC 6455).
 const CLOSE_GOING_AWAY: u16 = 1001;
 
+/// How long shutdown waits for requests in flight.
+const REQUEST_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Serves `router(app)` on `listener` until `shutdown` resolves (or
 /// [`AppState::shut_down`] is called): then it takes no new connections,
 /// finishes the requests in flight (a webhook being received is stored and
 /// answered), and closes every subscription WebSocket with a close frame.
+///
+/// Each connection must send a request's headers within the header timeout
+/// (an idle keep-alive connection is closed after it too), and each request
+/// must be done within the request timeout, body included (408), so slow
+/// or silent clients cannot hold connections open.
 pub async fn serve(
     app: AppState,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let router = router(app.clone());
     let stopping = app.clone();
     let signal = async move {
         tokio::select! {
@@ -96,14 +127,69 @@ pub async fn serve(
             _ = stopping.stopping() => {}
         }
     };
-    axum::serve(listener, router(app.clone()))
-        .with_graceful_shutdown(signal)
-        .await?;
+    tokio::pin!(signal);
+    let connections = Arc::new(OpenSockets::default());
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(app.config.header_timeout)
+        .keep_alive(true);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!(%error, "could not accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut signal => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let connection = http
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+            .with_upgrades();
+        let (app, connections) = (app.clone(), connections.clone());
+        tokio::spawn(async move {
+            let _open = connections.open();
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = app.stopping() => {
+                    // Finish the request in flight, if any, then close.
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    connections.closed(REQUEST_GRACE).await;
     app.sockets.closed(SOCKET_CLOSE_GRACE).await;
     Ok(())
 }
 
-/// Counts open subscription WebSockets; shutdown waits until they closed.
+/// Answers 408 when a request (its body included) takes longer than the
+/// configured request timeout. WebSockets are not affected: their upgrade
+/// answers at once and the socket lives on its own task.
+async fn request_deadline(
+    State(limit): State<std::time::Duration>,
+    request: Request,
+    next: middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            "the request took too long (its body arrived too slowly, or it asked for too much work)",
+        )
+            .into_response(),
+    }
+}
+
+/// Counts open connections or subscription WebSockets; shutdown waits
+/// until they closed.
 #[derive(Default)]
 pub struct OpenSockets {
     open: std::sync::atomic::AtomicUsize,
@@ -284,6 +370,11 @@ async fn graphql_get(State(server): State<Server>, request: Request) -> Response
 /// `connection_init`; a bad token closes the socket with 4403.
 async fn subscriptions(socket: WebSocket, server: Server, protocol: WebSocketProtocols) {
     let (mut sink, stream) = socket.split();
+    // Subscriptions the client has open; past the cap the input ends, and
+    // the socket is closed with 4429.
+    let active = Arc::new(std::sync::atomic::AtomicIsize::new(0));
+    let over_cap = Arc::new(AtomicBool::new(false));
+    let (counting, flagging) = (active.clone(), over_cap.clone());
     let input = stream
         .take_while(|message| std::future::ready(message.is_ok()))
         .filter_map(|message| {
@@ -292,6 +383,19 @@ async fn subscriptions(socket: WebSocket, server: Server, protocol: WebSocketPro
                 Ok(Message::Binary(bytes)) => Some(bytes.to_vec()),
                 _ => None,
             })
+        })
+        .take_while(move |bytes| {
+            let step = match client_message_kind(bytes).as_deref() {
+                Some("subscribe" | "start") => 1,
+                Some("complete" | "stop") => -1,
+                _ => 0,
+            };
+            let open = counting.fetch_add(step, Ordering::SeqCst) + step;
+            let allowed = open <= MAX_SUBSCRIPTIONS_PER_SOCKET as isize;
+            if !allowed {
+                flagging.store(true, Ordering::SeqCst);
+            }
+            std::future::ready(allowed)
         });
     let refused = Arc::new(AtomicBool::new(false));
     let db = server.app.db.clone();
@@ -333,9 +437,28 @@ async fn subscriptions(socket: WebSocket, server: Server, protocol: WebSocketPro
     let app = server.app.clone();
     let _open = app.sockets.open();
     let mut changes = app.member_changes.subscribe();
+    let init_deadline = tokio::time::sleep(app.config.websocket_init_timeout);
+    tokio::pin!(init_deadline);
+    let initialised = || {
+        refused.load(Ordering::SeqCst)
+            || signed_in
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some()
+    };
     loop {
+        let waiting_for_init = !initialised();
         let message = tokio::select! {
             message = output.next() => message,
+            _ = &mut init_deadline, if waiting_for_init => {
+                let _ = sink
+                    .send(Message::Close(Some(CloseFrame {
+                        code: CLOSE_INIT_TIMEOUT,
+                        reason: "Connection initialisation timeout".into(),
+                    })))
+                    .await;
+                return;
+            }
             change = changes.recv() => {
                 use tokio::sync::broadcast::error::RecvError;
                 let signed_in = signed_in.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -389,6 +512,16 @@ async fn subscriptions(socket: WebSocket, server: Server, protocol: WebSocketPro
         if sink.send(message).await.is_err() {
             return;
         }
+    }
+    if over_cap.load(Ordering::SeqCst) {
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code: CLOSE_TOO_MANY_SUBSCRIPTIONS,
+                reason: format!("at most {MAX_SUBSCRIPTIONS_PER_SOCKET} subscriptions per socket")
+                    .into(),
+            })))
+            .await;
+        return;
     }
     if refused.load(Ordering::SeqCst) {
         // The legacy protocol answers a refused init with an error message
