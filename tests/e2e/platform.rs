@@ -286,7 +286,16 @@ async fn cdn(
     if file.starts_with("missing") {
         StatusCode::FORBIDDEN.into_response()
     } else {
-        ([("content-type", "image/png")], format!("cdn-bytes-{file}")).into_response()
+        let content_type = if file.ends_with(".html") {
+            "text/html"
+        } else {
+            "image/png"
+        };
+        (
+            [("content-type", content_type)],
+            format!("cdn-bytes-{file}"),
+        )
+            .into_response()
     }
 }
 

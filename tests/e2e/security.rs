@@ -365,7 +365,136 @@ async fn tokens_can_be_revoked(app: App) {
     assert!(!shown.to_string().contains("token_sha256"), "{shown}");
 }
 
+/// Stored media never lets a browser run what a tenant served: every
+/// answer says `nosniff`, and only pictures, video and sound show inline
+/// (an HTML "attachment" downloads). `/metrics` keeps one label for every
+/// unknown HTTP method.
+async fn media_and_metrics_headers(app: App) {
+    let inbox = inbox(app, false).await;
+    for (n, (kind, file)) in [("image", "photo.png"), ("file", "page.html")]
+        .iter()
+        .enumerate()
+    {
+        let url = format!("{}/cdn/{file}", inbox.app.platform.url);
+        let body = serde_json::to_vec(&json!({ "object": "page", "entry": [{ "id": "104729381650237", "time": 1_795_399_900_118_i64, "messaging": [{
+            "sender": { "id": "6602957718843910" }, "recipient": { "id": "104729381650237" }, "timestamp": 1_795_399_900_118_i64 + n as i64,
+            "message": { "mid": format!("m_headers_{n}"), "attachments": [{ "type": kind, "payload": { "url": url } }] } }] }] }))
+        .expect("json");
+        let status = reqwest::Client::new()
+            .post(format!("{}/webhooks/facebook", inbox.app.url))
+            .header("X-Hub-Signature-256", facebook_signature(&body))
+            .body(body)
+            .send()
+            .await
+            .expect("post")
+            .status();
+        assert_eq!(status, 200);
+    }
+    inbox.app.settle().await;
+    omnibox_api::media::MediaFetcher::default()
+        .run_once(&inbox.app.state)
+        .await
+        .expect("pass");
+    inbox.app.settle().await;
+    let answer = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            "{ conversations { nodes { messages { nodes { attachments { url contentType } } } } } }",
+            json!({}),
+        )
+        .await;
+    let mut seen = 0;
+    for attachment in answer.to_string().split("\"url\":\"").skip(1) {
+        let url = attachment
+            .split('"')
+            .next()
+            .expect("url")
+            .replace("https://inbox.example.com", &inbox.app.url);
+        let served = reqwest::Client::new()
+            .get(&url)
+            .bearer_auth(&inbox.owner.token)
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(served.status(), 200);
+        let headers = served.headers();
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        let expected = if headers["content-type"] == "text/html" {
+            "attachment"
+        } else {
+            "inline"
+        };
+        assert_eq!(headers["content-disposition"], expected, "{headers:?}");
+        seen += 1;
+    }
+    assert_eq!(seen, 2, "{answer}");
+
+    for method in ["FOO", "BAR", "PROPFIND"] {
+        let _ = reqwest::Client::new()
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).expect("method"),
+                format!("{}/healthz", inbox.app.url),
+            )
+            .send()
+            .await;
+    }
+    let metrics = reqwest::get(format!("{}/metrics", inbox.app.url))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("method=\"other\""),
+        "unknown methods share one label"
+    );
+    for method in ["FOO", "BAR", "PROPFIND"] {
+        assert!(
+            !metrics.contains(&format!("method=\"{method}\"")),
+            "{method} got its own label"
+        );
+    }
+}
+
+/// A data folder Omnibox creates is readable by its user only, and so are
+/// the SQLite files and stored media.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let root =
+        std::env::temp_dir().join(format!("omnibox-private-{}", uuid::Uuid::new_v4().simple()));
+    let dir = root.join("data");
+    let db =
+        omnibox_store::Database::connect(&format!("sqlite://{}", dir.join("omnibox.db").display()))
+            .await
+            .expect("connect");
+    db.migrate().await.expect("migrate");
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&dir), 0o700);
+    for file in ["omnibox.db", "omnibox.read.db", "omnibox.db-wal"] {
+        let path = dir.join(file);
+        if path.exists() {
+            assert_eq!(mode(&path), 0o600, "{file}");
+        }
+    }
+    assert_eq!(mode(&dir.join("omnibox.db")), 0o600);
+    use omnibox_api::media::MediaStore;
+    let media = omnibox_api::media::LocalMediaStore::new(root.join("media"));
+    media.put("abc-0", b"bytes").await.expect("put");
+    assert_eq!(mode(&root.join("media")), 0o700);
+    assert_eq!(mode(&root.join("media").join("abc-0")), 0o600);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
 in_process_on_both_backends!(
+    media_and_metrics_headers,
     tokens_can_be_revoked,
     payload_urls_never_reach_internal_services,
     costly_queries_are_refused_before_they_run,

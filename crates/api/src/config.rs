@@ -64,18 +64,33 @@ impl std::fmt::Debug for Config {
     }
 }
 
-/// A database URL without its password, for logs.
+/// A database URL without its passwords, for logs: the one in the user
+/// part and any given as a query parameter (`?password=…`).
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        return "<unparsable database URL>".to_owned();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
     }
+    if parsed.query().is_some() {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(key, value)| {
+                let secret = key.to_ascii_lowercase().contains("password");
+                (
+                    key.into_owned(),
+                    if secret {
+                        "***".to_owned()
+                    } else {
+                        value.into_owned()
+                    },
+                )
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
 }
 
 /// A duration in milliseconds from variable `name`, or `default`.
@@ -230,6 +245,22 @@ mod tests {
             "postgres://app:***@db:5432/omnibox"
         );
         assert_eq!(redact_url("sqlite://omnibox.db"), "sqlite://omnibox.db");
+        let shown = redact_url(
+            "postgres://app@db/omnibox?sslmode=require&password=hunter2&sslpassword=x&options=-c%20a%3Db",
+        );
+        assert!(
+            !shown.contains("hunter2") && shown.contains("sslmode=require"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("password=***") || shown.contains("password=%2A%2A%2A"),
+            "{shown}"
+        );
+        assert!(
+            !redact_url("postgres://a:secret@%zz").contains("secret"),
+            "{}",
+            redact_url("postgres://a:secret@%zz")
+        );
         let c = config(&[
             ("OMNIBOX_DATABASE_URL", "postgres://a:hunter2@h/d"),
             ("OMNIBOX_FACEBOOK_APP_SECRET", "s3cr3t"),

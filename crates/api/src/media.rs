@@ -74,10 +74,22 @@ impl LocalMediaStore {
 impl MediaStore for LocalMediaStore {
     async fn put(&self, key: &str, bytes: &[u8]) -> std::io::Result<()> {
         let path = self.path(key)?;
-        tokio::fs::create_dir_all(&self.dir).await?;
-        let temporary = self.dir.join(format!(".{key}.{}", Uuid::new_v4().simple()));
-        tokio::fs::write(&temporary, bytes).await?;
-        tokio::fs::rename(&temporary, &path).await
+        let (dir, temporary) = (
+            self.dir.clone(),
+            self.dir.join(format!(".{key}.{}", Uuid::new_v4().simple())),
+        );
+        let bytes = bytes.to_vec();
+        // Customers' files: readable by this user only.
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            omnibox_store::database::create_private_dir(&dir)?;
+            let mut file = omnibox_store::database::create_private_file(&temporary)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&temporary, &path)
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 
     async fn get(&self, key: &str) -> std::io::Result<Option<Vec<u8>>> {
@@ -284,6 +296,30 @@ pub async fn run_media_fetcher(app: AppState) {
     }
 }
 
+/// Media types a browser may show in place: pictures, video and sound of
+/// the kinds the platforms send.
+fn shown_inline(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    matches!(
+        essence.as_str(),
+        "image/png"
+            | "image/jpeg"
+            | "image/gif"
+            | "image/webp"
+            | "video/mp4"
+            | "video/quicktime"
+            | "audio/mpeg"
+            | "audio/mp4"
+            | "audio/aac"
+            | "audio/x-m4a"
+    )
+}
+
 /// `GET /media/{messageId}/{index}`: a stored attachment, to members of its
 /// organization (bearer token); 404 for anything else.
 pub async fn serve_media(
@@ -319,14 +355,26 @@ pub async fn serve_media(
         return StatusCode::NOT_FOUND.into_response();
     };
     match app.media.get(&key).await {
-        Ok(Some(bytes)) => (
-            [(
-                header::CONTENT_TYPE,
-                content_type.unwrap_or_else(|| "application/octet-stream".into()),
-            )],
-            bytes,
-        )
-            .into_response(),
+        Ok(Some(bytes)) => {
+            let content_type = content_type.unwrap_or_else(|| "application/octet-stream".into());
+            // The type came from a platform's (or a tenant's) server: never
+            // let a browser sniff another, and show inline only the media
+            // types a chat shows; anything else (HTML, SVG, PDF, …) downloads.
+            let disposition = if shown_inline(&content_type) {
+                "inline"
+            } else {
+                "attachment"
+            };
+            (
+                [
+                    (header::CONTENT_TYPE, content_type),
+                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+                    (header::CONTENT_DISPOSITION, disposition.to_owned()),
+                ],
+                bytes,
+            )
+                .into_response()
+        }
         Ok(None) => StatusCode::NOT_FOUND.into_response(),
         Err(error) => {
             tracing::error!(%error, "media store read failed");

@@ -93,7 +93,13 @@ impl Database {
             invalid("expected sqlite://<file> (in-memory databases cannot be shared by the writer thread and the pool) or postgres://…")
         })?;
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)?;
+            create_private_dir(parent)?;
+        }
+        // SQLite gives its WAL and journal files the database file's mode.
+        for file in [path.clone(), read_model_path(&path)] {
+            if !file.exists() {
+                create_private_file(&file)?;
+            }
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
@@ -291,6 +297,25 @@ fn sqlite_path(url: &str) -> Option<PathBuf> {
         return None;
     }
     Some(PathBuf::from(file))
+}
+
+/// Creates `dir` (and missing parents) readable by this user only; an
+/// existing folder keeps its mode.
+pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Creates (or truncates) `file`, readable and writable by this user only.
+pub fn create_private_file(file: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(file)
 }
 
 #[cfg(test)]
