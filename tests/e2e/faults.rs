@@ -106,35 +106,20 @@ async fn omnibox(app: &App, args: &[&str]) -> std::process::Output {
 
 /// Inbound messages in the inbox, by platform message id, with how many rows each has.
 async fn inbox_messages(app: &App) -> HashMap<String, i64> {
-    use sqlx::Row;
-    let sql = "SELECT platform_message_id, count(*) FROM rm_messages
+    let sql =
+        "SELECT coalesce(platform_message_id, '') || '|' || CAST(count(*) AS TEXT) FROM rm_messages
                WHERE direction = 'INBOUND' GROUP BY platform_message_id";
-    match &app.state.db {
-        omnibox_store::Database::Sqlite { read_pool, .. } => sqlx::query(sql)
-            .fetch_all(read_pool)
-            .await
-            .expect("messages")
-            .iter()
-            .map(|row| {
-                (
-                    row.get::<Option<String>, _>(0).unwrap_or_default(),
-                    row.get::<i64, _>(1),
-                )
-            })
-            .collect(),
-        omnibox_store::Database::Postgres { pool } => sqlx::query(sql)
-            .fetch_all(pool)
-            .await
-            .expect("messages")
-            .iter()
-            .map(|row| {
-                (
-                    row.get::<Option<String>, _>(0).unwrap_or_default(),
-                    row.get::<i64, _>(1),
-                )
-            })
-            .collect(),
+    let rows: Vec<String> = match &app.state.db {
+        omnibox_store::Database::Sqlite { read_pool, .. } => {
+            sqlx::query_scalar(sql).fetch_all(read_pool).await
+        }
+        omnibox_store::Database::Postgres { pool } => sqlx::query_scalar(sql).fetch_all(pool).await,
     }
+    .expect("messages");
+    rows.iter()
+        .filter_map(|row| row.rsplit_once('|'))
+        .map(|(id, count)| (id.to_owned(), count.parse().unwrap_or(-1)))
+        .collect()
 }
 
 /// Webhooks from four senders to ten LINE channels while `omnibox rebuild`
@@ -283,6 +268,30 @@ fn as_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)
 
 const PAGE: &str = "104729381650237";
 
+/// Connects LINE bot `bot` (played by `platform`) to `owner`'s organization
+/// on `server`; the channel's id.
+async fn connect_line(
+    server: &Server,
+    platform: &Platform,
+    owner: &Bootstrapped,
+    bot: &str,
+) -> String {
+    let token = format!("token-{bot}");
+    platform.add_bot(&token, bot);
+    let connected = server
+        .graphql(
+            Some(&owner.token),
+            "mutation($i: ConnectChannelInput!) { connectChannel(input: $i) { id } }",
+            json!({ "i": { "kind": "LINE", "externalId": bot, "name": "LINE",
+                           "accessToken": token, "channelSecret": LINE_CHANNEL_SECRET } }),
+        )
+        .await;
+    connected["data"]["connectChannel"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{connected}"))
+        .to_owned()
+}
+
 /// A signed Facebook webhook with one text from `psid`, stamped now.
 async fn post_facebook_text(url: &str, psid: &str, mid: &str, text: &str) -> u16 {
     let now = chrono::Utc::now().timestamp_millis();
@@ -303,30 +312,15 @@ async fn post_facebook_text(url: &str, psid: &str, mid: &str, text: &str) -> u16
 
 /// A graphql-transport-ws subscription to `query` on the server at `ws_url`.
 async fn subscribe_at(ws_url: &str, token: &str, query: &str) -> Socket {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    use tokio_tungstenite::tungstenite::Message;
-    let mut request = ws_url.into_client_request().expect("request");
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("connect");
-    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
-    socket
-        .send(Message::Text(init.to_string().into()))
-        .await
-        .expect("init");
-    let ack = socket.next().await.expect("ack").expect("ack");
-    assert!(ack.to_text().unwrap_or_default().contains("connection_ack"));
-    let subscribe = json!({ "id": "1", "type": "subscribe", "payload": { "query": query } });
-    socket
-        .send(Message::Text(subscribe.to_string().into()))
-        .await
-        .expect("subscribe");
-    socket
+    crate::support::subscribe_url(
+        ws_url,
+        "graphql-transport-ws",
+        token,
+        "subscribe",
+        query,
+        json!({}),
+    )
+    .await
 }
 
 /// Reads `inboxUpdates` from `socket` until it has seen every id in
@@ -543,7 +537,6 @@ async fn several_servers_on_one_postgres() {
 /// (1001), and the process exits cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_webhooks_in_flight_and_closes_websockets() {
-    use futures_util::StreamExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let platform = Platform::start().await;
     let env = platform_env(&platform);
@@ -551,19 +544,13 @@ async fn sigterm_finishes_webhooks_in_flight_and_closes_websockets() {
         .await
         .expect("sqlite");
     let owner = server.bootstrap("Stopping Shop", "owner@example.com");
-    platform.add_bot("line-token", "Ustopping0000000000000000000000000");
-    let connected = server
-        .graphql(
-            Some(&owner.token),
-            "mutation($i: ConnectChannelInput!) { connectChannel(input: $i) { id } }",
-            json!({ "i": { "kind": "LINE", "externalId": "Ustopping0000000000000000000000000", "name": "LINE",
-                           "accessToken": "line-token", "channelSecret": LINE_CHANNEL_SECRET } }),
-        )
-        .await;
-    let channel = connected["data"]["connectChannel"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{connected}"))
-        .to_owned();
+    let channel = connect_line(
+        &server,
+        &platform,
+        &owner,
+        "Ustopping0000000000000000000000000",
+    )
+    .await;
     let mut socket = subscribe_at(
         &server.ws_url(),
         &owner.token,
@@ -600,17 +587,7 @@ async fn sigterm_finishes_webhooks_in_flight_and_closes_websockets() {
     stream.read_to_string(&mut answer).await.expect("an answer");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 
-    let close = loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
-            .await
-            .expect("a close frame in time")
-            .expect("a message")
-            .expect("no error");
-        if let tokio_tungstenite::tungstenite::Message::Close(frame) = message {
-            break frame;
-        }
-    };
-    assert_eq!(close.map(|f| u16::from(f.code)), Some(1001));
+    assert_eq!(crate::support::close_code(&mut socket).await, Some(1001));
     let status = server.exited(Duration::from_secs(30)).await;
     assert!(status.success(), "{status:?}\n{}", server.logs());
 
@@ -633,19 +610,7 @@ async fn replaying_missed_updates_is_bounded() {
         .expect("sqlite");
     let owner = server.bootstrap("Replay Shop", "owner@example.com");
     let bot = "Ureplay00000000000000000000000000";
-    platform.add_bot("line-token", bot);
-    let connected = server
-        .graphql(
-            Some(&owner.token),
-            "mutation($i: ConnectChannelInput!) { connectChannel(input: $i) { id } }",
-            json!({ "i": { "kind": "LINE", "externalId": bot, "name": "LINE",
-                           "accessToken": "line-token", "channelSecret": LINE_CHANNEL_SECRET } }),
-        )
-        .await;
-    let channel = connected["data"]["connectChannel"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{connected}"))
-        .to_owned();
+    let channel = connect_line(&server, &platform, &owner, bot).await;
     for n in 0..30 {
         let body = line_text(
             bot,
@@ -871,19 +836,7 @@ async fn cut_database_connections_are_survived() {
     let server = Server::start_at(url, &as_refs(&env), Some(database)).await;
     let owner = server.bootstrap("Cut Shop", "owner@example.com");
     let bot = "Ucut00000000000000000000000000000";
-    platform.add_bot("line-token", bot);
-    let connected = server
-        .graphql(
-            Some(&owner.token),
-            "mutation($i: ConnectChannelInput!) { connectChannel(input: $i) { id } }",
-            json!({ "i": { "kind": "LINE", "externalId": bot, "name": "LINE",
-                           "accessToken": "line-token", "channelSecret": LINE_CHANNEL_SECRET } }),
-        )
-        .await;
-    let channel = connected["data"]["connectChannel"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{connected}"))
-        .to_owned();
+    let channel = connect_line(&server, &platform, &owner, bot).await;
     let acknowledged = Arc::new(AtomicU64::new(0));
     let sender = tokio::spawn({
         let (url, channel, acknowledged) =

@@ -32,6 +32,24 @@ async fn internal_service() -> (String, Arc<AtomicUsize>) {
     (address.to_string(), hits)
 }
 
+/// Posts a signed Facebook webhook whose message `mid` carries one
+/// attachment of `kind` at `url`; the webhook must be acknowledged.
+async fn post_facebook_attachment(app: &App, mid: &str, kind: &str, url: &str, offset: i64) {
+    let body = serde_json::to_vec(&json!({ "object": "page", "entry": [{ "id": "104729381650237", "time": 1_795_399_900_118_i64, "messaging": [{
+        "sender": { "id": "6602957718843910" }, "recipient": { "id": "104729381650237" }, "timestamp": 1_795_399_900_118_i64 + offset,
+        "message": { "mid": mid, "attachments": [{ "type": kind, "payload": { "url": url } }] } }] }] }))
+    .expect("json");
+    let status = reqwest::Client::new()
+        .post(format!("{}/webhooks/facebook", app.url))
+        .header("X-Hub-Signature-256", facebook_signature(&body))
+        .body(body)
+        .send()
+        .await
+        .expect("post")
+        .status();
+    assert_eq!(status, 200);
+}
+
 /// Payload URLs aimed at internal addresses (literal, by name, IPv6,
 /// link-local metadata, plain http, through a redirect from an allowed
 /// origin) are refused: the internal service receives nothing, and the
@@ -80,19 +98,7 @@ async fn payload_urls_never_reach_internal_services(app: App) {
             .status();
         assert_eq!(status, 200);
         // The same URL as a Facebook attachment.
-        let body = serde_json::to_vec(&json!({ "object": "page", "entry": [{ "id": "104729381650237", "time": 1_795_399_900_118_i64, "messaging": [{
-            "sender": { "id": "6602957718843910" }, "recipient": { "id": "104729381650237" }, "timestamp": 1_795_399_900_118_i64 + n as i64,
-            "message": { "mid": format!("m_ssrf_{n}"), "attachments": [{ "type": "image", "payload": { "url": url } }] } }] }] }))
-        .expect("json");
-        let status = reqwest::Client::new()
-            .post(format!("{}/webhooks/facebook", inbox.app.url))
-            .header("X-Hub-Signature-256", facebook_signature(&body))
-            .body(body)
-            .send()
-            .await
-            .expect("post")
-            .status();
-        assert_eq!(status, 200);
+        post_facebook_attachment(&inbox.app, &format!("m_ssrf_{n}"), "image", url, n as i64).await;
     }
     inbox.app.settle().await;
     let fetcher = omnibox_api::media::MediaFetcher::default();
@@ -247,7 +253,6 @@ const ME: &str = "{ me { id email } }";
 /// events, in the organization's history, which shows no token hash and
 /// which only administrators may read.
 async fn tokens_can_be_revoked(app: App) {
-    use futures_util::StreamExt;
     let owner = app.bootstrap("Revoke Shop", "owner@example.com").await;
     let add = |email: &str| {
         let (app, token, email) = (&app, owner.token.clone(), email.to_owned());
@@ -331,17 +336,7 @@ async fn tokens_can_be_revoked(app: App) {
         error_code(&app.graphql(&agent_token, ME, json!({})).await),
         Some("UNAUTHENTICATED")
     );
-    let close = loop {
-        let message = tokio::time::timeout(std::time::Duration::from_secs(10), socket.next())
-            .await
-            .expect("closed in time")
-            .expect("a message")
-            .expect("no error");
-        if let tokio_tungstenite::tungstenite::Message::Close(frame) = message {
-            break frame;
-        }
-    };
-    assert_eq!(close.map(|f| u16::from(f.code)), Some(4403));
+    assert_eq!(crate::support::close_code(&mut socket).await, Some(4403));
 
     let history = "query($s: String!) { history(stream: $s, first: 50) { nodes { type data } } }";
     let stream = format!("org-{}", owner.org_id);
@@ -376,19 +371,7 @@ async fn media_and_metrics_headers(app: App) {
         .enumerate()
     {
         let url = format!("{}/cdn/{file}", inbox.app.platform.url);
-        let body = serde_json::to_vec(&json!({ "object": "page", "entry": [{ "id": "104729381650237", "time": 1_795_399_900_118_i64, "messaging": [{
-            "sender": { "id": "6602957718843910" }, "recipient": { "id": "104729381650237" }, "timestamp": 1_795_399_900_118_i64 + n as i64,
-            "message": { "mid": format!("m_headers_{n}"), "attachments": [{ "type": kind, "payload": { "url": url } }] } }] }] }))
-        .expect("json");
-        let status = reqwest::Client::new()
-            .post(format!("{}/webhooks/facebook", inbox.app.url))
-            .header("X-Hub-Signature-256", facebook_signature(&body))
-            .body(body)
-            .send()
-            .await
-            .expect("post")
-            .status();
-        assert_eq!(status, 200);
+        post_facebook_attachment(&inbox.app, &format!("m_headers_{n}"), kind, &url, n as i64).await;
     }
     inbox.app.settle().await;
     omnibox_api::media::MediaFetcher::default()
@@ -531,7 +514,7 @@ async fn until_closed(stream: &mut tokio::net::TcpStream, bound: std::time::Dura
 /// 4408; a socket asking for too many subscriptions is closed with 4429.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_slow_clients_are_disconnected() {
-    use futures_util::{SinkExt, StreamExt};
+    use futures_util::SinkExt;
     use tokio::io::AsyncWriteExt;
     use tokio_tungstenite::tungstenite::Message;
     let server = impatient_server().await;
@@ -579,14 +562,7 @@ async fn silent_and_slow_clients_are_disconnected() {
     let (mut silent, _) = tokio_tungstenite::connect_async(request.clone())
         .await
         .expect("connect");
-    let close = loop {
-        match tokio::time::timeout(bound, silent.next()).await {
-            Ok(Some(Ok(Message::Close(frame)))) => break frame,
-            Ok(Some(Ok(_))) => continue,
-            other => panic!("no close frame: {other:?}"),
-        }
-    };
-    assert_eq!(close.map(|f| u16::from(f.code)), Some(4408));
+    assert_eq!(crate::support::close_code(&mut silent).await, Some(4408));
 
     // Too many subscriptions on one socket.
     let owner = server.bootstrap("Cap Shop", "owner@example.com");
@@ -608,12 +584,5 @@ async fn silent_and_slow_clients_are_disconnected() {
             break;
         }
     }
-    let close = loop {
-        match tokio::time::timeout(bound, greedy.next()).await {
-            Ok(Some(Ok(Message::Close(frame)))) => break frame,
-            Ok(Some(Ok(_))) => continue,
-            other => panic!("no close frame: {other:?}"),
-        }
-    };
-    assert_eq!(close.map(|f| u16::from(f.code)), Some(4429));
+    assert_eq!(crate::support::close_code(&mut greedy).await, Some(4429));
 }

@@ -536,12 +536,23 @@ pub async fn subscribe(
     query: &str,
     variables: Value,
 ) -> Socket {
+    let url = format!("{}/graphql", app.url.replacen("http", "ws", 1));
+    subscribe_url(&url, protocol, token, start, query, variables).await
+}
+
+/// [`subscribe`] on the server whose GraphQL WebSocket is at `url`.
+pub async fn subscribe_url(
+    url: &str,
+    protocol: &str,
+    token: &str,
+    start: &str,
+    query: &str,
+    variables: Value,
+) -> Socket {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::Message;
-    let mut request = format!("{}/graphql", app.url.replacen("http", "ws", 1))
-        .into_client_request()
-        .expect("request");
+    let mut request = url.into_client_request().expect("request");
     request
         .headers_mut()
         .insert("Sec-WebSocket-Protocol", protocol.parse().expect("header"));
@@ -565,4 +576,19 @@ pub async fn subscribe(
         .await
         .expect("subscribe");
     socket
+}
+
+/// Reads `socket` until the server's close frame (at most 10 s); its code.
+pub async fn close_code(socket: &mut Socket) -> Option<u16> {
+    use futures_util::StreamExt;
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a close frame in time")
+            .expect("a message")
+            .expect("no error");
+        if let tokio_tungstenite::tungstenite::Message::Close(frame) = message {
+            return frame.map(|f| u16::from(f.code));
+        }
+    }
 }
