@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `omnibox` binary, a fresh database each, real
 //! HTTP and WebSocket clients.
 
+mod assignment;
 mod channels;
 mod faults;
 mod foundation;

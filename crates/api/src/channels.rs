@@ -348,7 +348,20 @@ pub async fn set_assignment_mode(
     session: &Session,
     id: ChannelId,
     mode: AssignmentMode,
+    max_open_per_agent: Option<i32>,
 ) -> Result<ChannelRow, ApiError> {
+    let max_open_per_agent = max_open_per_agent
+        .map(|cap| {
+            u32::try_from(cap)
+                .ok()
+                .filter(|cap| (1..=10_000).contains(cap))
+                .ok_or_else(|| {
+                    ApiError::Validation(
+                        "maxOpenPerAgent must be between 1 and 10000 (or null for no cap)".into(),
+                    )
+                })
+        })
+        .transpose()?;
     row(app, session, id).await?;
     let actor = Actor::member(&session.member);
     run(
@@ -358,6 +371,7 @@ pub async fn set_assignment_mode(
         ChannelCommand::SetAssignmentMode {
             by: requester(session),
             mode,
+            max_open_per_agent,
         },
     )
     .await?;

@@ -9,6 +9,7 @@
 //! [`server::router`] shows a request's whole life: the layers it passes
 //! and the routes it can reach.
 
+pub mod assignment;
 pub mod auth;
 pub mod bootstrap;
 pub mod channels;

@@ -168,8 +168,8 @@ impl AppState {
         vec![
             // Every server delivers: each bubble is claimed in the log.
             tokio::spawn(crate::delivery::run_delivery_worker(self.clone())),
-            // One server at a time downloads media, looks up profiles and
-            // expires tokens.
+            // One server at a time downloads media, looks up profiles,
+            // expires tokens and assigns conversations automatically.
             tokio::spawn(run_as_leader(
                 self.clone(),
                 "expiry timer",
@@ -184,6 +184,11 @@ impl AppState {
                 self.clone(),
                 "profile fetcher",
                 crate::profiles::run_profile_fetcher,
+            )),
+            tokio::spawn(run_as_leader(
+                self.clone(),
+                "automatic assignment",
+                crate::assignment::run_auto_assigner,
             )),
         ]
     }

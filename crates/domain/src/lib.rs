@@ -7,6 +7,7 @@
 //! that knows how to ask the operating system for the time, and only the
 //! edges (server, CLI) call it.
 
+pub mod assignment;
 pub mod channel;
 pub mod channel_kind;
 pub mod clock;

@@ -240,17 +240,23 @@ impl ChannelsMutation {
         ))
     }
 
+    /// How new conversations of the channel are assigned: by hand (OFF) or
+    /// round robin among available agents, each holding at most
+    /// `maxOpenPerAgent` open conversations (no cap when null); the others
+    /// wait, oldest first. OWNER, PRIMARY_ADMIN and ADMIN only.
     async fn set_assignment_mode(
         &self,
         ctx: &Context<'_>,
         channel_id: Uuid,
         mode: AssignmentMode,
+        max_open_per_agent: Option<i32>,
     ) -> async_graphql::Result<Channel> {
         let row = service::set_assignment_mode(
             state(ctx)?,
             session(ctx)?,
             ChannelId(channel_id),
             mode.into(),
+            max_open_per_agent,
         )
         .await?;
         Ok(Channel(row))

@@ -576,6 +576,12 @@ async fn command(
         CommandError::Rejected(ConversationError::NotFound) => {
             ApiError::NotFound("no such conversation in your organization".into())
         }
+        CommandError::Rejected(error @ ConversationError::AgentsTakeOnlyForThemselves) => {
+            ApiError::Forbidden(error.to_string())
+        }
+        CommandError::Rejected(error @ ConversationError::AssignedMeanwhile) => {
+            ApiError::Conflict(error.to_string())
+        }
         CommandError::Contended => {
             ApiError::Conflict("the conversation kept changing; try again".into())
         }
@@ -609,19 +615,29 @@ impl ConversationsMutation {
         agent_id: Uuid,
     ) -> async_graphql::Result<Conversation> {
         let me = &session(ctx)?.member;
-        let agent = member_read::member(&state(ctx)?.db, me.org_id, MemberId(agent_id))
-            .await
-            .map_err(ApiError::from)?;
-        if agent.is_none() {
+        let app = state(ctx)?;
+        // Membership from the organization's events, not a read model.
+        let (org, _) =
+            crate::commands::load::<omnibox_domain::org::Organization>(&*app.store, me.org_id.0)
+                .await
+                .map_err(|e| ApiError::internal(format!("{e:?}")))?;
+        if org.member(MemberId(agent_id)).is_none() {
             return Err(ApiError::NotFound("no such member in your organization".into()).into());
         }
-        let by = Some(me.id);
+        // What the caller decides on: the assignee as it is now; if another
+        // assignment lands first, this one answers CONFLICT.
+        let (current, _) =
+            crate::commands::load::<domain::Conversation>(&*app.store, conversation_id)
+                .await
+                .map_err(|e| ApiError::internal(format!("{e:?}")))?;
         command(
             ctx,
             conversation_id,
-            ConversationCommand::Assign {
+            ConversationCommand::AssignByHand {
                 assignee: MemberId(agent_id),
-                by,
+                by: me.id,
+                role: me.role,
+                seen: current.assignee,
             },
         )
         .await

@@ -38,6 +38,7 @@ pub enum ChannelCommand {
     SetAssignmentMode {
         by: Requester,
         mode: AssignmentMode,
+        max_open_per_agent: Option<u32>,
     },
     /// A send succeeded with the current token.
     RecordTokenUse {
@@ -144,18 +145,23 @@ pub fn decide(
                 at: now,
             }])
         }
-        ChannelCommand::SetAssignmentMode { by, mode } => {
+        ChannelCommand::SetAssignmentMode {
+            by,
+            mode,
+            max_open_per_agent,
+        } => {
             if by.role == Role::Agent {
                 return Err(ChannelError::AgentsCannotConfigure);
             }
             let channel = own(channel, &by)?;
-            if channel.assignment_mode == mode {
+            if channel.assignment_mode == mode && channel.max_open_per_agent == max_open_per_agent {
                 return Ok(vec![]);
             }
             Ok(vec![ChannelEvent::AssignmentModeChanged {
                 channel_id: channel.id.ok_or(ChannelError::NotFound)?,
                 org_id: by.org_id,
                 mode,
+                max_open_per_agent,
                 by: by.member_id,
                 at: now,
             }])

@@ -95,6 +95,10 @@ pub enum ChannelEvent {
         channel_id: ChannelId,
         org_id: OrgId,
         mode: AssignmentMode,
+        /// Open conversations an agent may hold before automatic assignment
+        /// passes them over (absent: no cap).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_open_per_agent: Option<u32>,
         by: MemberId,
         at: DateTime<Utc>,
     },

@@ -54,6 +54,8 @@ pub struct Channel {
     pub access_token: Option<SecretRef>,
     pub channel_secret: Option<SecretRef>,
     pub assignment_mode: AssignmentMode,
+    /// Open conversations per agent before automatic assignment passes over.
+    pub max_open_per_agent: Option<u32>,
 }
 
 impl Channel {
@@ -125,7 +127,14 @@ impl Channel {
             ChannelEvent::ChannelDisconnected { .. } => {
                 self.recorded_status = Some(ChannelStatus::Disconnected)
             }
-            ChannelEvent::AssignmentModeChanged { mode, .. } => self.assignment_mode = *mode,
+            ChannelEvent::AssignmentModeChanged {
+                mode,
+                max_open_per_agent,
+                ..
+            } => {
+                self.assignment_mode = *mode;
+                self.max_open_per_agent = *max_open_per_agent;
+            }
         }
     }
 }

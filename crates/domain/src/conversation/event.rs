@@ -155,6 +155,10 @@ pub enum ConversationEvent {
         org_id: OrgId,
         assignee: MemberId,
         by: Option<MemberId>,
+        /// Why automatic assignment chose this member (absent when a member
+        /// assigned by hand).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<crate::assignment::AutoAssignment>,
         at: DateTime<Utc>,
     },
     ConversationUnassigned {

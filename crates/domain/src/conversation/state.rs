@@ -89,6 +89,15 @@ pub enum ConversationCommand {
         assignee: MemberId,
         by: Option<MemberId>,
     },
+    /// A member assigns by hand, having seen the conversation assigned to
+    /// `seen`: if it changed meanwhile, the newer choice stands (CONFLICT).
+    /// An AGENT may only take an unassigned conversation for itself.
+    AssignByHand {
+        assignee: MemberId,
+        by: MemberId,
+        role: crate::org::Role,
+        seen: Option<MemberId>,
+    },
     Unassign {
         by: MemberId,
     },
@@ -104,6 +113,10 @@ pub enum ConversationCommand {
 pub enum ConversationError {
     #[error("no such conversation")]
     NotFound,
+    #[error("an agent may only take an unassigned conversation for themselves")]
+    AgentsTakeOnlyForThemselves,
+    #[error("someone else assigned this conversation a moment ago; look again before changing it")]
+    AssignedMeanwhile,
 }
 
 /// Decides a member's command on `conversation` (of `org`) at `now`.
@@ -136,6 +149,31 @@ pub fn decide(
                 org_id,
                 assignee,
                 by,
+                reason: None,
+                at,
+            }]
+        }
+        ConversationCommand::AssignByHand {
+            assignee,
+            by,
+            role,
+            seen,
+        } => {
+            if role == crate::org::Role::Agent && (assignee != by || seen.is_some()) {
+                return Err(ConversationError::AgentsTakeOnlyForThemselves);
+            }
+            if conversation.assignee != seen {
+                return Err(ConversationError::AssignedMeanwhile);
+            }
+            if conversation.assignee == Some(assignee) {
+                return Ok(vec![]);
+            }
+            vec![ConversationEvent::ConversationAssigned {
+                conversation_id,
+                org_id,
+                assignee,
+                by: Some(by),
+                reason: None,
                 at,
             }]
         }

@@ -1,0 +1,125 @@
+//! The automatic assignment reactor: folds the log into an
+//! [`Assigner`](omnibox_domain::assignment::Assigner) and appends its
+//! decisions.
+//!
+//! It runs on the leading server only (see [`crate::leadership`]), and each
+//! decision is appended at the exact revision of the conversation's stream
+//! it was checked against (still open, still unassigned), so a manual
+//! assignment or another server's decision that lands first wins and this
+//! one is dropped. The state comes from the log alone, so a restarted
+//! reactor (or a new leader) reads the log again and carries on the same
+//! rotation.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use omnibox_domain::assignment::{Assigner, Decision};
+use omnibox_domain::channel::ChannelEvent;
+use omnibox_domain::conversation::{self as domain, ConversationEvent};
+use omnibox_domain::ids::{ChannelId, ConversationId, OrgId};
+use omnibox_domain::org::OrgEvent;
+use omnibox_store::{Position, RecordedEvent};
+
+use crate::commands::{execute, Actor, CommandError};
+use crate::{ApiError, AppState};
+
+/// Events read per page while catching up with the log.
+const PAGE: usize = 2_000;
+
+/// The reactor's state between passes: the assigner and how far it read.
+#[derive(Default)]
+pub struct AutoAssigner {
+    state: Mutex<(Assigner, Option<Position>)>,
+}
+
+impl AutoAssigner {
+    /// Reads what the log gained since the last pass, then makes every
+    /// assignment due; returns how many it appended.
+    pub async fn run_once(&self, app: &AppState) -> Result<usize, ApiError> {
+        let decisions = loop {
+            let after = self.state.lock().unwrap_or_else(|p| p.into_inner()).1;
+            let events = app.store.read_all(after, PAGE).await?;
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            for event in &events {
+                fold(&mut state.0, event);
+            }
+            if let Some(last) = events.last() {
+                state.1 = Some(last.position);
+            }
+            if events.len() < PAGE {
+                break state.0.decide(app.clock.now());
+            }
+        };
+        let mut appended = 0;
+        for decision in decisions {
+            if assign(app, &decision).await? {
+                appended += 1;
+            }
+        }
+        Ok(appended)
+    }
+}
+
+fn fold(assigner: &mut Assigner, event: &RecordedEvent) {
+    match event.stream.category() {
+        OrgId::CATEGORY => {
+            if let Ok(event) = serde_json::from_str::<OrgEvent>(&event.data) {
+                assigner.apply_org(&event);
+            }
+        }
+        ChannelId::CATEGORY => {
+            if let Ok(event) = serde_json::from_str::<ChannelEvent>(&event.data) {
+                assigner.apply_channel(&event);
+            }
+        }
+        ConversationId::CATEGORY => {
+            if let Ok(event) = serde_json::from_str::<ConversationEvent>(&event.data) {
+                assigner.apply_conversation(&event);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Appends `decision` if the conversation is still open and unassigned.
+async fn assign(app: &AppState, decision: &Decision) -> Result<bool, ApiError> {
+    let now = app.clock.now();
+    let executed = execute::<domain::Conversation, _>(
+        &*app.store,
+        decision.conversation_id.0,
+        &Actor::system("system:assignment"),
+        |conversation| {
+            if conversation.assignee.is_some() || conversation.resolved {
+                return Ok::<_, std::convert::Infallible>(vec![]);
+            }
+            Ok(vec![ConversationEvent::ConversationAssigned {
+                conversation_id: decision.conversation_id,
+                org_id: decision.org_id,
+                assignee: decision.assignee,
+                by: None,
+                reason: Some(decision.reason.clone()),
+                at: now,
+            }])
+        },
+    )
+    .await
+    .map_err(|error| match error {
+        CommandError::Rejected(never) => match never {},
+        other => ApiError::internal(format!("{other:?}")),
+    })?;
+    Ok(executed.position.is_some())
+}
+
+/// Runs passes until shutdown: after every change, and every second.
+pub async fn run_auto_assigner(app: AppState) {
+    let assigner = AutoAssigner::default();
+    let mut updates = app.bus.subscribe();
+    loop {
+        if let Err(error) = assigner.run_once(&app).await {
+            tracing::warn!(?error, "assignment pass failed; trying again");
+        }
+        if !app.next_pass(&mut updates, Duration::from_secs(1)).await {
+            return;
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! Automatic assignment (round robin, capacity, the waiting queue, reopen)
+//! and manual assignment's rules, against the real server.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
+
+use crate::faults::line_text;
+use crate::inbound::{inbox, Inbox};
+use crate::support::{error_code, in_process_on_both_backends, line_signature, App};
+
+const BOT: &str = "Ua3f09c2e71b84d56e0f1a2b3c4d5e6f7";
+
+/// Adds `count` agents; their (id, token).
+async fn agents(inbox: &Inbox, count: usize) -> Vec<(String, String)> {
+    let mut agents = Vec::new();
+    for n in 0..count {
+        let added = inbox
+            .app
+            .graphql(
+                &inbox.owner.token,
+                "mutation($e: String!) { addMember(email: $e, role: AGENT) { token member { id } } }",
+                json!({ "e": format!("agent{n}@example.com") }),
+            )
+            .await;
+        agents.push((
+            added["data"]["addMember"]["member"]["id"]
+                .as_str()
+                .expect("id")
+                .to_owned(),
+            added["data"]["addMember"]["token"]
+                .as_str()
+                .expect("token")
+                .to_owned(),
+        ));
+    }
+    agents
+}
+
+async fn round_robin(inbox: &Inbox, cap: Option<i64>) {
+    let answer = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            "mutation($c: UUID!, $m: Int) { setAssignmentMode(channelId: $c, mode: ROUND_ROBIN, maxOpenPerAgent: $m) { assignmentMode } }",
+            json!({ "c": inbox.line_channel, "m": cap }),
+        )
+        .await;
+    assert_eq!(
+        answer["data"]["setAssignmentMode"]["assignmentMode"], "ROUND_ROBIN",
+        "{answer}"
+    );
+}
+
+/// A new customer (number `n`) writes on the LINE channel.
+async fn customer_writes(inbox: &Inbox, n: usize, seconds: i64) {
+    let body = line_text(
+        BOT,
+        &format!("U{n:032}"),
+        &format!("6{n:08}{seconds}"),
+        "hello",
+        1_795_400_000_000 + seconds * 1000,
+    );
+    let status = reqwest::Client::new()
+        .post(format!(
+            "{}/webhooks/line/{}",
+            inbox.app.url, inbox.line_channel
+        ))
+        .header("x-line-signature", line_signature(&body))
+        .body(body)
+        .send()
+        .await
+        .expect("post")
+        .status();
+    assert_eq!(status, 200);
+}
+
+async fn set_available(inbox: &Inbox, token: &str, available: bool) {
+    let answer = inbox
+        .app
+        .graphql(
+            token,
+            "mutation($a: Boolean!) { setAvailability(available: $a) { available } }",
+            json!({ "a": available }),
+        )
+        .await;
+    assert!(answer["errors"].is_null(), "{answer}");
+}
+
+/// Runs the assignment reactor's passes until it has nothing left to do.
+async fn assign(inbox: &Inbox, assigner: &omnibox_api::assignment::AutoAssigner) -> usize {
+    inbox.app.settle().await;
+    let mut total = 0;
+    loop {
+        let n = assigner.run_once(&inbox.app.state).await.expect("pass");
+        total += n;
+        if n == 0 {
+            inbox.app.settle().await;
+            return total;
+        }
+    }
+}
+
+/// Automatic assignments in the log: conversation id → (assignee, reason).
+async fn automatic(inbox: &Inbox) -> HashMap<String, (String, Value)> {
+    inbox
+        .app
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "ConversationAssigned")
+        .filter_map(|e| {
+            let data: Value = serde_json::from_str(&e.data).ok()?;
+            data["reason"].is_object().then(|| {
+                (
+                    data["conversation_id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    (
+                        data["assignee"].as_str().unwrap_or_default().to_owned(),
+                        data["reason"].clone(),
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Counts per agent among `assignments`; every available agent's count is
+/// within one of the others'.
+fn assert_fair(assignments: &[(String, Value)], available: &[&str], phase: &str) {
+    let mut counts: HashMap<&str, usize> = available.iter().map(|a| (*a, 0)).collect();
+    for (assignee, _) in assignments {
+        *counts
+            .get_mut(assignee.as_str())
+            .unwrap_or_else(|| panic!("{phase}: {assignee} was not available")) += 1;
+    }
+    let (min, max) = (
+        counts.values().min().copied(),
+        counts.values().max().copied(),
+    );
+    assert!(
+        max.unwrap_or(0) - min.unwrap_or(0) <= 1,
+        "{phase}: {counts:?}"
+    );
+}
+
+/// 1,000 new conversations and 5 agents, two of whom go away for a while
+/// and one of whom leaves later: in each stretch, every available agent's
+/// count is within one of the others', and the event says why.
+async fn round_robin_is_fair_as_agents_come_and_go(app: App) {
+    let inbox = inbox(app, false).await;
+    let agents = agents(&inbox, 5).await;
+    round_robin(&inbox, None).await;
+    let assigner = omnibox_api::assignment::AutoAssigner::default();
+    let ids: Vec<&str> = agents.iter().map(|(id, _)| id.as_str()).collect();
+    let mut seen = 0;
+    let phases = [
+        ((0, 400), ids.clone()),
+        ((400, 700), ids[..3].to_vec()),
+        ((700, 1000), ids[1..].to_vec()),
+    ];
+    for (n, ((from, to), available)) in phases.iter().enumerate() {
+        match n {
+            1 => {
+                set_available(&inbox, &agents[3].1, false).await;
+                set_available(&inbox, &agents[4].1, false).await;
+            }
+            2 => {
+                set_available(&inbox, &agents[3].1, true).await;
+                set_available(&inbox, &agents[4].1, true).await;
+                set_available(&inbox, &agents[0].1, false).await;
+            }
+            _ => {}
+        }
+        let before: std::collections::HashSet<String> =
+            automatic(&inbox).await.into_keys().collect();
+        for customer in *from..*to {
+            customer_writes(&inbox, customer, customer as i64).await;
+        }
+        let made = assign(&inbox, &assigner).await;
+        assert_eq!(made, to - from, "stretch {n}");
+        seen += made;
+        let all = automatic(&inbox).await;
+        let fresh: Vec<(String, Value)> = all
+            .into_iter()
+            .filter(|(c, _)| !before.contains(c))
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(fresh.len(), to - from);
+        assert_fair(&fresh, available, &format!("stretch {n}"));
+        let reason = &fresh[0].1;
+        assert_eq!(reason["strategy"], "ROUND_ROBIN");
+        assert!(
+            reason["position"].is_u64() && reason["waited_seconds"].is_i64(),
+            "{reason}"
+        );
+    }
+    assert_eq!(seen, 1000);
+}
+
+/// With a cap of one open conversation per agent, the rest wait; when an
+/// agent resolves one, the oldest waiting conversation goes to them. A
+/// resolved, unassigned conversation whose customer writes again is
+/// assigned again.
+async fn the_cap_queues_the_rest_oldest_first(app: App) {
+    let inbox = inbox(app, false).await;
+    let agents = agents(&inbox, 2).await;
+    round_robin(&inbox, Some(1)).await;
+    let assigner = omnibox_api::assignment::AutoAssigner::default();
+    for customer in 0..4 {
+        customer_writes(&inbox, customer, 10 + customer as i64).await;
+    }
+    assert_eq!(
+        assign(&inbox, &assigner).await,
+        2,
+        "one each, the others wait"
+    );
+    let first = automatic(&inbox).await;
+    let (resolved, _) = first
+        .iter()
+        .find(|(_, (assignee, _))| *assignee == agents[0].0)
+        .expect("agent 0 has one");
+    let answer = inbox
+        .app
+        .graphql(
+            &agents[0].1,
+            "mutation($c: UUID!) { resolveConversation(conversationId: $c) { status } }",
+            json!({ "c": resolved }),
+        )
+        .await;
+    assert_eq!(
+        answer["data"]["resolveConversation"]["status"], "RESOLVED",
+        "{answer}"
+    );
+    assert_eq!(assign(&inbox, &assigner).await, 1);
+    let second = automatic(&inbox).await;
+    let (newest, (assignee, reason)) = second
+        .iter()
+        .find(|(c, _)| !first.contains_key(*c))
+        .expect("one more");
+    assert_eq!(*assignee, agents[0].0, "the agent below the cap");
+    // The oldest of the two waiting (customers 2 and 3) is customer 2's.
+    let oldest = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            "{ conversations(first: 10) { nodes { id contact { platformUserId } } } }",
+            json!({}),
+        )
+        .await;
+    let customer2 = oldest["data"]["conversations"]["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["contact"]["platformUserId"] == format!("U{:032}", 2))
+        .expect("customer 2")["id"]
+        .clone();
+    assert_eq!(json!(newest), customer2, "oldest first");
+    assert!(reason["waited_seconds"].as_i64().is_some());
+
+    // Unassign and resolve, then the customer writes again: assigned again.
+    let answer = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            "mutation($c: UUID!) { unassignConversation(conversationId: $c) { id } }",
+            json!({ "c": newest }),
+        )
+        .await;
+    assert!(answer["errors"].is_null(), "{answer}");
+    inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            "mutation($c: UUID!) { resolveConversation(conversationId: $c) { id } }",
+            json!({ "c": newest }),
+        )
+        .await;
+    // That freed agent 0: the last waiting conversation goes to them.
+    assert_eq!(assign(&inbox, &assigner).await, 1);
+    customer_writes(&inbox, 2, 100).await;
+    inbox.app.settle().await;
+    let status = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            "query($c: UUID!) { conversation(id: $c) { status assignee { id } } }",
+            json!({ "c": newest }),
+        )
+        .await;
+    assert_eq!(
+        status["data"]["conversation"]["status"], "OPEN",
+        "a new message reopens"
+    );
+    // Both agents are at the cap now: it waits until one frees up.
+    assert_eq!(assign(&inbox, &assigner).await, 0);
+    let (busy, _) = automatic(&inbox)
+        .await
+        .into_iter()
+        .find(|(c, (assignee, _))| *assignee == agents[1].0 && json!(c) != *newest)
+        .expect("agent 1's");
+    inbox
+        .app
+        .graphql(
+            &agents[1].1,
+            "mutation($c: UUID!) { resolveConversation(conversationId: $c) { id } }",
+            json!({ "c": busy }),
+        )
+        .await;
+    assert_eq!(
+        assign(&inbox, &assigner).await,
+        1,
+        "the reopened one is assigned again"
+    );
+}
+
+/// An AGENT may take an unassigned conversation for itself only; of two
+/// assignments that race, one wins and the other answers CONFLICT.
+async fn manual_assignment_rules(app: App) {
+    let inbox = inbox(app, false).await;
+    let agents = agents(&inbox, 2).await;
+    let assign = "mutation($c: UUID!, $a: UUID!) { assignConversation(conversationId: $c, agentId: $a) { assignee { id } } }";
+    let mut conflicts = 0;
+    for trial in 0..20 {
+        customer_writes(&inbox, 500 + trial, trial as i64).await;
+        inbox.app.settle().await;
+        let list = inbox
+            .app
+            .graphql(
+                &inbox.owner.token,
+                "{ conversations(first: 50, unassigned: true) { nodes { id } } }",
+                json!({}),
+            )
+            .await;
+        let conversation = list["data"]["conversations"]["nodes"][0]["id"].clone();
+        if trial == 0 {
+            let refused = inbox
+                .app
+                .graphql(
+                    &agents[0].1,
+                    assign,
+                    json!({ "c": conversation, "a": agents[1].0 }),
+                )
+                .await;
+            assert_eq!(error_code(&refused), Some("FORBIDDEN"), "{refused}");
+        }
+        let (a, b) = tokio::join!(
+            inbox.app.graphql(
+                &agents[0].1,
+                assign,
+                json!({ "c": conversation, "a": agents[0].0 })
+            ),
+            inbox.app.graphql(
+                &agents[1].1,
+                assign,
+                json!({ "c": conversation, "a": agents[1].0 })
+            ),
+        );
+        let codes = [error_code(&a), error_code(&b)];
+        assert!(
+            codes.iter().filter(|c| c.is_none()).count() == 1,
+            "exactly one agent takes it: {a} {b}"
+        );
+        assert!(
+            codes
+                .iter()
+                .flatten()
+                .all(|c| *c == "CONFLICT" || *c == "FORBIDDEN"),
+            "{a} {b}"
+        );
+        conflicts += codes.iter().filter(|c| **c == Some("CONFLICT")).count();
+    }
+    assert!(conflicts > 0, "no two assignments ever raced");
+}
+
+in_process_on_both_backends!(
+    round_robin_is_fair_as_agents_come_and_go,
+    the_cap_queues_the_rest_oldest_first,
+    manual_assignment_rules
+);
