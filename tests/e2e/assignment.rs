@@ -375,7 +375,66 @@ async fn manual_assignment_rules(app: App) {
     assert!(conflicts > 0, "no two assignments ever raced");
 }
 
+/// Every conversation's assignee, as the read model shows it.
+async fn assignees(inbox: &Inbox) -> Vec<(String, String)> {
+    let list = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            "{ conversations(first: 200) { nodes { id assignee { id } } } }",
+            json!({}),
+        )
+        .await;
+    let mut pairs: Vec<(String, String)> = list["data"]["conversations"]["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            (
+                n["id"].as_str().unwrap_or_default().to_owned(),
+                n["assignee"]["id"].as_str().unwrap_or("-").to_owned(),
+            )
+        })
+        .collect();
+    pairs.sort();
+    pairs
+}
+
+/// Automatic assignments are events: rebuilding the read models from zero
+/// shows every conversation with the same assignee.
+async fn a_rebuild_gives_the_same_assignees(app: App) {
+    let inbox = inbox(app, false).await;
+    let agents = agents(&inbox, 3).await;
+    round_robin(&inbox, Some(4)).await;
+    let assigner = omnibox_api::assignment::AutoAssigner::default();
+    set_available(&inbox, &agents[2].1, false).await;
+    for customer in 0..12 {
+        customer_writes(&inbox, customer, customer as i64).await;
+    }
+    assign(&inbox, &assigner).await;
+    set_available(&inbox, &agents[2].1, true).await;
+    for customer in 12..20 {
+        customer_writes(&inbox, customer, customer as i64).await;
+    }
+    assign(&inbox, &assigner).await;
+    let before = assignees(&inbox).await;
+    assert_eq!(before.len(), 20);
+    assert!(
+        before.iter().any(|(_, a)| a == "-"),
+        "some wait at the cap: {before:?}"
+    );
+    let output = crate::faults::omnibox(&inbox.app, &["rebuild"]).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    inbox.app.settle().await;
+    assert_eq!(assignees(&inbox).await, before);
+}
+
 in_process_on_both_backends!(
+    a_rebuild_gives_the_same_assignees,
     round_robin_is_fair_as_agents_come_and_go,
     the_cap_queues_the_rest_oldest_first,
     manual_assignment_rules

@@ -88,7 +88,7 @@ pub async fn post_line_until_acknowledged(url: &str, channel: &str, body: &[u8])
 
 /// Runs `omnibox ARGS` against `app`'s database in another process, off
 /// the runtime's threads.
-async fn omnibox(app: &App, args: &[&str]) -> std::process::Output {
+pub async fn omnibox(app: &App, args: &[&str]) -> std::process::Output {
     let database_url = app.config.database_url.clone();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     tokio::task::spawn_blocking(move || {
@@ -900,4 +900,88 @@ async fn cut_database_connections_are_survived() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Two servers on one PostgreSQL with a ROUND_ROBIN channel: every new
+/// conversation is assigned exactly once, whichever server took its
+/// webhook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_assign_each_conversation_once() {
+    let platform = Platform::start().await;
+    let env = platform_env(&platform);
+    let Some(a) = Server::start_with(Backend::Postgres, &as_refs(&env)).await else {
+        return;
+    };
+    let b = Server::beside(&a, &as_refs(&env)).await;
+    let owner = a.bootstrap("Assign Shop", "owner@example.com");
+    let bot = "Uassign0000000000000000000000000";
+    let channel = connect_line(&a, &platform, &owner, bot).await;
+    for n in 0..3 {
+        let added = a
+            .graphql(
+                Some(&owner.token),
+                "mutation($e: String!) { addMember(email: $e, role: AGENT) { member { id } } }",
+                json!({ "e": format!("agent{n}@example.com") }),
+            )
+            .await;
+        assert!(added["errors"].is_null(), "{added}");
+    }
+    let mode = a
+        .graphql(
+            Some(&owner.token),
+            "mutation($c: UUID!) { setAssignmentMode(channelId: $c, mode: ROUND_ROBIN) { assignmentMode } }",
+            json!({ "c": channel }),
+        )
+        .await;
+    assert!(mode["errors"].is_null(), "{mode}");
+    for n in 0..60_i64 {
+        let server = if n % 2 == 0 { &a } else { &b };
+        let body = line_text(
+            bot,
+            &format!("U{n:032}"),
+            &format!("4{n:08}"),
+            "hi",
+            1_795_400_000_000 + n,
+        );
+        post_line_until_acknowledged(&server.url, &channel, &body).await;
+    }
+    let conversations = conversation_ids(&a, &owner.token, 60).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let waiting = b
+            .graphql(
+                Some(&owner.token),
+                "{ conversations(first: 100, unassigned: true) { nodes { id } } }",
+                json!({}),
+            )
+            .await;
+        let left = waiting["data"]["conversations"]["nodes"]
+            .as_array()
+            .map_or(usize::MAX, Vec::len);
+        if left == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} still unassigned"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for id in &conversations {
+        let history = a
+            .graphql(
+                Some(&owner.token),
+                "query($s: String!) { history(stream: $s) { nodes { type } } }",
+                json!({ "s": format!("conversation-{id}") }),
+            )
+            .await;
+        let assigned = history["data"]["history"]["nodes"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["type"] == "ConversationAssigned")
+            .count();
+        assert_eq!(assigned, 1, "conversation {id} assigned {assigned} times");
+    }
+    drop(b);
 }
