@@ -52,7 +52,7 @@ pub async fn open_app(
 /// Connects Facebook page `page` to `owner`'s organization through the
 /// channel command (no Graph API round trip: the benchmarks measure what
 /// follows), and waits until the read models show it.
-pub async fn connect_page(app: &AppState, owner: &Bootstrapped, page: &str) {
+pub async fn connect_page(app: &AppState, owner: &Bootstrapped, page: &str) -> ChannelId {
     let token = app
         .secrets
         .put("bench token", &omnibox_store::secrets::Secret::new("bench"))
@@ -105,4 +105,5 @@ pub async fn connect_page(app: &AppState, owner: &Bootstrapped, page: &str) {
             .await
             .expect("catch up");
     }
+    channel_id
 }

@@ -11,6 +11,8 @@
 //! rotation.
 
 use std::sync::Mutex;
+
+use futures_util::StreamExt;
 use std::time::Duration;
 
 use omnibox_domain::assignment::{Assigner, Decision};
@@ -25,6 +27,8 @@ use crate::{ApiError, AppState};
 
 /// Events read per page while catching up with the log.
 const PAGE: usize = 2_000;
+/// Assignments appended at the same time.
+const CONCURRENT_APPENDS: usize = 32;
 
 /// The reactor's state between passes: the assigner and how far it read.
 #[derive(Default)]
@@ -50,11 +54,20 @@ impl AutoAssigner {
                 break state.0.decide(app.clock.now());
             }
         };
+        // Each decision is its own conversation's append: they go out
+        // together (on PostgreSQL each is a few round trips).
+        let app = app.clone();
+        let outcomes: Vec<Result<bool, ApiError>> = futures_util::stream::iter(decisions)
+            .map(|decision| {
+                let app = app.clone();
+                async move { assign(&app, &decision).await }
+            })
+            .buffer_unordered(CONCURRENT_APPENDS)
+            .collect()
+            .await;
         let mut appended = 0;
-        for decision in decisions {
-            if assign(app, &decision).await? {
-                appended += 1;
-            }
+        for outcome in outcomes {
+            appended += usize::from(outcome?);
         }
         Ok(appended)
     }
