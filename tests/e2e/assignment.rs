@@ -433,7 +433,188 @@ async fn a_rebuild_gives_the_same_assignees(app: App) {
     assert_eq!(assignees(&inbox).await, before);
 }
 
+/// Reads a PNG QR code as a phone would; the text it holds.
+fn read_qr(png_bytes: &[u8]) -> String {
+    let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    let mut reader = decoder.read_info().expect("a PNG");
+    let mut pixels = vec![0; reader.output_buffer_size().expect("size")];
+    let frame = reader.next_frame(&mut pixels).expect("pixels");
+    assert_eq!(frame.color_type, png::ColorType::Grayscale);
+    let (width, height) = (frame.width as usize, frame.height as usize);
+    let mut image =
+        rqrr::PreparedImage::prepare_from_greyscale(width, height, |x, y| pixels[y * width + x]);
+    let grids = image.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code in the picture");
+    grids[0].decode().expect("readable").1
+}
+
+/// QR codes on LINE: the PNG reads as the LINE link that pre-fills the
+/// code; a customer who sends the code goes to the code's agent (even with
+/// assignment OFF, and overriding round robin), and the code is not shown
+/// as what they said; revoked codes assign nobody and lose their image.
+/// Facebook channels refuse codes, and agents cannot make them.
+async fn qr_codes_assign_line_customers_to_their_agent(app: App) {
+    let inbox = inbox(app, false).await;
+    let agents = agents(&inbox, 2).await;
+    let create = "mutation($c: UUID!, $a: UUID!) { createQrAssignmentCode(channelId: $c, agentId: $a) { id code lineUrl imageUrl revoked agent { id } channel { id kind } } }";
+    let channels = inbox
+        .app
+        .graphql(&inbox.owner.token, "{ channels { id kind } }", json!({}))
+        .await;
+    let facebook = channels["data"]["channels"]
+        .as_array()
+        .expect("channels")
+        .iter()
+        .find(|c| c["kind"] == "FACEBOOK")
+        .expect("a Facebook channel")["id"]
+        .clone();
+    let refused = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            create,
+            json!({ "c": facebook, "a": agents[1].0 }),
+        )
+        .await;
+    assert_eq!(
+        error_code(&refused),
+        Some("NOT_SUPPORTED_ON_CHANNEL"),
+        "{refused}"
+    );
+    let refused = inbox
+        .app
+        .graphql(
+            &agents[0].1,
+            create,
+            json!({ "c": inbox.line_channel, "a": agents[0].0 }),
+        )
+        .await;
+    assert_eq!(error_code(&refused), Some("FORBIDDEN"), "{refused}");
+
+    let created = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            create,
+            json!({ "c": inbox.line_channel, "a": agents[1].0 }),
+        )
+        .await;
+    let code = &created["data"]["createQrAssignmentCode"];
+    assert_eq!(code["agent"]["id"], agents[1].0.as_str(), "{created}");
+    assert_eq!(code["channel"]["kind"], "LINE");
+    let text = code["code"].as_str().expect("code").to_owned();
+    let line_url = code["lineUrl"].as_str().expect("lineUrl").to_owned();
+    assert_eq!(
+        line_url,
+        format!("https://line.me/R/oaMessage/@siamshop/?%23{}", &text[1..]),
+        "opens the official account's chat with the code pre-filled"
+    );
+    let image_url = code["imageUrl"]
+        .as_str()
+        .expect("imageUrl")
+        .replace("https://inbox.example.com", &inbox.app.url);
+    let image = reqwest::get(&image_url).await.expect("GET");
+    assert_eq!(image.status(), 200);
+    assert_eq!(image.headers()["content-type"], "image/png");
+    assert_eq!(read_qr(&image.bytes().await.expect("bytes")), line_url);
+
+    // A customer sends the code (assignment is OFF on this channel).
+    let body = line_text(
+        BOT,
+        "Uqrcustomer0000000000000000000001",
+        "700000001",
+        &text,
+        1_795_400_000_000,
+    );
+    let status = reqwest::Client::new()
+        .post(format!(
+            "{}/webhooks/line/{}",
+            inbox.app.url, inbox.line_channel
+        ))
+        .header("x-line-signature", line_signature(&body))
+        .body(body)
+        .send()
+        .await
+        .expect("post")
+        .status();
+    assert_eq!(status, 200);
+    let assigner = omnibox_api::assignment::AutoAssigner::default();
+    assert_eq!(assign(&inbox, &assigner).await, 1);
+    let by_code = automatic(&inbox).await;
+    let (conversation, (assignee, reason)) = by_code.iter().next().expect("assigned");
+    assert_eq!(*assignee, agents[1].0);
+    assert_eq!(reason["strategy"], "QR_CODE");
+    let shown = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            "query($c: UUID!) { conversation(id: $c) { lastMessagePreview assignee { id } } }",
+            json!({ "c": conversation }),
+        )
+        .await;
+    let preview = shown["data"]["conversation"]["lastMessagePreview"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        !preview.contains(&text),
+        "the code is not shown as what the customer said: {preview}"
+    );
+
+    // Listed, then revoked: no more image, no more assignment by it.
+    let listed = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            "{ qrAssignmentCodes { id revoked } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        listed["data"]["qrAssignmentCodes"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+    let revoked = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            "mutation($id: UUID!) { revokeQrAssignmentCode(id: $id) { revoked } }",
+            json!({ "id": code["id"] }),
+        )
+        .await;
+    assert_eq!(
+        revoked["data"]["revokeQrAssignmentCode"]["revoked"], true,
+        "{revoked}"
+    );
+    assert_eq!(reqwest::get(&image_url).await.expect("GET").status(), 404);
+    let body = line_text(
+        BOT,
+        "Uqrcustomer0000000000000000000002",
+        "700000002",
+        &text,
+        1_795_400_001_000,
+    );
+    let status = reqwest::Client::new()
+        .post(format!(
+            "{}/webhooks/line/{}",
+            inbox.app.url, inbox.line_channel
+        ))
+        .header("x-line-signature", line_signature(&body))
+        .body(body)
+        .send()
+        .await
+        .expect("post")
+        .status();
+    assert_eq!(status, 200);
+    assert_eq!(
+        assign(&inbox, &assigner).await,
+        0,
+        "a revoked code assigns nobody"
+    );
+}
+
 in_process_on_both_backends!(
+    qr_codes_assign_line_customers_to_their_agent,
     a_rebuild_gives_the_same_assignees,
     round_robin_is_fair_as_agents_come_and_go,
     the_cap_queues_the_rest_oldest_first,

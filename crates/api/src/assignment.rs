@@ -90,11 +90,17 @@ fn fold(assigner: &mut Assigner, event: &RecordedEvent) {
                 assigner.apply_conversation(&event);
             }
         }
+        omnibox_domain::qr::CATEGORY => {
+            if let Ok(event) = serde_json::from_str::<omnibox_domain::qr::QrEvent>(&event.data) {
+                assigner.apply_qr(&event);
+            }
+        }
         _ => {}
     }
 }
 
-/// Appends `decision` if the conversation is still open and unassigned.
+/// Appends `decision` if it still applies: round robin only to an open,
+/// unassigned conversation; a QR code's agent unless already assigned.
 async fn assign(app: &AppState, decision: &Decision) -> Result<bool, ApiError> {
     let now = app.clock.now();
     let executed = execute::<domain::Conversation, _>(
@@ -102,7 +108,12 @@ async fn assign(app: &AppState, decision: &Decision) -> Result<bool, ApiError> {
         decision.conversation_id.0,
         &Actor::system("system:assignment"),
         |conversation| {
-            if conversation.assignee.is_some() || conversation.resolved {
+            let taken = if decision.overrides {
+                conversation.assignee == Some(decision.assignee)
+            } else {
+                conversation.assignee.is_some() || conversation.resolved
+            };
+            if taken {
                 return Ok::<_, std::convert::Infallible>(vec![]);
             }
             Ok(vec![ConversationEvent::ConversationAssigned {

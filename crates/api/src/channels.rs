@@ -69,7 +69,7 @@ fn command_error(error: CommandError<ChannelError>) -> ApiError {
 
 /// A platform's refusal, as a person can act on it. Only the platform's
 /// own words and codes are shown, never the token.
-fn platform_error(platform: &str, error: PlatformError) -> ApiError {
+pub(crate) fn platform_error(platform: &str, error: PlatformError) -> ApiError {
     match error {
         PlatformError::Facebook { error, .. } => ApiError::Validation(format!(
             "{platform} refused this token: {} (code {}{})",

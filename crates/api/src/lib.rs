@@ -26,6 +26,7 @@ pub mod live;
 pub mod media;
 pub mod metrics;
 pub mod profiles;
+pub mod qr;
 pub mod server;
 mod state;
 pub mod templates;

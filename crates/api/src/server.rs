@@ -73,6 +73,7 @@ pub fn router(app: AppState) -> Router {
         )
         .route("/webhooks/line/{channel_id}", post(webhooks::line_receive))
         .route("/media/{message_id}/{index}", get(media::serve_media))
+        .route("/qr/{file}", get(crate::qr::serve_png))
         .layer(DefaultBodyLimit::max(webhooks::MAX_WEBHOOK_BODY))
         .with_state(app.clone());
     Router::new()

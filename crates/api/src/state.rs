@@ -109,6 +109,7 @@ impl AppState {
             runner(Arc::new(ChannelsProjector)),
             runner(Arc::new(InboxProjector)),
             runner(Arc::new(omnibox_projections::templates::TemplatesProjector)),
+            runner(Arc::new(omnibox_projections::qr_codes::QrCodesProjector)),
         ]);
         let http = http_client(config.platform_timeout)?;
         let untrusted = omnibox_channels::untrusted::UntrustedFetcher::new(

@@ -24,12 +24,17 @@ use crate::channel::{AssignmentMode, ChannelEvent};
 use crate::conversation::ConversationEvent;
 use crate::ids::{ChannelId, ConversationId, MemberId, OrgId};
 use crate::org::{OrgEvent, Role};
+use crate::qr::QrEvent;
+
+/// The strategies an automatic assignment names.
+pub const ROUND_ROBIN: &str = "ROUND_ROBIN";
+pub const QR_CODE: &str = "QR_CODE";
 
 /// Why automatic assignment chose a member: recorded in the event, so
 /// history explains every assignment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AutoAssignment {
-    /// Always `ROUND_ROBIN` so far.
+    /// [`ROUND_ROBIN`] or [`QR_CODE`].
     pub strategy: String,
     /// The chosen agent's place (from 0) in the channel's rotation of
     /// eligible agents at that moment, and how many were eligible.
@@ -46,6 +51,9 @@ pub struct Decision {
     pub org_id: OrgId,
     pub assignee: MemberId,
     pub reason: AutoAssignment,
+    /// A QR code's choice replaces any current assignee; round robin only
+    /// fills an empty one.
+    pub overrides: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +79,8 @@ struct Waiting {
     resolved: bool,
     /// When it last became open and unassigned.
     since: DateTime<Utc>,
+    /// The agent of a live QR code the customer sent, until assigned.
+    by_code: Option<MemberId>,
 }
 
 /// The state automatic assignment decides on, folded from the log.
@@ -82,6 +92,10 @@ pub struct Assigner {
     conversations: HashMap<ConversationId, Waiting>,
     /// Open (unresolved) conversations per assignee.
     open: HashMap<MemberId, u32>,
+    /// QR assignment codes by text: (channel, agent, live).
+    codes: HashMap<String, (ChannelId, MemberId, bool)>,
+    /// Code texts by code id, for revocations.
+    code_ids: HashMap<uuid::Uuid, String>,
 }
 
 impl Assigner {
@@ -118,6 +132,31 @@ impl Assigner {
                 }
             }
             OrgEvent::OrganizationCreated { .. } | OrgEvent::MemberTokenRotated { .. } => {}
+        }
+    }
+
+    pub fn apply_qr(&mut self, event: &QrEvent) {
+        match event {
+            QrEvent::QrCodeCreated {
+                code_id,
+                channel_id,
+                agent_id,
+                code,
+                ..
+            } => {
+                self.codes
+                    .insert(code.clone(), (*channel_id, *agent_id, true));
+                self.code_ids.insert(*code_id, code.clone());
+            }
+            QrEvent::QrCodeRevoked { code_id, .. } => {
+                if let Some(entry) = self
+                    .code_ids
+                    .get(code_id)
+                    .and_then(|code| self.codes.get_mut(code))
+                {
+                    entry.2 = false;
+                }
+            }
         }
     }
 
@@ -164,18 +203,29 @@ impl Assigner {
                 org_id,
                 channel_id,
                 sent_at,
+                text,
                 ..
             } => {
+                let by_code = text
+                    .as_deref()
+                    .map(str::trim)
+                    .and_then(|text| self.codes.get(text))
+                    .filter(|(channel, _, live)| channel == channel_id && *live)
+                    .map(|(_, agent, _)| *agent);
                 let waiting = self.conversations.entry(id).or_insert(Waiting {
                     org: *org_id,
                     channel: *channel_id,
                     assignee: None,
                     resolved: false,
                     since: *sent_at,
+                    by_code: None,
                 });
                 if waiting.resolved {
                     waiting.resolved = false;
                     waiting.since = *sent_at;
+                }
+                if by_code.is_some() {
+                    waiting.by_code = by_code;
                 }
             }
             ConversationEvent::ConversationAssigned {
@@ -187,7 +237,8 @@ impl Assigner {
                 if let Some(waiting) = self.conversations.get_mut(&id) {
                     waiting.assignee = Some(*assignee);
                     waiting.since = *at;
-                    if reason.is_some() {
+                    waiting.by_code = None;
+                    if reason.as_ref().is_some_and(|r| r.strategy == ROUND_ROBIN) {
                         let channel = waiting.channel;
                         self.channels.entry(channel).or_default().last = Some(*assignee);
                     }
@@ -238,10 +289,45 @@ impl Assigner {
     /// conversation no agent can take waits. Decisions in one call respect
     /// each other (caps, rotation).
     pub fn decide(&self, now: DateTime<Utc>) -> Vec<Decision> {
+        let mut open = self.open.clone();
+        let mut decisions = Vec::new();
+        // A customer who came through an agent's QR code goes to that
+        // agent, whatever the mode, availability or cap.
+        let mut by_code: Vec<(&ConversationId, &Waiting)> = self
+            .conversations
+            .iter()
+            .filter(|(_, c)| c.by_code.is_some() && c.by_code != c.assignee)
+            .collect();
+        by_code.sort_by_key(|(id, c)| (c.since, **id));
+        for (id, conversation) in by_code {
+            let Some(agent) = conversation.by_code else {
+                continue;
+            };
+            let known = self
+                .members
+                .get(&conversation.org)
+                .is_some_and(|m| m.contains_key(&agent));
+            if !known {
+                continue;
+            }
+            *open.entry(agent).or_default() += 1;
+            decisions.push(Decision {
+                conversation_id: *id,
+                org_id: conversation.org,
+                assignee: agent,
+                reason: AutoAssignment {
+                    strategy: QR_CODE.into(),
+                    position: 0,
+                    eligible: 1,
+                    waited_seconds: (now - conversation.since).num_seconds().max(0),
+                },
+                overrides: true,
+            });
+        }
         let mut waiting: Vec<(&ConversationId, &Waiting)> = self
             .conversations
             .iter()
-            .filter(|(_, c)| c.assignee.is_none() && !c.resolved)
+            .filter(|(_, c)| c.assignee.is_none() && !c.resolved && c.by_code.is_none())
             .filter(|(_, c)| {
                 self.channels
                     .get(&c.channel)
@@ -249,9 +335,7 @@ impl Assigner {
             })
             .collect();
         waiting.sort_by_key(|(id, c)| (c.since, **id));
-        let mut open = self.open.clone();
         let mut last: HashMap<ChannelId, Option<MemberId>> = HashMap::new();
-        let mut decisions = Vec::new();
         for (id, conversation) in waiting {
             let rule = &self.channels[&conversation.channel];
             let Some(members) = self.members.get(&conversation.org) else {
@@ -280,11 +364,12 @@ impl Assigner {
                 org_id: conversation.org,
                 assignee,
                 reason: AutoAssignment {
-                    strategy: "ROUND_ROBIN".into(),
+                    strategy: ROUND_ROBIN.into(),
                     position: position as u32,
                     eligible: eligible.len() as u32,
                     waited_seconds: (now - conversation.since).num_seconds().max(0),
                 },
+                overrides: false,
             });
         }
         decisions
@@ -448,6 +533,58 @@ mod tests {
             .decide(at(9))
             .iter()
             .all(|d| d.conversation_id != fourth));
+    }
+
+    #[test]
+    fn a_live_code_sends_the_customer_to_its_agent_whatever_the_rotation() {
+        let mut w = world(3, Some(1));
+        let code = crate::qr::code_text(&[7; 6]);
+        w.assigner.apply_qr(&QrEvent::QrCodeCreated {
+            code_id: uuid::Uuid::from_u128(77),
+            org_id: w.org,
+            channel_id: w.channel,
+            agent_id: w.agents[2],
+            code: code.clone(),
+            line_url: String::new(),
+            by: w.agents[0],
+            at: at(0),
+        });
+        let busy = w.customer_writes(1, 1);
+        let first = w.run(2);
+        assert_eq!(first[0].assignee, w.agents[0]);
+        // The customer sends agent 2's code: agent 2 takes over.
+        w.assigner
+            .apply_conversation(&ConversationEvent::MessageReceived {
+                conversation_id: busy,
+                org_id: w.org,
+                channel_id: w.channel,
+                channel_kind: ChannelKind::Line,
+                contact_id: ContactId(uuid::Uuid::from_u128(5001)),
+                thread: Thread::User("U1".into()),
+                author: None,
+                platform_message_id: "code".into(),
+                sent_at: at(3),
+                text: Some(code.clone()),
+                attachments: vec![],
+                postback: None,
+                quick_reply_payload: None,
+                reply_to: None,
+                reply_token: None,
+                standby: false,
+            });
+        let second = w.run(4);
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].assignee, w.agents[2]);
+        assert!(second[0].overrides);
+        assert_eq!(second[0].reason.strategy, QR_CODE);
+        assert!(w.run(5).is_empty(), "once");
+        w.assigner.apply_qr(&QrEvent::QrCodeRevoked {
+            code_id: uuid::Uuid::from_u128(77),
+            org_id: w.org,
+            by: w.agents[0],
+            at: at(6),
+        });
+        assert!(!w.assigner.codes[&code].2, "revoked codes assign nobody");
     }
 
     #[test]

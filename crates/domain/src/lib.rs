@@ -15,6 +15,7 @@ pub mod conversation;
 pub mod ids;
 pub mod org;
 pub mod policy;
+pub mod qr;
 pub mod template;
 
 pub use channel_kind::ChannelKind;

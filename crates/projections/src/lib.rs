@@ -14,6 +14,7 @@
 pub mod channels;
 pub mod inbox;
 pub mod members;
+pub mod qr_codes;
 pub mod runtime;
 pub mod templates;
 #[macro_use]

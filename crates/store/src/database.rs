@@ -127,12 +127,12 @@ impl Database {
                 migrator(migrations!("sqlite": 1 "0001_event_log", 2 "0002_secrets", 9 "0009_stream_heads"))
                     .run(pool)
                     .await?;
-                migrator(migrations!("sqlite": 3 "0003_read_models", 4 "0004_channels", 5 "0005_inbox", 6 "0006_media", 7 "0007_deliveries", 8 "0008_templates"))
+                migrator(migrations!("sqlite": 3 "0003_read_models", 4 "0004_channels", 5 "0005_inbox", 6 "0006_media", 7 "0007_deliveries", 8 "0008_templates", 10 "0010_qr_codes"))
                     .run(read_pool)
                     .await?
             }
             Database::Postgres { pool } => migrator(
-                migrations!("postgres": 1 "0001_event_log", 2 "0002_secrets", 3 "0003_read_models", 4 "0004_channels", 5 "0005_inbox", 6 "0006_media", 7 "0007_deliveries", 8 "0008_templates"),
+                migrations!("postgres": 1 "0001_event_log", 2 "0002_secrets", 3 "0003_read_models", 4 "0004_channels", 5 "0005_inbox", 6 "0006_media", 7 "0007_deliveries", 8 "0008_templates", 10 "0010_qr_codes"),
             )
             .run(pool)
             .await?,

@@ -11,6 +11,7 @@ mod conversations;
 pub mod guard;
 mod history;
 mod members;
+mod qr;
 mod replies;
 mod templates;
 
@@ -31,6 +32,7 @@ pub struct QueryRoot(
     conversations::ConversationsQuery,
     templates::TemplatesQuery,
     history::HistoryQuery,
+    qr::QrQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -40,6 +42,7 @@ pub struct MutationRoot(
     conversations::ConversationsMutation,
     replies::RepliesMutation,
     templates::TemplatesMutation,
+    qr::QrMutation,
 );
 
 #[derive(MergedSubscription, Default)]

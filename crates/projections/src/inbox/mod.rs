@@ -32,8 +32,15 @@ use rows::{
 /// Previews show at most this many characters.
 const PREVIEW_CHARS: usize = 120;
 
+/// What the inbox shows for a customer who sent a QR assignment code.
+pub const ASSIGNMENT_CODE_PREVIEW: &str = "[scanned an assignment QR code]";
+
 fn preview(text: Option<&str>, attachments: &[InboundAttachment]) -> String {
     match (text, attachments.first()) {
+        // The code is for routing, not something the customer said.
+        (Some(text), _) if omnibox_domain::qr::is_assignment_code(text) => {
+            ASSIGNMENT_CODE_PREVIEW.to_owned()
+        }
         (Some(text), _) if !text.trim().is_empty() => text.chars().take(PREVIEW_CHARS).collect(),
         (_, Some(attachment)) => format!("[{}]", kind_name(attachment.kind).to_lowercase()),
         _ => String::new(),
