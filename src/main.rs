@@ -45,10 +45,19 @@ enum Command {
         #[arg(long)]
         projection: Option<String>,
     },
-    /// Print a stream's events as NDJSON, oldest first.
+    /// Print events as NDJSON: one stream's (`--stream NAME`), or the whole
+    /// log in order (`--all`, optionally after `--from POSITION`), streamed
+    /// in constant memory.
     Replay {
+        /// The stream to print, e.g. `conversation-<uuid>`.
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        stream: Option<String>,
+        /// Print the whole log, every organization, in log order.
         #[arg(long)]
-        stream: String,
+        all: bool,
+        /// With --all: start after this position (as printed in `position`).
+        #[arg(long, requires = "all")]
+        from: Option<String>,
     },
     /// Print the GraphQL schema (SDL).
     ExportSchema,
@@ -97,7 +106,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Bootstrap { org, owner } => bootstrap(config, clock, &org, &owner).await,
         Command::Rebuild { projection } => rebuild(config, clock, projection.as_deref()).await,
-        Command::Replay { stream } => replay(config, clock, &stream).await,
+        Command::Replay {
+            stream: Some(stream),
+            ..
+        } => replay(config, clock, &stream).await,
+        Command::Replay { from, .. } => replay_all(config, from.as_deref()).await,
         Command::ExportSchema => Ok(()),
     }
 }
@@ -202,34 +215,90 @@ async fn rebuild(config: Config, clock: Arc<dyn Clock>, only: Option<&str>) -> a
     Ok(())
 }
 
+/// One event as a line of NDJSON.
+fn event_line(event: &omnibox_store::RecordedEvent) -> anyhow::Result<String> {
+    let data: serde_json::Value = serde_json::from_str(&event.data)?;
+    Ok(serde_json::json!({
+        "position": event.position.to_string(),
+        "stream": event.stream.as_str(),
+        "revision": event.revision,
+        "type": event.event_type,
+        "recordedAt": event.recorded_at,
+        "id": event.id,
+        "data": data,
+        "metadata": event.metadata,
+    })
+    .to_string())
+}
+
 async fn replay(config: Config, clock: Arc<dyn Clock>, stream: &str) -> anyhow::Result<()> {
+    use std::io::Write;
     let stream = StreamName::parse(stream)?;
     let app = AppState::open(config, clock).await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut from = 0;
     loop {
         let events = app
             .store
             .read_stream(&stream, from, Direction::Forwards, 1000)
             .await?;
+        if from == 0 && events.is_empty() {
+            anyhow::bail!("no stream {stream} in this log");
+        }
         for event in &events {
-            let data: serde_json::Value = serde_json::from_str(&event.data)?;
-            println!(
-                "{}",
-                serde_json::json!({
-                    "position": event.position.to_string(),
-                    "stream": event.stream.as_str(),
-                    "revision": event.revision,
-                    "type": event.event_type,
-                    "recordedAt": event.recorded_at,
-                    "id": event.id,
-                    "data": data,
-                    "metadata": event.metadata,
-                })
-            );
+            writeln!(out, "{}", event_line(event)?)?;
         }
         match events.last() {
             Some(last) if events.len() == 1000 => from = last.revision + 1,
-            _ => return Ok(()),
+            _ => {
+                out.flush()?;
+                return Ok(());
+            }
         }
     }
+}
+
+/// Events read per page by `replay --all`: the memory it holds at once.
+const REPLAY_PAGE: usize = 1000;
+
+/// The whole log as NDJSON on stdout, page by page (constant memory), with
+/// a running count on stderr when that is a terminal.
+async fn replay_all(config: Config, from: Option<&str>) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut after = from
+        .map(|p| {
+            p.parse::<omnibox_store::Position>()
+                .map_err(|e| anyhow::anyhow!("--from {p:?}: {e}"))
+        })
+        .transpose()?;
+    let db = omnibox_store::Database::connect(&config.database_url).await?;
+    db.migrate().await?;
+    let store = db.event_store().await?;
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let bar = indicatif::ProgressBar::new_spinner().with_message("replaying the log");
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {msg}: {pos} events ({per_sec}, {elapsed})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    loop {
+        let events = store.read_all(after, REPLAY_PAGE).await?;
+        for event in &events {
+            writeln!(out, "{}", event_line(event)?)?;
+        }
+        bar.inc(events.len() as u64);
+        match events.last() {
+            Some(last) => after = Some(last.position),
+            None => break,
+        }
+    }
+    out.flush()?;
+    bar.finish_and_clear();
+    Ok(())
 }

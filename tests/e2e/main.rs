@@ -5,6 +5,7 @@ mod assignment;
 mod channels;
 mod faults;
 mod foundation;
+mod history;
 mod inbound;
 mod inbox;
 mod media;

@@ -32,8 +32,10 @@ const MAX_PAGE: i32 = 500;
 
 #[Object]
 impl HistoryQuery {
-    /// The events of one stream of the caller's organization, oldest first.
-    /// `after` is the cursor of the last event already seen.
+    /// The events of one stream of the caller's organization, oldest first,
+    /// or with `stream: "$all"` all of the organization's events in log
+    /// order (OWNER only). `after` is the cursor of the last event already
+    /// seen. Token hashes never appear; secrets are never in the log.
     #[graphql(complexity = "super::page_cost(first, 100, child_complexity)")]
     async fn history(
         &self,
@@ -43,6 +45,9 @@ impl HistoryQuery {
         #[graphql(default = 100)] first: Option<i32>,
     ) -> async_graphql::Result<Connection<String, Event>> {
         let me = &session(ctx)?.member;
+        if stream == "$all" {
+            return Ok(whole_history(ctx, after, first.unwrap_or(100)).await?);
+        }
         let not_found = || ApiError::NotFound(format!("no stream {stream:?} in your organization"));
         let name = StreamName::parse(&stream).map_err(|e| ApiError::Validation(e.to_string()))?;
         let app = state(ctx)?;
@@ -98,24 +103,104 @@ impl HistoryQuery {
         events.truncate(limit);
         let mut connection = Connection::new(from > 0, has_next);
         for event in events {
-            let mut data = serde_json::from_str(&event.data).map_err(ApiError::internal)?;
-            redact(&mut data);
-            let metadata = serde_json::to_value(&event.metadata).map_err(ApiError::internal)?;
-            connection.edges.push(Edge::new(
-                event.revision.to_string(),
-                Event {
-                    position: event.position.to_string(),
-                    stream: event.stream.to_string(),
-                    revision: event.revision as i64,
-                    event_type: event.event_type,
-                    recorded_at: event.recorded_at,
-                    data: Json(data),
-                    metadata: Json(metadata),
-                },
-            ));
+            let cursor = event.revision.to_string();
+            let Edge { node, .. } = to_edge(event)?;
+            connection.edges.push(Edge::new(cursor, node));
         }
         Ok(connection)
     }
+}
+
+/// Events `history(stream: "$all")` reads per request once it has found
+/// some: a page may hold fewer than `first` events and still have a next.
+const MAX_SCANNED: usize = 50_000;
+
+/// The caller's organization's events in log order (OWNER only). The log
+/// holds every organization's events; this reads it after `after`, keeps
+/// the caller's, and stops at `first` events or [`MAX_SCANNED`] read, so a
+/// page's cursor may point past events of other organizations.
+async fn whole_history(
+    ctx: &Context<'_>,
+    after: Option<String>,
+    first: i32,
+) -> Result<Connection<String, Event>, ApiError> {
+    let me = &session(ctx)?.member;
+    if me.role != omnibox_domain::org::Role::Owner {
+        return Err(ApiError::Forbidden(
+            "only the OWNER may read the organization's whole history".into(),
+        ));
+    }
+    if !(1..=MAX_PAGE).contains(&first) {
+        return Err(ApiError::Validation(format!(
+            "first must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let app = state(ctx)?;
+    let mut cursor = after
+        .as_deref()
+        .map(|c| {
+            c.parse::<omnibox_store::Position>()
+                .map_err(|_| ApiError::Validation(format!("{c:?} is not a cursor of $all")))
+        })
+        .transpose()?;
+    let org = me.org_id;
+    let org_text = org.0.to_string();
+    let own_stream = format!("{}-{}", OrgId::CATEGORY, org.0);
+    let mut edges = Vec::new();
+    let mut scanned = 0;
+    let mut more = false;
+    'pages: loop {
+        let page = app.store.read_all(cursor, 1000).await?;
+        if page.is_empty() {
+            break;
+        }
+        for event in page {
+            scanned += 1;
+            cursor = Some(event.position);
+            let ours = event.stream.as_str() == own_stream
+                || (event.data.contains(&org_text) && {
+                    let data: serde_json::Value =
+                        serde_json::from_str(&event.data).map_err(ApiError::internal)?;
+                    data["org_id"].as_str() == Some(org_text.as_str())
+                });
+            if ours {
+                edges.push(to_edge(event)?);
+                if edges.len() == first as usize {
+                    more = true;
+                    break 'pages;
+                }
+            }
+            // A page ends early only with something in it, so its last
+            // cursor is where the next one starts.
+            if scanned >= MAX_SCANNED && !edges.is_empty() {
+                more = true;
+                break 'pages;
+            }
+        }
+    }
+    let mut connection = Connection::new(after.is_some(), more);
+    connection.edges = edges;
+    Ok(connection)
+}
+
+fn to_edge(
+    event: omnibox_store::RecordedEvent,
+) -> Result<Edge<String, Event, async_graphql::connection::EmptyFields>, ApiError> {
+    let mut data = serde_json::from_str(&event.data).map_err(ApiError::internal)?;
+    redact(&mut data);
+    let metadata = serde_json::to_value(&event.metadata).map_err(ApiError::internal)?;
+    Ok(Edge::new(
+        event.position.to_string(),
+        Event {
+            position: event.position.to_string(),
+            stream: event.stream.to_string(),
+            revision: event.revision as i64,
+            event_type: event.event_type,
+            recorded_at: event.recorded_at,
+            data: Json(data),
+            metadata: Json(metadata),
+        },
+    ))
 }
 
 /// Fields history never shows, even hashed: members' token hashes.
