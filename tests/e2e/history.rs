@@ -99,10 +99,6 @@ async fn the_organizations_whole_history(app: App) {
         .await
         .into_iter()
         .filter(|e| {
-            !e.data.contains(&other.org_id) && e.stream.category() != "page"
-                || e.data.contains(&inbox.owner.org_id)
-        })
-        .filter(|e| {
             e.data.contains(&inbox.owner.org_id)
                 || e.stream.as_str() == format!("org-{}", inbox.owner.org_id)
         })
