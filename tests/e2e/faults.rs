@@ -985,3 +985,161 @@ async fn two_servers_assign_each_conversation_once() {
     }
     drop(b);
 }
+
+/// Three servers on one PostgreSQL; the one leading the single-server
+/// reactors is killed mid-traffic. Another takes over within seconds (new
+/// customers' profiles are still looked up, once each), every acknowledged
+/// webhook is in the inbox, and every reply reaches the customer once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_dies_and_another_server_takes_over() {
+    let platform = Platform::start().await;
+    let env = platform_env(&platform);
+    let Some(first) = Server::start_with(Backend::Postgres, &as_refs(&env)).await else {
+        return;
+    };
+    let mut servers = vec![
+        Server::beside(&first, &as_refs(&env)).await,
+        Server::beside(&first, &as_refs(&env)).await,
+    ];
+    let owner = first.bootstrap("Failover Shop", "owner@example.com");
+    platform.add_page(PAGE, "Page", "EAAG-failover");
+    let connected = first
+        .graphql(
+            Some(&owner.token),
+            "mutation($i: ConnectChannelInput!) { connectChannel(input: $i) { id } }",
+            json!({ "i": { "kind": "FACEBOOK", "externalId": PAGE, "name": "Page", "accessToken": "EAAG-failover" } }),
+        )
+        .await;
+    assert!(connected["errors"].is_null(), "{connected}");
+    let post_all = |servers: &[&Server], from: usize, to: usize| {
+        let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
+        async move {
+            for n in from..to {
+                let psid = format!("9500{n:04}");
+                let mut status = 0;
+                for attempt in 0..urls.len() * 20 {
+                    status = post_facebook_text(
+                        &urls[(n + attempt) % urls.len()],
+                        &psid,
+                        &format!("m_failover_{n}"),
+                        "hi",
+                    )
+                    .await;
+                    if status == 200 {
+                        break;
+                    }
+                }
+                assert_eq!(status, 200, "customer {n} was never acknowledged");
+            }
+        }
+    };
+    post_all(&[&first, &servers[0], &servers[1]], 0, 10).await;
+    let named = |count: usize| {
+        let (url, token) = (first.url.clone(), owner.token.clone());
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let list = crate::support::graphql(
+                    &url,
+                    Some(&token),
+                    "{ conversations(first: 100) { nodes { id contact { displayName } } } }",
+                    json!({}),
+                )
+                .await;
+                let nodes = list["data"]["conversations"]["nodes"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                let done = nodes
+                    .iter()
+                    .filter(|n| n["contact"]["displayName"].is_string())
+                    .count();
+                if nodes.len() == count && done == count {
+                    return nodes;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{done} of {count} profiles"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    named(10).await;
+    let conversations: Vec<String> = named(10)
+        .await
+        .iter()
+        .filter_map(|n| n["id"].as_str().map(str::to_owned))
+        .collect();
+    // Kill whichever server leads (the first server's process only: its
+    // struct owns the database and stays until the end).
+    servers.insert(0, first);
+    let leading = |log: &str| log.contains("leading") && log.contains("profile fetcher");
+    let victim = servers
+        .iter()
+        .position(|s| leading(&s.logs()))
+        .expect("someone leads");
+    servers[victim].kill();
+    let alive: Vec<&Server> = servers
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| *n != victim)
+        .map(|(_, s)| s)
+        .collect();
+    post_all(&alive, 10, 20).await;
+    for (n, id) in conversations.iter().take(5).enumerate() {
+        let answer = alive[n % alive.len()]
+            .graphql(
+                Some(&owner.token),
+                "mutation($i: SendReplyInput!) { sendReply(input: $i) { id } }",
+                json!({ "i": { "conversationId": id, "bubbles": [{ "text": format!("after failover {n}") }] } }),
+            )
+            .await;
+        assert!(answer["errors"].is_null(), "{answer}");
+    }
+    // The surviving servers' new leader looks the new customers up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = alive[0]
+            .graphql(
+                Some(&owner.token),
+                "{ conversations(first: 100) { nodes { contact { displayName } } } }",
+                json!({}),
+            )
+            .await;
+        let nodes = list["data"]["conversations"]["nodes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let done = nodes
+            .iter()
+            .filter(|n| n["contact"]["displayName"].is_string())
+            .count();
+        if nodes.len() == 20 && done == 20 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after the failover: {done} of 20 profiles, {} conversations",
+            nodes.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lookups = platform.requests();
+    for n in 10..20 {
+        let path = format!("/9500{n:04}");
+        let count = lookups
+            .iter()
+            .filter(|r| r.method == axum::http::Method::GET && r.path == path)
+            .count();
+        assert_eq!(count, 1, "{path} looked up {count} times");
+    }
+    let states = settled_replies(alive[0], &owner.token, &conversations[..5]).await;
+    assert!(states.iter().all(|s| s == "DELIVERED"), "{states:?}");
+    let mut received = platform.customer_side();
+    received.sort();
+    let expected: Vec<String> = (0..5).map(|n| format!("after failover {n}")).collect();
+    assert_eq!(received, expected, "each reply reached its customer once");
+    // Servers beside the first stop before it drops the database.
+    servers.truncate(1);
+}
