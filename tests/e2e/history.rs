@@ -133,7 +133,159 @@ async fn the_organizations_whole_history(app: App) {
     );
 }
 
+const AS_OF: &str = "query($id: UUID!, $at: DateTime!) { conversationAsOf(id: $id, at: $at) { status assignee { email } unreadCount window { phase } messages(first: 20) { nodes { direction text deliveryState } } } }";
+
+/// Time travel: `conversationAsOf` and `channelAsOf` show the state their
+/// events made up to an instant: assignee, status, messages and their
+/// delivery states then; the channel's status then. Another
+/// organization's ids answer nothing.
+async fn time_travel_shows_what_was_true_then(app: App) {
+    let inbox = inbox(app, false).await;
+    let before_anything = chrono::Utc::now();
+    assert_eq!(inbox.line("line/text_message.json").await, 200);
+    inbox.app.settle().await;
+    let received = chrono::Utc::now();
+    let list = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            "{ conversations { nodes { id } } me { id } }",
+            serde_json::json!({}),
+        )
+        .await;
+    let conversation = list["data"]["conversations"]["nodes"][0]["id"].clone();
+    let me = list["data"]["me"]["id"].clone();
+    inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            "mutation($c: UUID!, $a: UUID!) { assignConversation(conversationId: $c, agentId: $a) { id } }",
+            serde_json::json!({ "c": conversation, "a": me }),
+        )
+        .await;
+    let sent = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            "mutation($i: SendReplyInput!) { sendReply(input: $i) { id } }",
+            serde_json::json!({ "i": { "conversationId": conversation, "bubbles": [{ "text": "ได้เลยครับ" }] } }),
+        )
+        .await;
+    assert!(sent["errors"].is_null(), "{sent}");
+    inbox.app.settle().await;
+    let queued = chrono::Utc::now();
+    omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO)
+        .run_once(&inbox.app.state)
+        .await
+        .expect("delivery");
+    inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            "mutation($c: UUID!) { resolveConversation(conversationId: $c) { id } }",
+            serde_json::json!({ "c": conversation }),
+        )
+        .await;
+    inbox.app.settle().await;
+    let resolved = chrono::Utc::now();
+
+    let at = |instant: chrono::DateTime<chrono::Utc>| {
+        let (app, token, conversation) =
+            (&inbox.app, inbox.owner.token.clone(), conversation.clone());
+        async move {
+            let answer = app
+                .graphql(
+                    &token,
+                    AS_OF,
+                    serde_json::json!({ "id": conversation, "at": instant }),
+                )
+                .await;
+            assert!(answer["errors"].is_null(), "{answer}");
+            answer["data"]["conversationAsOf"].clone()
+        }
+    };
+    assert!(at(before_anything).await.is_null(), "it did not exist yet");
+    let first = at(received).await;
+    assert_eq!(first["status"], "OPEN");
+    assert!(first["assignee"].is_null());
+    assert_eq!(first["unreadCount"], 1);
+    assert_eq!(first["window"]["phase"], "UNLIMITED");
+    assert_eq!(first["messages"]["nodes"].as_array().map(Vec::len), Some(1));
+    let middle = at(queued).await;
+    assert_eq!(middle["assignee"]["email"], "owner@example.com");
+    let outbound = |v: &Value| {
+        v["messages"]["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .filter(|m| m["direction"] == "OUTBOUND")
+            .map(|m| m["deliveryState"].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(outbound(&middle), ["QUEUED"]);
+    let last = at(resolved).await;
+    assert_eq!(last["status"], "RESOLVED");
+    assert_eq!(outbound(&last), ["DELIVERED"]);
+
+    // The channel then and now.
+    let channel_as_of =
+        "query($id: UUID!, $at: DateTime!) { channelAsOf(id: $id, at: $at) { name status } }";
+    let then = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            channel_as_of,
+            serde_json::json!({ "id": inbox.line_channel, "at": resolved }),
+        )
+        .await;
+    assert_eq!(then["data"]["channelAsOf"]["status"], "CONNECTED", "{then}");
+    let disconnected = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            "mutation($id: UUID!) { disconnectChannel(id: $id) { status } }",
+            serde_json::json!({ "id": inbox.line_channel }),
+        )
+        .await;
+    assert_eq!(
+        disconnected["data"]["disconnectChannel"]["status"],
+        "DISCONNECTED"
+    );
+    let still = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            channel_as_of,
+            serde_json::json!({ "id": inbox.line_channel, "at": resolved }),
+        )
+        .await;
+    assert_eq!(
+        still["data"]["channelAsOf"]["status"], "CONNECTED",
+        "the past does not change"
+    );
+    let now = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            channel_as_of,
+            serde_json::json!({ "id": inbox.line_channel, "at": chrono::Utc::now() }),
+        )
+        .await;
+    assert_eq!(now["data"]["channelAsOf"]["status"], "DISCONNECTED");
+    let other = inbox.app.bootstrap("Other Shop", "other@example.com").await;
+    let hidden = inbox
+        .app
+        .graphql(
+            &other.token,
+            AS_OF,
+            serde_json::json!({ "id": conversation, "at": resolved }),
+        )
+        .await;
+    assert!(hidden["data"]["conversationAsOf"].is_null(), "{hidden}");
+}
+
 in_process_on_both_backends!(
+    time_travel_shows_what_was_true_then,
     the_whole_log_replays_in_order,
     the_organizations_whole_history
 );

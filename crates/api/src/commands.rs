@@ -136,6 +136,39 @@ pub async fn load<A: Aggregate>(
     Ok((state, revision))
 }
 
+/// Loads `A` as its events made it up to the instant `at` (time travel:
+/// events recorded later are left out).
+pub async fn load_as_of<A: Aggregate>(
+    store: &dyn EventStore,
+    id: Uuid,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<A, CommandError<std::convert::Infallible>> {
+    let stream = stream_name::<A>(id)?;
+    let mut state = A::default();
+    let mut from = 0;
+    loop {
+        let page = store
+            .read_stream(&stream, from, Direction::Forwards, PAGE)
+            .await?;
+        for recorded in &page {
+            if recorded.recorded_at > at {
+                return Ok(state);
+            }
+            let event: A::Event = serde_json::from_str(&recorded.data).map_err(|e| {
+                CommandError::Corrupt(format!(
+                    "{} revision {}: {e}",
+                    recorded.stream, recorded.revision
+                ))
+            })?;
+            state.evolve(&event);
+            from = recorded.revision + 1;
+        }
+        if page.len() < PAGE {
+            return Ok(state);
+        }
+    }
+}
+
 /// Evolves `state`, which reflects `stream` up to `revision`, with the
 /// events appended since.
 async fn catch_up<A: Aggregate>(

@@ -80,25 +80,37 @@ impl From<AssignmentMode> for domain::AssignmentMode {
 }
 
 /// A LINE Official Account or Facebook Page connected to the organization.
-pub struct Channel(pub ChannelRow);
+pub struct Channel {
+    pub row: ChannelRow,
+    /// For a channel as it was (time travel): the instant its status is
+    /// told at by default.
+    pub as_of: Option<DateTime<Utc>>,
+}
+
+impl Channel {
+    /// The channel as it is now.
+    pub fn now(row: ChannelRow) -> Self {
+        Self { row, as_of: None }
+    }
+}
 
 #[Object]
 impl Channel {
     async fn id(&self) -> Uuid {
-        self.0.id.0
+        self.row.id.0
     }
 
     async fn kind(&self) -> ChannelKind {
-        self.0.kind.into()
+        self.row.kind.into()
     }
 
     /// The page id (Facebook) or the bot user id, the webhooks' `destination` (LINE).
     async fn external_id(&self) -> &str {
-        &self.0.external_id
+        &self.row.external_id
     }
 
     async fn name(&self) -> &str {
-        &self.0.name
+        &self.row.name
     }
 
     /// The connection's status at `asOf` (default: now). A token past its
@@ -108,28 +120,28 @@ impl Channel {
         ctx: &Context<'_>,
         as_of: Option<DateTime<Utc>>,
     ) -> async_graphql::Result<ChannelStatus> {
-        let at = match as_of {
+        let at = match as_of.or(self.as_of) {
             Some(at) => at,
             None => state(ctx)?.clock.now(),
         };
-        Ok(self.0.status_at(at).into())
+        Ok(self.row.status_at(at).into())
     }
 
     /// When the Facebook page token stops working unless the channel sends
     /// or is reauthorized first; null for LINE.
     async fn token_expires_at(&self) -> Option<DateTime<Utc>> {
-        self.0.token_expires_at
+        self.row.token_expires_at
     }
 
     async fn assignment_mode(&self) -> AssignmentMode {
-        self.0.assignment_mode.into()
+        self.row.assignment_mode.into()
     }
 
     /// Where the platform must send this channel's webhooks.
     async fn webhook_url(&self, ctx: &Context<'_>) -> async_graphql::Result<String> {
         let base = &state(ctx)?.config.public_url;
-        Ok(match self.0.kind {
-            omnibox_domain::ChannelKind::Line => format!("{base}/webhooks/line/{}", self.0.id),
+        Ok(match self.row.kind {
+            omnibox_domain::ChannelKind::Line => format!("{base}/webhooks/line/{}", self.row.id),
             omnibox_domain::ChannelKind::Facebook => format!("{base}/webhooks/facebook"),
         })
     }
@@ -157,7 +169,7 @@ impl ChannelsQuery {
         let rows = read::channels(&state(ctx)?.db, me.org_id)
             .await
             .map_err(ApiError::from)?;
-        Ok(rows.into_iter().map(Channel).collect())
+        Ok(rows.into_iter().map(Channel::now).collect())
     }
 
     /// One channel of the caller's organization; NOT_FOUND for any other id.
@@ -167,9 +179,51 @@ impl ChannelsQuery {
             .await
             .map_err(ApiError::from)?;
         match row {
-            Some(row) => Ok(Some(Channel(row))),
+            Some(row) => Ok(Some(Channel::now(row))),
             None => Err(ApiError::NotFound("no such channel in your organization".into()).into()),
         }
+    }
+
+    /// The channel as its events made it up to `at` (time travel): its
+    /// name, token deadline and status then; `status` defaults to `at`.
+    async fn channel_as_of(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+        at: DateTime<Utc>,
+    ) -> async_graphql::Result<Option<Channel>> {
+        let me = &session(ctx)?.member;
+        let app = state(ctx)?;
+        let then =
+            crate::commands::load_as_of::<omnibox_domain::channel::Channel>(&*app.store, id, at)
+                .await
+                .map_err(|e| ApiError::internal(format!("{e:?}")))?;
+        if then.org_id != Some(me.org_id) {
+            return Ok(None);
+        }
+        let (Some(channel_id), Some(kind), Some(status), Some(authorized_at)) =
+            (then.id, then.kind, then.recorded_status, then.authorized_at)
+        else {
+            return Ok(None);
+        };
+        let row = ChannelRow {
+            id: channel_id,
+            org_id: me.org_id,
+            kind,
+            external_id: then.external_id.clone(),
+            name: then.name.clone(),
+            recorded_status: status,
+            authorized_at,
+            last_used_at: then.last_used_at,
+            token_expires_at: then.token_expires_at(),
+            access_token_secret: then.access_token.as_ref().map(|s| s.id).unwrap_or_default(),
+            channel_secret: then.channel_secret.as_ref().map(|s| s.id),
+            assignment_mode: then.assignment_mode,
+        };
+        Ok(Some(Channel {
+            row,
+            as_of: Some(at),
+        }))
     }
 
     /// The token-expiry watchlist: channels (not disconnected) whose token
@@ -187,7 +241,7 @@ impl ChannelsQuery {
         let rows = read::expiring(&app.db, me.org_id, until)
             .await
             .map_err(ApiError::from)?;
-        Ok(rows.into_iter().map(Channel).collect())
+        Ok(rows.into_iter().map(Channel::now).collect())
     }
 }
 
@@ -211,7 +265,7 @@ impl ChannelsMutation {
             access_token: input.access_token,
             channel_secret: input.channel_secret,
         };
-        Ok(Channel(
+        Ok(Channel::now(
             service::connect(state(ctx)?, session(ctx)?, request).await?,
         ))
     }
@@ -224,7 +278,7 @@ impl ChannelsMutation {
         id: Uuid,
         access_token: String,
     ) -> async_graphql::Result<Channel> {
-        Ok(Channel(
+        Ok(Channel::now(
             service::reauthorize(state(ctx)?, session(ctx)?, ChannelId(id), &access_token).await?,
         ))
     }
@@ -235,7 +289,7 @@ impl ChannelsMutation {
         ctx: &Context<'_>,
         id: Uuid,
     ) -> async_graphql::Result<Channel> {
-        Ok(Channel(
+        Ok(Channel::now(
             service::disconnect(state(ctx)?, session(ctx)?, ChannelId(id)).await?,
         ))
     }
@@ -259,7 +313,7 @@ impl ChannelsMutation {
             max_open_per_agent,
         )
         .await?;
-        Ok(Channel(row))
+        Ok(Channel::now(row))
     }
 }
 
@@ -288,7 +342,7 @@ impl ChannelsSubscription {
                     .await
                     .ok()
                     .flatten()
-                    .map(Channel)
+                    .map(Channel::now)
             },
         ))
     }

@@ -206,6 +206,9 @@ pub struct Conversation {
     assignee: Option<MemberRow>,
     /// In a subscription: the log position this row reflects.
     position: Option<omnibox_store::Position>,
+    /// Time travel: the instant this conversation is shown as of, and its
+    /// messages then (instead of the read model's).
+    as_of: Option<std::sync::Arc<(DateTime<Utc>, Vec<MessageRow>)>>,
 }
 
 fn cursor(at: DateTime<Utc>, id: Uuid) -> String {
@@ -246,7 +249,7 @@ impl Conversation {
         self.position.map(|p| p.to_string())
     }
     async fn channel(&self) -> Option<Channel> {
-        self.channel.clone().map(Channel)
+        self.channel.clone().map(Channel::now)
     }
     /// The channel's platform, for the row's icon.
     async fn channel_kind(&self) -> ChannelKind {
@@ -292,7 +295,7 @@ impl Conversation {
         ctx: &Context<'_>,
         at: Option<DateTime<Utc>>,
     ) -> async_graphql::Result<Window> {
-        let at = match at {
+        let at = match at.or(self.as_of.as_ref().map(|a| a.0)) {
             Some(at) => at,
             None => state(ctx)?.clock.now(),
         };
@@ -324,9 +327,24 @@ impl Conversation {
         let before = before.as_deref().map(parse_cursor).transpose()?;
         let backwards = last.is_some() || (before.is_some() && first.is_none());
         let limit = page_size(if backwards { last } else { first }, 50)?;
-        let mut rows = read::messages(&app.db, self.row.id, after, before, backwards, limit + 1)
-            .await
-            .map_err(ApiError::from)?;
+        let mut rows = match &self.as_of {
+            // Time travel: the messages as they were, paged the same way.
+            Some(as_of) => {
+                let in_range = |r: &&MessageRow| {
+                    after.is_none_or(|a| (r.sent_at, r.id) > a)
+                        && before.is_none_or(|b| (r.sent_at, r.id) < b)
+                };
+                let mut rows: Vec<MessageRow> = as_of.1.iter().filter(in_range).cloned().collect();
+                if backwards {
+                    rows.reverse();
+                }
+                rows.truncate(limit + 1);
+                rows
+            }
+            None => read::messages(&app.db, self.row.id, after, before, backwards, limit + 1)
+                .await
+                .map_err(ApiError::from)?,
+        };
         let more = rows.len() > limit;
         rows.truncate(limit);
         if backwards {
@@ -484,6 +502,7 @@ async fn dress(
         .into_iter()
         .map(|row| Conversation {
             position: None,
+            as_of: None,
             channel: channels.get(&row.channel_id).cloned(),
             assignee: row.assignee_id.and_then(|id| members.get(&id).cloned()),
             row,
@@ -506,6 +525,82 @@ pub struct ConversationsQuery;
 
 #[Object]
 impl ConversationsQuery {
+    /// The conversation as its events made it up to `at` (time travel):
+    /// assignee, status, unread count and window then (`window` defaults to
+    /// `at`), and the messages that existed with their delivery states then.
+    async fn conversation_as_of(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+        at: DateTime<Utc>,
+    ) -> async_graphql::Result<Option<Conversation>> {
+        let me = &session(ctx)?.member;
+        let app = state(ctx)?;
+        let until = |stream: omnibox_store::StreamName| {
+            let store = app.store.clone();
+            async move {
+                let mut events = Vec::new();
+                let mut from = 0;
+                loop {
+                    let page = store
+                        .read_stream(&stream, from, omnibox_store::Direction::Forwards, 1000)
+                        .await?;
+                    let full = page.len() == 1000;
+                    for event in page {
+                        if event.recorded_at > at {
+                            return Ok::<_, ApiError>(events);
+                        }
+                        from = event.revision + 1;
+                        events.push(event);
+                    }
+                    if !full {
+                        return Ok(events);
+                    }
+                }
+            }
+        };
+        let stream = omnibox_store::StreamName::new(ConversationId::CATEGORY, id)
+            .map_err(ApiError::internal)?;
+        let mut events = until(stream).await?;
+        // Its contact's events too (name, picture), from the first message.
+        let contact = events.iter().find_map(|e| {
+            match serde_json::from_str::<domain::ConversationEvent>(&e.data) {
+                Ok(domain::ConversationEvent::MessageReceived { contact_id, .. }) => {
+                    Some(contact_id)
+                }
+                _ => None,
+            }
+        });
+        if let Some(contact) = contact {
+            let stream =
+                omnibox_store::StreamName::new(omnibox_domain::ids::ContactId::CATEGORY, contact.0)
+                    .map_err(ApiError::internal)?;
+            events.extend(until(stream).await?);
+            events.sort_by_key(|e| e.position);
+        }
+        let Some((row, messages)) = read::as_of(ConversationId(id), &events)
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        if row.org_id != me.org_id {
+            return Ok(None);
+        }
+        let channel = channel_read::channel(&app.db, me.org_id, row.channel_id).await?;
+        let assignee = match row.assignee_id {
+            Some(member) => member_read::member(&app.db, me.org_id, member).await?,
+            None => None,
+        };
+        Ok(Some(Conversation {
+            row,
+            channel,
+            assignee,
+            position: None,
+            as_of: Some(std::sync::Arc::new((at, messages))),
+        }))
+    }
+
     /// The inbox across channels, newest activity first. `channelIds`
     /// narrows it (default: all channels).
     #[allow(clippy::too_many_arguments)]

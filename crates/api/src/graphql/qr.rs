@@ -56,7 +56,7 @@ impl QrAssignmentCode {
             .await
             .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::NotFound("the code's channel is gone".into()))?;
-        Ok(Channel(row))
+        Ok(Channel::now(row))
     }
 
     async fn agent(&self, ctx: &Context<'_>) -> async_graphql::Result<Member> {

@@ -133,6 +133,60 @@ fn duplicate(table: &str, key: impl std::fmt::Display) -> ApplyError {
 }
 
 impl MemoryRows {
+    /// Conversation `id` as these rows hold it, with its contact.
+    pub(crate) fn conversation_row(&self, id: Uuid) -> Option<super::ConversationRow> {
+        let c = self.conversations.get(&id)?;
+        let contact = self.contacts.get(&c.contact_id);
+        let instant = |micros: i64| chrono::DateTime::from_timestamp_micros(micros);
+        Some(super::ConversationRow {
+            id: omnibox_domain::ids::ConversationId(id),
+            org_id: omnibox_domain::ids::OrgId(c.org_id),
+            channel_id: omnibox_domain::ids::ChannelId(c.channel_id),
+            channel_kind: omnibox_domain::ChannelKind::parse(&c.channel_kind)?,
+            contact_id: omnibox_domain::ids::ContactId(c.contact_id),
+            last_message_at: instant(c.last_message_at)?,
+            last_message_preview: c.last_message_preview.clone(),
+            last_customer_message_at: c.last_customer_message_at.and_then(instant),
+            unread_count: i64::from(c.unread_count),
+            assignee_id: c.assignee_id.map(omnibox_domain::ids::MemberId),
+            resolved: c.status == "RESOLVED",
+            contact: super::ContactRow {
+                id: omnibox_domain::ids::ContactId(c.contact_id),
+                platform_user_id: contact
+                    .map(|k| k.platform_user_id.clone())
+                    .unwrap_or_default(),
+                display_name: contact.and_then(|k| k.display_name.clone()),
+                avatar_url: contact.and_then(|k| k.avatar_url.clone()),
+            },
+        })
+    }
+
+    /// Conversation `id`'s messages as these rows hold them, in platform
+    /// time order.
+    pub(crate) fn message_rows(&self, id: Uuid) -> Vec<super::MessageRow> {
+        let mut rows: Vec<super::MessageRow> = self
+            .messages
+            .iter()
+            .filter(|m| m.row.conversation_id == id)
+            .filter_map(|m| {
+                Some(super::MessageRow {
+                    id: m.row.message_id,
+                    conversation_id: omnibox_domain::ids::ConversationId(id),
+                    inbound: m.row.direction == "INBOUND",
+                    sent_at: chrono::DateTime::from_timestamp_micros(m.row.sent_at)?,
+                    text: m.row.text.clone(),
+                    attachments: serde_json::from_str(&m.row.attachments).unwrap_or_default(),
+                    delivery_state: m.delivery_state.map(str::to_owned),
+                    failure_reason: m.failure_reason.clone(),
+                    author_id: m.row.author_id.map(omnibox_domain::ids::MemberId),
+                    unsent: m.unsent,
+                })
+            })
+            .collect();
+        rows.sort_by_key(|r| (r.sent_at, r.id));
+        rows
+    }
+
     fn set_platform_id(&mut self, index: usize, platform_message_id: Option<String>) {
         let message = &mut self.messages[index];
         if message.row.platform_message_id == platform_message_id {

@@ -114,6 +114,24 @@ impl Fold for InboxFold {
     }
 }
 
+/// Conversation `id` and its messages as `events` (its own and its
+/// contact's, in log order) made them: the inbox projection run in memory
+/// over part of the log, for time travel. `None` if it did not exist yet.
+pub async fn as_of(
+    id: ConversationId,
+    events: &[RecordedEvent],
+) -> Result<Option<(ConversationRow, Vec<MessageRow>)>, ApplyError> {
+    let mut rows = MemoryRows::default();
+    let mut changes = Vec::new();
+    for event in events {
+        apply(&mut rows, event, &mut changes).await?;
+        changes.clear();
+    }
+    Ok(rows
+        .conversation_row(id.0)
+        .map(|row| (row, rows.message_rows(id.0))))
+}
+
 /// Applies one event to the inbox's rows, wherever they are.
 async fn apply(
     rows: &mut impl InboxRows,
