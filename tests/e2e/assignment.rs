@@ -61,17 +61,9 @@ async fn customer_writes(inbox: &Inbox, n: usize, seconds: i64) {
         "hello",
         1_795_400_000_000 + seconds * 1000,
     );
-    let status = reqwest::Client::new()
-        .post(format!(
-            "{}/webhooks/line/{}",
-            inbox.app.url, inbox.line_channel
-        ))
-        .header("x-line-signature", line_signature(&body))
-        .body(body)
-        .send()
-        .await
-        .expect("post")
-        .status();
+    let status = inbox
+        .post_line(&inbox.line_channel, &body, Some(&line_signature(&body)))
+        .await;
     assert_eq!(status, 200);
 }
 
@@ -526,17 +518,9 @@ async fn qr_codes_assign_line_customers_to_their_agent(app: App) {
         &text,
         1_795_400_000_000,
     );
-    let status = reqwest::Client::new()
-        .post(format!(
-            "{}/webhooks/line/{}",
-            inbox.app.url, inbox.line_channel
-        ))
-        .header("x-line-signature", line_signature(&body))
-        .body(body)
-        .send()
-        .await
-        .expect("post")
-        .status();
+    let status = inbox
+        .post_line(&inbox.line_channel, &body, Some(&line_signature(&body)))
+        .await;
     assert_eq!(status, 200);
     let assigner = omnibox_api::assignment::AutoAssigner::default();
     assert_eq!(assign(&inbox, &assigner).await, 1);
@@ -594,17 +578,9 @@ async fn qr_codes_assign_line_customers_to_their_agent(app: App) {
         &text,
         1_795_400_001_000,
     );
-    let status = reqwest::Client::new()
-        .post(format!(
-            "{}/webhooks/line/{}",
-            inbox.app.url, inbox.line_channel
-        ))
-        .header("x-line-signature", line_signature(&body))
-        .body(body)
-        .send()
-        .await
-        .expect("post")
-        .status();
+    let status = inbox
+        .post_line(&inbox.line_channel, &body, Some(&line_signature(&body)))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(
         assign(&inbox, &assigner).await,

@@ -73,7 +73,7 @@ impl Inbox {
             .await
     }
 
-    async fn post_line(&self, channel: &str, body: &[u8], signature: Option<&str>) -> u16 {
+    pub async fn post_line(&self, channel: &str, body: &[u8], signature: Option<&str>) -> u16 {
         let mut request = reqwest::Client::new()
             .post(format!("{}/webhooks/line/{channel}", self.app.url))
             .header("content-type", "application/json")
