@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use omnibox_api::{server, AppState, Config};
 use omnibox_domain::{Clock, SystemClock};
-use omnibox_store::{Direction, StreamName};
+use omnibox_store::{Direction, EventStore, StreamName};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -273,7 +273,7 @@ async fn replay_all(config: Config, from: Option<&str>) -> anyhow::Result<()> {
         .transpose()?;
     let db = omnibox_store::Database::connect(&config.database_url).await?;
     db.migrate().await?;
-    let store = db.event_store().await?;
+    let store = omnibox_api::upcasting::UpcastingStore::new(db.event_store().await?);
     let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         let bar = indicatif::ProgressBar::new_spinner().with_message("replaying the log");
         bar.set_style(

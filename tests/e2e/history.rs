@@ -284,7 +284,120 @@ async fn time_travel_shows_what_was_true_then(app: App) {
     assert!(hidden["data"]["conversationAsOf"].is_null(), "{hidden}");
 }
 
+/// An event stored in an older shape (a claim without a route, from before
+/// events had versions) reads in the current shape everywhere: the
+/// delivery worker treats it as the Facebook send it was, history and
+/// `replay --all` show it upcast.
+async fn old_event_shapes_are_upcast_when_read(app: App) {
+    use omnibox_store::{ExpectedRevision, Metadata, NewEvent, StreamName};
+    let inbox = inbox(app, false).await;
+    assert_eq!(inbox.facebook("facebook/text_message.json").await, 200);
+    inbox.app.settle().await;
+    inbox.app.clock.set(
+        chrono::DateTime::parse_from_rfc3339("2026-11-23T02:30:00Z")
+            .expect("instant")
+            .to_utc(),
+    );
+    let list = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            "{ conversations { nodes { id } } }",
+            serde_json::json!({}),
+        )
+        .await;
+    let conversation = list["data"]["conversations"]["nodes"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let queued = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            "mutation($i: SendReplyInput!) { sendReply(input: $i) { id } }",
+            serde_json::json!({ "i": { "conversationId": conversation, "bubbles": [{ "text": "old claim" }], "idempotencyKey": "old-shape" } }),
+        )
+        .await;
+    assert!(queued["errors"].is_null(), "{queued}");
+    let reply_id = inbox
+        .app
+        .events()
+        .await
+        .iter()
+        .find(|e| e.event_type == "ReplyQueued")
+        .and_then(|e| serde_json::from_str::<Value>(&e.data).ok())
+        .and_then(|d| d["reply_id"].as_str().map(str::to_owned))
+        .expect("reply id");
+    // The old shape, appended as it is to the backend itself.
+    let old = String::from_utf8(crate::support::fixture(
+        "events/reply_bubble_sending_v1.json",
+    ))
+    .expect("utf-8")
+    .replace("00000000-0000-0000-0000-0000000000c1", &conversation)
+    .replace("00000000-0000-0000-0000-0000000000a1", &inbox.owner.org_id)
+    .replace("00000000-0000-0000-0000-0000000000b1", &reply_id);
+    let raw = inbox.app.state.db.event_store().await.expect("backend");
+    raw.append(
+        &StreamName::parse(&format!("conversation-{conversation}")).expect("stream"),
+        ExpectedRevision::Any,
+        vec![NewEvent {
+            id: uuid::Uuid::now_v7(),
+            event_type: "ReplyBubbleSending".into(),
+            data: old.trim().to_owned(),
+            metadata: Metadata {
+                correlation_id: uuid::Uuid::now_v7(),
+                causation_id: None,
+                actor: Some("system:delivery".into()),
+            },
+        }],
+    )
+    .await
+    .expect("append the old shape");
+    inbox.app.settle().await;
+    // A Facebook claim older than its lease: failed as interrupted, not resent.
+    inbox.app.clock.advance(chrono::Duration::minutes(5));
+    let recorded = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO)
+        .run_once(&inbox.app.state)
+        .await
+        .expect("delivery");
+    assert_eq!(recorded, 1);
+    assert!(inbox.app.platform.customer_side().is_empty(), "never sent");
+    let failed = inbox
+        .app
+        .events()
+        .await
+        .into_iter()
+        .find(|e| e.event_type == "ReplyBubbleFailed")
+        .expect("failed");
+    assert!(failed.data.contains("INTERRUPTED"), "{}", failed.data);
+    let history = inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            "query($s: String!) { history(stream: $s) { nodes { type data } } }",
+            serde_json::json!({ "s": format!("conversation-{conversation}") }),
+        )
+        .await;
+    let claim = history["data"]["history"]["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["type"] == "ReplyBubbleSending")
+        .cloned()
+        .expect("the old claim");
+    assert_eq!(claim["data"]["route"], "FACEBOOK_SEND");
+    assert_eq!(claim["data"]["v"], 2);
+    let output = omnibox(&inbox.app, &["replay", "--all"]).await;
+    let replayed = String::from_utf8_lossy(&output.stdout).into_owned();
+    let line = replayed
+        .lines()
+        .find(|l| l.contains("\"ReplyBubbleSending\""))
+        .expect("replayed");
+    assert!(line.contains("\"route\":\"FACEBOOK_SEND\""), "{line}");
+}
+
 in_process_on_both_backends!(
+    old_event_shapes_are_upcast_when_read,
     time_travel_shows_what_was_true_then,
     the_whole_log_replays_in_order,
     the_organizations_whole_history

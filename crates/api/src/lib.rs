@@ -30,6 +30,7 @@ pub mod qr;
 pub mod server;
 mod state;
 pub mod templates;
+pub mod upcasting;
 pub mod webhooks;
 
 pub use config::Config;

@@ -95,8 +95,11 @@ impl AppState {
         }
         let secrets = Secrets::new(db.clone(), &key);
         let metrics = Arc::new(Metrics::new());
+        // Readers see current event shapes only (see `upcasting`).
         let store: Arc<dyn EventStore> = Arc::new(InstrumentedStore::new(
-            db.event_store().await?,
+            Arc::new(crate::upcasting::UpcastingStore::new(
+                db.event_store().await?,
+            )),
             metrics.clone(),
         ));
         let (bus, _) = tokio::sync::broadcast::channel(BUS_CAPACITY);

@@ -17,6 +17,7 @@ pub mod org;
 pub mod policy;
 pub mod qr;
 pub mod template;
+pub mod upcast;
 
 pub use channel_kind::ChannelKind;
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -238,10 +238,10 @@ pub enum ConversationEvent {
         org_id: OrgId,
         reply_id: uuid::Uuid,
         index: u32,
-        /// The call this claim is for (absent in events written before
-        /// routes were recorded, which were all Facebook sends).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        route: Option<super::SendRoute>,
+        /// The call this claim is for. Version 2 of this event: version 1
+        /// had no route (every claim then was a Facebook send); the
+        /// upcaster in [`crate::upcast`] adds it when an old event is read.
+        route: super::SendRoute,
         at: DateTime<Utc>,
     },
     /// The platform answered a send of bubble `index` with "not now"

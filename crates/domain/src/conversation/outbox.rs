@@ -192,8 +192,7 @@ impl Outbox {
             } => self.step(*reply_id, *index, |reply, state| {
                 *state = BubbleState::Sending {
                     since: *at,
-                    // Before routes were recorded only Facebook sends were claimed.
-                    route: route.unwrap_or(SendRoute::FacebookSend),
+                    route: *route,
                 };
                 let _ = reply;
             }),
@@ -339,7 +338,7 @@ pub fn decide_claim(
                     org_id: place.org_id,
                     reply_id,
                     index,
-                    route: Some(route),
+                    route,
                     at: now,
                 })
             }
