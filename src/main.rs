@@ -61,6 +61,19 @@ enum Command {
     },
     /// Print the GraphQL schema (SDL).
     ExportSchema,
+    /// Write one organization's complete history (events, its sealed
+    /// platform secrets, its media files) as NDJSON on stdout.
+    Export {
+        /// The organization's id.
+        #[arg(long)]
+        org: uuid::Uuid,
+    },
+    /// Append an export into an empty store (same OMNIBOX_SECRET_KEY as the
+    /// source); read models are then built from it.
+    Import {
+        /// The file `omnibox export` wrote.
+        file: std::path::PathBuf,
+    },
 }
 
 fn init_logging() {
@@ -112,6 +125,32 @@ async fn run(command: Command) -> anyhow::Result<()> {
         } => replay(config, clock, &stream).await,
         Command::Replay { from, .. } => replay_all(config, from.as_deref()).await,
         Command::ExportSchema => Ok(()),
+        Command::Export { org } => {
+            let app = AppState::open(config, clock).await?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let moved =
+                omnibox_api::transfer::export(&app, omnibox_domain::ids::OrgId(org), &mut out)
+                    .await?;
+            eprintln!(
+                "exported {} events, {} secrets, {} media files",
+                moved.events, moved.secrets, moved.media
+            );
+            Ok(())
+        }
+        Command::Import { file } => {
+            let input = std::io::BufReader::new(
+                std::fs::File::open(&file)
+                    .with_context(|| format!("cannot open {}", file.display()))?,
+            );
+            let app = AppState::open(config, clock).await?;
+            let moved = omnibox_api::transfer::import(&app, input).await?;
+            app.projections.catch_up().await?;
+            eprintln!(
+                "imported {} events, {} secrets, {} media files",
+                moved.events, moved.secrets, moved.media
+            );
+            Ok(())
+        }
     }
 }
 

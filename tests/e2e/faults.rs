@@ -90,10 +90,12 @@ pub async fn post_line_until_acknowledged(url: &str, channel: &str, body: &[u8])
 /// the runtime's threads.
 pub async fn omnibox(app: &App, args: &[&str]) -> std::process::Output {
     let database_url = app.config.database_url.clone();
+    let media_dir = app.config.media_dir.clone().unwrap_or_default();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     tokio::task::spawn_blocking(move || {
         std::process::Command::new(env!("CARGO_BIN_EXE_omnibox"))
             .env("OMNIBOX_DATABASE_URL", database_url)
+            .env("OMNIBOX_MEDIA_DIR", media_dir)
             .env("OMNIBOX_SECRET_KEY", TEST_SECRET_KEY)
             .env("OMNIBOX_LOG", "warn")
             .args(args)

@@ -396,7 +396,126 @@ async fn old_event_shapes_are_upcast_when_read(app: App) {
     assert!(line.contains("\"route\":\"FACEBOOK_SEND\""), "{line}");
 }
 
+const EVERYTHING: &str = "{ me { id email role } members { id email role available }
+  channels { id kind name status externalId assignmentMode }
+  conversations(first: 10) { nodes { id unreadCount status assignee { id } lastMessagePreview
+    contact { displayName platformUserId }
+    messages(first: 10) { nodes { id direction text deliveryState failureReason attachments { kind url contentType sizeBytes } } } } } }";
+
+/// `omnibox export --org` then `omnibox import` into a new store: the same
+/// members, channels, conversations, messages, delivery states and media
+/// (served from the new store), and the owner's token still works there.
+async fn an_export_imports_into_a_fresh_store_identically(app: App) {
+    let inbox = inbox(app, true).await;
+    for file in [
+        "facebook/text_message.json",
+        "facebook/image_attachment.json",
+        "facebook/postback.json",
+    ] {
+        assert_eq!(inbox.facebook(file).await, 200, "{file}");
+    }
+    assert_eq!(inbox.line("line/text_message.json").await, 200);
+    assert_eq!(inbox.line("line/image_message.json").await, 200);
+    inbox.app.settle().await;
+    // LINE prepares content: the first look answers "not ready", the second the bytes.
+    let fetcher = omnibox_api::media::MediaFetcher::default();
+    for _ in 0..2 {
+        fetcher.run_once(&inbox.app.state).await.expect("media");
+        inbox.app.settle().await;
+    }
+    inbox
+        .app
+        .graphql(
+            &inbox.owner.token,
+            "mutation { addMember(email: \"agent@example.com\", role: AGENT) { token } }",
+            serde_json::json!({}),
+        )
+        .await;
+    inbox.app.settle().await;
+    let original = inbox
+        .app
+        .graphql(&inbox.owner.token, EVERYTHING, serde_json::json!({}))
+        .await;
+    assert!(original["errors"].is_null(), "{original}");
+
+    let export = omnibox(&inbox.app, &["export", "--org", &inbox.owner.org_id]).await;
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let file = std::env::temp_dir().join(format!(
+        "omnibox-export-{}.ndjson",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::write(&file, &export.stdout).expect("write export");
+
+    let backend = if inbox.app.config.database_url.starts_with("postgres") {
+        omnibox_store::testing::Backend::Postgres
+    } else {
+        omnibox_store::testing::Backend::Sqlite
+    };
+    let target = omnibox_store::testing::TestDatabase::create(backend)
+        .await
+        .expect("target");
+    let media = std::env::temp_dir().join(format!(
+        "omnibox-import-media-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let media = media.display().to_string();
+    let env = [
+        ("OMNIBOX_MEDIA_DIR", media.as_str()),
+        ("OMNIBOX_PUBLIC_URL", "https://inbox.example.com"),
+    ];
+    let imported = std::process::Command::new(env!("CARGO_BIN_EXE_omnibox"))
+        .env("OMNIBOX_DATABASE_URL", &target.url)
+        .env("OMNIBOX_SECRET_KEY", crate::support::TEST_SECRET_KEY)
+        .env("OMNIBOX_LOG", "warn")
+        .envs(env)
+        .arg("import")
+        .arg(&file)
+        .output()
+        .expect("import");
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_omnibox"))
+        .env("OMNIBOX_DATABASE_URL", &target.url)
+        .env("OMNIBOX_SECRET_KEY", crate::support::TEST_SECRET_KEY)
+        .envs(env)
+        .arg("import")
+        .arg(&file)
+        .output()
+        .expect("import again");
+    assert!(!again.status.success(), "only into an empty store");
+
+    let url = target.url.clone();
+    let server = crate::support::Server::start_at(url, &env, Some(target)).await;
+    let copy = server
+        .graphql(Some(&inbox.owner.token), EVERYTHING, serde_json::json!({}))
+        .await;
+    assert_eq!(copy, original, "the imported store answers the same");
+    let attachment_url = original.to_string();
+    let media_url = attachment_url
+        .split("\"url\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a stored attachment")
+        .replace("https://inbox.example.com", &server.url);
+    let served = reqwest::Client::new()
+        .get(&media_url)
+        .bearer_auth(&inbox.owner.token)
+        .send()
+        .await
+        .expect("GET media");
+    assert_eq!(served.status(), 200, "media travelled");
+    let _ = std::fs::remove_file(&file);
+}
+
 in_process_on_both_backends!(
+    an_export_imports_into_a_fresh_store_identically,
     old_event_shapes_are_upcast_when_read,
     time_travel_shows_what_was_true_then,
     the_whole_log_replays_in_order,

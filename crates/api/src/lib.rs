@@ -30,6 +30,7 @@ pub mod qr;
 pub mod server;
 mod state;
 pub mod templates;
+pub mod transfer;
 pub mod upcasting;
 pub mod webhooks;
 

@@ -269,6 +269,78 @@ impl Secrets {
     }
 }
 
+/// A secret as stored: still sealed, for moving an organization between
+/// stores that share `OMNIBOX_SECRET_KEY` (export and import).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SealedSecret {
+    pub id: Uuid,
+    pub purpose: String,
+    /// Base64.
+    pub nonce: String,
+    /// Base64.
+    pub ciphertext: String,
+}
+
+impl Secrets {
+    /// Secret `id` as stored (still sealed), if there is one.
+    pub async fn sealed(&self, id: Uuid) -> Result<Option<SealedSecret>, SecretError> {
+        use base64::Engine;
+        let select = "SELECT purpose, nonce, ciphertext FROM secrets WHERE secret_id = $1";
+        let row: Option<(String, Vec<u8>, Vec<u8>)> = match &self.db {
+            Database::Sqlite { pool, .. } => {
+                sqlx::query_as(select).bind(id).fetch_optional(pool).await?
+            }
+            Database::Postgres { pool } => {
+                sqlx::query_as(select).bind(id).fetch_optional(pool).await?
+            }
+        };
+        let engine = base64::engine::general_purpose::STANDARD;
+        Ok(row.map(|(purpose, nonce, ciphertext)| SealedSecret {
+            id,
+            purpose,
+            nonce: engine.encode(nonce),
+            ciphertext: engine.encode(ciphertext),
+        }))
+    }
+
+    /// Stores a sealed secret as it came (import); one already there is kept.
+    pub async fn put_sealed(&self, sealed: &SealedSecret) -> Result<(), SecretError> {
+        use base64::Engine;
+        let engine = base64::engine::general_purpose::STANDARD;
+        let nonce = engine
+            .decode(&sealed.nonce)
+            .map_err(|_| SecretError::Undecryptable(sealed.id))?;
+        let ciphertext = engine
+            .decode(&sealed.ciphertext)
+            .map_err(|_| SecretError::Undecryptable(sealed.id))?;
+        let insert = "INSERT INTO secrets (secret_id, purpose, nonce, ciphertext, created_at) VALUES ($1, $2, $3, $4, $5)
+                      ON CONFLICT (secret_id) DO NOTHING";
+        match &self.db {
+            Database::Sqlite { pool, .. } => {
+                sqlx::query(insert)
+                    .bind(sealed.id)
+                    .bind(&sealed.purpose)
+                    .bind(nonce)
+                    .bind(ciphertext)
+                    .bind(Utc::now().to_rfc3339())
+                    .execute(pool)
+                    .await?;
+            }
+            Database::Postgres { pool } => {
+                sqlx::query(insert)
+                    .bind(sealed.id)
+                    .bind(&sealed.purpose)
+                    .bind(nonce)
+                    .bind(ciphertext)
+                    .bind(Utc::now())
+                    .execute(pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn hex_prefix(bytes: &[u8]) -> String {
     bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
