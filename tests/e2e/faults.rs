@@ -418,28 +418,50 @@ async fn conversation_ids(server: &Server, token: &str, count: usize) -> Vec<Str
     }
 }
 
+/// A platform stand-in and `count` server processes on one fresh
+/// PostgreSQL database (the first owns it), with an organization; `None`
+/// when PostgreSQL is unavailable and not required.
+async fn servers_on_postgres(
+    count: usize,
+    org: &str,
+) -> Option<(Platform, Vec<Server>, Bootstrapped)> {
+    let platform = Platform::start().await;
+    let env = platform_env(&platform);
+    let first = Server::start_with(Backend::Postgres, &as_refs(&env)).await?;
+    let mut servers = vec![first];
+    for _ in 1..count {
+        let next = Server::beside(&servers[0], &as_refs(&env)).await;
+        servers.push(next);
+    }
+    let owner = servers[0].bootstrap(org, "owner@example.com");
+    Some((platform, servers, owner))
+}
+
+/// Connects Facebook page [`PAGE`] (played by `platform`) on `server`.
+async fn connect_page(server: &Server, platform: &Platform, owner: &Bootstrapped, token: &str) {
+    platform.add_page(PAGE, "Page", token);
+    let connected = server
+        .graphql(
+            Some(&owner.token),
+            "mutation($i: ConnectChannelInput!) { connectChannel(input: $i) { id } }",
+            json!({ "i": { "kind": "FACEBOOK", "externalId": PAGE, "name": "Page", "accessToken": token } }),
+        )
+        .await;
+    assert!(connected["errors"].is_null(), "{connected}");
+}
+
 /// Two `omnibox serve` processes on one PostgreSQL: subscribers on both see
 /// every new conversation whichever node took the webhook; replies sent
 /// through either node reach Facebook exactly once each; a node killed
 /// mid-traffic loses no acknowledged webhook.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_servers_on_one_postgres() {
-    let platform = Platform::start().await;
-    let env = platform_env(&platform);
-    let Some(a) = Server::start_with(Backend::Postgres, &as_refs(&env)).await else {
+    let Some((platform, mut servers, owner)) = servers_on_postgres(2, "Two Servers").await else {
         return;
     };
-    let mut b = Server::beside(&a, &as_refs(&env)).await;
-    let owner = a.bootstrap("Two Servers", "owner@example.com");
-    platform.add_page(PAGE, "Page", "EAAG-two");
-    let connected = a
-        .graphql(
-            Some(&owner.token),
-            "mutation($i: ConnectChannelInput!) { connectChannel(input: $i) { id } }",
-            json!({ "i": { "kind": "FACEBOOK", "externalId": PAGE, "name": "Page", "accessToken": "EAAG-two" } }),
-        )
-        .await;
-    assert!(connected["errors"].is_null(), "{connected}");
+    let mut b = servers.pop().expect("two servers");
+    let a = servers.pop().expect("two servers");
+    connect_page(&a, &platform, &owner, "EAAG-two").await;
 
     let query = "subscription { inboxUpdates { id } }";
     let mut on_a = subscribe_at(&a.ws_url(), &owner.token, query).await;
@@ -909,13 +931,11 @@ async fn cut_database_connections_are_survived() {
 /// webhook.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_assign_each_conversation_once() {
-    let platform = Platform::start().await;
-    let env = platform_env(&platform);
-    let Some(a) = Server::start_with(Backend::Postgres, &as_refs(&env)).await else {
+    let Some((platform, mut servers, owner)) = servers_on_postgres(2, "Assign Shop").await else {
         return;
     };
-    let b = Server::beside(&a, &as_refs(&env)).await;
-    let owner = a.bootstrap("Assign Shop", "owner@example.com");
+    let b = servers.pop().expect("two servers");
+    let a = servers.pop().expect("two servers");
     let bot = "Uassign0000000000000000000000000";
     let channel = connect_line(&a, &platform, &owner, bot).await;
     for n in 0..3 {
