@@ -589,7 +589,42 @@ async fn qr_codes_assign_line_customers_to_their_agent(app: App) {
     );
 }
 
+/// Subscribers see automatic assignments live, like any other change.
+async fn automatic_assignments_are_pushed_live(app: App) {
+    use futures_util::StreamExt;
+    let inbox = inbox(app, false).await;
+    let agents = agents(&inbox, 1).await;
+    round_robin(&inbox, None).await;
+    customer_writes(&inbox, 900, 1).await;
+    inbox.app.settle().await;
+    let mut socket = crate::support::subscribe(
+        &inbox.app,
+        "graphql-transport-ws",
+        &inbox.owner.token,
+        "subscribe",
+        "subscription { inboxUpdates { id assignee { id } } }",
+        json!({}),
+    )
+    .await;
+    let assigner = omnibox_api::assignment::AutoAssigner::default();
+    assert_eq!(assign(&inbox, &assigner).await, 1);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let message = tokio::time::timeout_at(deadline, socket.next())
+            .await
+            .expect("an update in time")
+            .expect("open")
+            .expect("message");
+        let value: Value =
+            serde_json::from_str(message.to_text().unwrap_or_default()).unwrap_or(Value::Null);
+        if value["payload"]["data"]["inboxUpdates"]["assignee"]["id"] == agents[0].0.as_str() {
+            break;
+        }
+    }
+}
+
 in_process_on_both_backends!(
+    automatic_assignments_are_pushed_live,
     qr_codes_assign_line_customers_to_their_agent,
     a_rebuild_gives_the_same_assignees,
     round_robin_is_fair_as_agents_come_and_go,
