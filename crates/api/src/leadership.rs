@@ -71,20 +71,16 @@ where
 }
 
 /// A connection of its own holding the advisory lock for `key`, if no
-/// other server holds it.
+/// other server holds it. A follower's attempt borrows a pooled connection
+/// and gives it back: only the winner keeps one out of the pool.
 async fn try_lead(pool: &sqlx::PgPool, key: &str) -> Option<sqlx::PgConnection> {
-    let mut connection = pool.acquire().await.ok()?.detach();
+    let mut connection = pool.acquire().await.ok()?;
     let won: bool = sqlx::query_scalar(
         "SELECT pg_try_advisory_lock(hashtextextended(current_schema() || ':' || $1, 0))",
     )
     .bind(key)
-    .fetch_one(&mut connection)
+    .fetch_one(&mut *connection)
     .await
     .ok()?;
-    if won {
-        Some(connection)
-    } else {
-        let _ = connection.close().await;
-        None
-    }
+    won.then(|| connection.detach())
 }
