@@ -109,6 +109,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
     let config = Config::from_env()?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // Operator commands read an existing database; only these make one.
+    if !matches!(
+        command,
+        Command::Serve | Command::Migrate | Command::Bootstrap { .. }
+    ) {
+        require_existing_database(&config.database_url)?;
+    }
     match command {
         Command::Serve => serve(config, clock).await,
         Command::Migrate => {
@@ -152,6 +159,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Refuses a SQLite file that does not exist (an operator command pointed
+/// at the wrong place would otherwise create an empty database and report
+/// nothing). PostgreSQL refuses a missing database by itself.
+fn require_existing_database(url: &str) -> anyhow::Result<()> {
+    if let Some(path) = omnibox_store::database::sqlite_path(url) {
+        if !path.exists() {
+            anyhow::bail!(
+                "there is no database at {} (OMNIBOX_DATABASE_URL); `omnibox migrate` or `omnibox serve` creates one",
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn serve(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<()> {

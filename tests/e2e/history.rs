@@ -467,6 +467,19 @@ async fn an_export_imports_into_a_fresh_store_identically(app: App) {
         ("OMNIBOX_MEDIA_DIR", media.as_str()),
         ("OMNIBOX_PUBLIC_URL", "https://inbox.example.com"),
     ];
+    // Operator commands never create a database: make it first.
+    let migrated = std::process::Command::new(env!("CARGO_BIN_EXE_omnibox"))
+        .env("OMNIBOX_DATABASE_URL", &target.url)
+        .env("OMNIBOX_SECRET_KEY", crate::support::TEST_SECRET_KEY)
+        .env("OMNIBOX_LOG", "warn")
+        .arg("migrate")
+        .output()
+        .expect("migrate");
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
     let imported = std::process::Command::new(env!("CARGO_BIN_EXE_omnibox"))
         .env("OMNIBOX_DATABASE_URL", &target.url)
         .env("OMNIBOX_SECRET_KEY", crate::support::TEST_SECRET_KEY)
@@ -512,6 +525,44 @@ async fn an_export_imports_into_a_fresh_store_identically(app: App) {
         .expect("GET media");
     assert_eq!(served.status(), 200, "media travelled");
     let _ = std::fs::remove_file(&file);
+}
+
+/// Operator commands pointed at a SQLite file that does not exist say so,
+/// exit non-zero, and create nothing.
+#[test]
+fn operator_commands_never_create_a_database() {
+    let dir =
+        std::env::temp_dir().join(format!("omnibox-missing-{}", uuid::Uuid::new_v4().simple()));
+    let file = dir.join("omnibox.db");
+    for args in [
+        &["rebuild"][..],
+        &["replay", "--all"],
+        &[
+            "replay",
+            "--stream",
+            "org-00000000-0000-0000-0000-000000000000",
+        ],
+        &["export", "--org", "00000000-0000-0000-0000-000000000000"],
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_omnibox"))
+            .env(
+                "OMNIBOX_DATABASE_URL",
+                format!("sqlite://{}", file.display()),
+            )
+            .env("OMNIBOX_SECRET_KEY", crate::support::TEST_SECRET_KEY)
+            .args(args)
+            .output()
+            .expect("run");
+        assert!(!output.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("no database"),
+            "{args:?}"
+        );
+        assert!(
+            !file.exists() && !dir.exists(),
+            "{args:?} created something"
+        );
+    }
 }
 
 in_process_on_both_backends!(

@@ -288,7 +288,8 @@ fn read_model_path(path: &Path) -> PathBuf {
     path.with_file_name(format!("{stem}.read.db"))
 }
 
-fn sqlite_path(url: &str) -> Option<PathBuf> {
+/// The file a `sqlite://` URL names (`None` for other URLs and in-memory ones).
+pub fn sqlite_path(url: &str) -> Option<PathBuf> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;
