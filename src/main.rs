@@ -132,32 +132,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         } => replay(config, clock, &stream).await,
         Command::Replay { from, .. } => replay_all(config, from.as_deref()).await,
         Command::ExportSchema => Ok(()),
-        Command::Export { org } => {
-            let app = AppState::open(config, clock).await?;
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            let moved =
-                omnibox_api::transfer::export(&app, omnibox_domain::ids::OrgId(org), &mut out)
-                    .await?;
-            eprintln!(
-                "exported {} events, {} secrets, {} media files",
-                moved.events, moved.secrets, moved.media
-            );
-            Ok(())
-        }
-        Command::Import { file } => {
-            let input = std::io::BufReader::new(
-                std::fs::File::open(&file)
-                    .with_context(|| format!("cannot open {}", file.display()))?,
-            );
-            let app = AppState::open(config, clock).await?;
-            let moved = omnibox_api::transfer::import(&app, input).await?;
-            app.projections.catch_up().await?;
-            eprintln!(
-                "imported {} events, {} secrets, {} media files",
-                moved.events, moved.secrets, moved.media
-            );
-            Ok(())
-        }
+        Command::Export { org } => export(config, clock, org).await,
+        Command::Import { file } => import(config, clock, &file).await,
     }
 }
 
@@ -273,6 +249,36 @@ async fn rebuild(config: Config, clock: Arc<dyn Clock>, only: Option<&str>) -> a
             started.elapsed()
         );
     }
+    Ok(())
+}
+
+async fn export(config: Config, clock: Arc<dyn Clock>, org: uuid::Uuid) -> anyhow::Result<()> {
+    let app = AppState::open(config, clock).await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let moved =
+        omnibox_api::transfer::export(&app, omnibox_domain::ids::OrgId(org), &mut out).await?;
+    eprintln!(
+        "exported {} events, {} secrets, {} media files",
+        moved.events, moved.secrets, moved.media
+    );
+    Ok(())
+}
+
+async fn import(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let input = std::io::BufReader::new(
+        std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
+    );
+    let app = AppState::open(config, clock).await?;
+    let moved = omnibox_api::transfer::import(&app, input).await?;
+    app.projections.catch_up().await?;
+    eprintln!(
+        "imported {} events, {} secrets, {} media files",
+        moved.events, moved.secrets, moved.media
+    );
     Ok(())
 }
 

@@ -467,41 +467,31 @@ async fn an_export_imports_into_a_fresh_store_identically(app: App) {
         ("OMNIBOX_MEDIA_DIR", media.as_str()),
         ("OMNIBOX_PUBLIC_URL", "https://inbox.example.com"),
     ];
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_omnibox"))
+            .env("OMNIBOX_DATABASE_URL", &target.url)
+            .env("OMNIBOX_SECRET_KEY", crate::support::TEST_SECRET_KEY)
+            .env("OMNIBOX_LOG", "warn")
+            .envs(env)
+            .args(args)
+            .output()
+            .expect("run omnibox")
+    };
     // Operator commands never create a database: make it first.
-    let migrated = std::process::Command::new(env!("CARGO_BIN_EXE_omnibox"))
-        .env("OMNIBOX_DATABASE_URL", &target.url)
-        .env("OMNIBOX_SECRET_KEY", crate::support::TEST_SECRET_KEY)
-        .env("OMNIBOX_LOG", "warn")
-        .arg("migrate")
-        .output()
-        .expect("migrate");
+    let migrated = run(&["migrate"]);
     assert!(
         migrated.status.success(),
         "{}",
         String::from_utf8_lossy(&migrated.stderr)
     );
-    let imported = std::process::Command::new(env!("CARGO_BIN_EXE_omnibox"))
-        .env("OMNIBOX_DATABASE_URL", &target.url)
-        .env("OMNIBOX_SECRET_KEY", crate::support::TEST_SECRET_KEY)
-        .env("OMNIBOX_LOG", "warn")
-        .envs(env)
-        .arg("import")
-        .arg(&file)
-        .output()
-        .expect("import");
+    let file_arg = file.display().to_string();
+    let imported = run(&["import", &file_arg]);
     assert!(
         imported.status.success(),
         "{}",
         String::from_utf8_lossy(&imported.stderr)
     );
-    let again = std::process::Command::new(env!("CARGO_BIN_EXE_omnibox"))
-        .env("OMNIBOX_DATABASE_URL", &target.url)
-        .env("OMNIBOX_SECRET_KEY", crate::support::TEST_SECRET_KEY)
-        .envs(env)
-        .arg("import")
-        .arg(&file)
-        .output()
-        .expect("import again");
+    let again = run(&["import", &file_arg]);
     assert!(!again.status.success(), "only into an empty store");
 
     let url = target.url.clone();

@@ -136,6 +136,31 @@ pub async fn load<A: Aggregate>(
     Ok((state, revision))
 }
 
+/// The events of `stream` recorded up to the instant `at`, in order.
+pub async fn read_stream_until(
+    store: &dyn EventStore,
+    stream: &StreamName,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<omnibox_store::RecordedEvent>, StoreError> {
+    let mut events = Vec::new();
+    loop {
+        let from = events.len() as u64;
+        let page = store
+            .read_stream(stream, from, Direction::Forwards, PAGE)
+            .await?;
+        let full = page.len() == PAGE;
+        for recorded in page {
+            if recorded.recorded_at > at {
+                return Ok(events);
+            }
+            events.push(recorded);
+        }
+        if !full {
+            return Ok(events);
+        }
+    }
+}
+
 /// Loads `A` as its events made it up to the instant `at` (time travel:
 /// events recorded later are left out).
 pub async fn load_as_of<A: Aggregate>(
@@ -143,30 +168,40 @@ pub async fn load_as_of<A: Aggregate>(
     id: Uuid,
     at: chrono::DateTime<chrono::Utc>,
 ) -> Result<A, CommandError<std::convert::Infallible>> {
-    let stream = stream_name::<A>(id)?;
     let mut state = A::default();
-    let mut from = 0;
-    loop {
-        let page = store
-            .read_stream(&stream, from, Direction::Forwards, PAGE)
-            .await?;
-        for recorded in &page {
-            if recorded.recorded_at > at {
-                return Ok(state);
-            }
-            let event: A::Event = serde_json::from_str(&recorded.data).map_err(|e| {
-                CommandError::Corrupt(format!(
-                    "{} revision {}: {e}",
-                    recorded.stream, recorded.revision
-                ))
-            })?;
-            state.evolve(&event);
-            from = recorded.revision + 1;
-        }
-        if page.len() < PAGE {
-            return Ok(state);
-        }
+    for recorded in read_stream_until(store, &stream_name::<A>(id)?, at).await? {
+        state.evolve(&decode::<A>(&recorded)?);
     }
+    Ok(state)
+}
+
+/// One stored event of `A`'s stream, as `A`'s event type.
+fn decode<A: Aggregate>(
+    recorded: &omnibox_store::RecordedEvent,
+) -> Result<A::Event, CommandError<std::convert::Infallible>> {
+    serde_json::from_str(&recorded.data).map_err(|e| {
+        CommandError::Corrupt(format!(
+            "{} revision {}: {e}",
+            recorded.stream, recorded.revision
+        ))
+    })
+}
+
+/// The data of `event` if it is organization `org`'s (its own stream, or an
+/// event naming it as `org_id`); `None` for any other organization's.
+/// Only events that mention the id are decoded.
+pub fn organization_data(
+    event: &omnibox_store::RecordedEvent,
+    org: omnibox_domain::ids::OrgId,
+) -> Result<Option<serde_json::Value>, serde_json::Error> {
+    let id = org.0.to_string();
+    let own_stream = event.stream.category() == omnibox_domain::ids::OrgId::CATEGORY
+        && event.stream.id() == org.0;
+    if !own_stream && !event.data.contains(&id) {
+        return Ok(None);
+    }
+    let data: serde_json::Value = serde_json::from_str(&event.data)?;
+    Ok((own_stream || data["org_id"].as_str() == Some(id.as_str())).then_some(data))
 }
 
 /// Evolves `state`, which reflects `stream` up to `revision`, with the
@@ -183,13 +218,7 @@ async fn catch_up<A: Aggregate>(
             .read_stream(stream, from, Direction::Forwards, PAGE)
             .await?;
         for recorded in &page {
-            let event: A::Event = serde_json::from_str(&recorded.data).map_err(|e| {
-                CommandError::Corrupt(format!(
-                    "{} revision {}: {e}",
-                    recorded.stream, recorded.revision
-                ))
-            })?;
-            state.evolve(&event);
+            state.evolve(&decode::<A>(recorded)?);
             *revision = Some(recorded.revision);
         }
         if page.len() < PAGE {

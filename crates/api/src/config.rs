@@ -93,29 +93,38 @@ pub fn redact_url(url: &str) -> String {
     parsed.to_string()
 }
 
-/// A duration in milliseconds from variable `name`, or `default`.
+/// A duration in milliseconds from variable `name`, if set.
 fn millis(
     get: &impl Fn(&str) -> Option<String>,
     name: &'static str,
-    default: u64,
+) -> Result<Option<std::time::Duration>, ConfigError> {
+    get(name)
+        .map(|text| {
+            text.trim()
+                .parse::<u64>()
+                .map(std::time::Duration::from_millis)
+                .map_err(|_| ConfigError::Invalid {
+                    name,
+                    reason: format!("{text:?} is not a number of milliseconds"),
+                })
+        })
+        .transpose()
+}
+
+/// A timeout from variable `name` (default `default_ms`), which must not be 0.
+fn timeout(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default_ms: u64,
 ) -> Result<std::time::Duration, ConfigError> {
-    let ms = match get(name) {
-        Some(text) => text
-            .trim()
-            .parse::<u64>()
-            .map_err(|_| ConfigError::Invalid {
-                name,
-                reason: format!("{text:?} is not a number of milliseconds"),
-            })?,
-        None => default,
-    };
-    if ms == 0 {
+    let value = millis(get, name)?.unwrap_or(std::time::Duration::from_millis(default_ms));
+    if value.is_zero() {
         return Err(ConfigError::Invalid {
             name,
             reason: "must be more than 0".into(),
         });
     }
-    Ok(std::time::Duration::from_millis(ms))
+    Ok(value)
 }
 
 impl Config {
@@ -134,22 +143,10 @@ impl Config {
                     ),
                 })?;
         let line_api_url = non_empty("OMNIBOX_LINE_API_URL");
-        let platform_timeout = match non_empty("OMNIBOX_PLATFORM_TIMEOUT_MS") {
-            Some(ms) => {
-                std::time::Duration::from_millis(ms.parse().map_err(|_| ConfigError::Invalid {
-                    name: "OMNIBOX_PLATFORM_TIMEOUT_MS",
-                    reason: format!("{ms:?} is not a number of milliseconds"),
-                })?)
-            }
-            None => omnibox_channels::client::REQUEST_TIMEOUT,
-        };
-        let delivery_lease = match non_empty("OMNIBOX_DELIVERY_LEASE_MS") {
-            Some(ms) => {
-                chrono::Duration::milliseconds(ms.parse().map_err(|_| ConfigError::Invalid {
-                    name: "OMNIBOX_DELIVERY_LEASE_MS",
-                    reason: format!("{ms:?} is not a number of milliseconds"),
-                })?)
-            }
+        let platform_timeout = millis(&non_empty, "OMNIBOX_PLATFORM_TIMEOUT_MS")?
+            .unwrap_or(omnibox_channels::client::REQUEST_TIMEOUT);
+        let delivery_lease = match millis(&non_empty, "OMNIBOX_DELIVERY_LEASE_MS")? {
+            Some(lease) => chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX),
             None => omnibox_domain::conversation::CLAIM_LEASE,
         };
         if delivery_lease.to_std().unwrap_or_default() <= platform_timeout {
@@ -183,9 +180,9 @@ impl Config {
             platform_timeout,
             delivery_lease,
             trusted_media_origin: non_empty("OMNIBOX_TRUSTED_MEDIA_ORIGIN"),
-            header_timeout: millis(&non_empty, "OMNIBOX_HTTP_HEADER_TIMEOUT_MS", 10_000)?,
-            request_timeout: millis(&non_empty, "OMNIBOX_HTTP_REQUEST_TIMEOUT_MS", 30_000)?,
-            websocket_init_timeout: millis(&non_empty, "OMNIBOX_WS_INIT_TIMEOUT_MS", 10_000)?,
+            header_timeout: timeout(&non_empty, "OMNIBOX_HTTP_HEADER_TIMEOUT_MS", 10_000)?,
+            request_timeout: timeout(&non_empty, "OMNIBOX_HTTP_REQUEST_TIMEOUT_MS", 30_000)?,
+            websocket_init_timeout: timeout(&non_empty, "OMNIBOX_WS_INIT_TIMEOUT_MS", 10_000)?,
             max_replay_events: match non_empty("OMNIBOX_MAX_REPLAY_EVENTS") {
                 Some(n) => n.parse().map_err(|_| ConfigError::Invalid {
                     name: "OMNIBOX_MAX_REPLAY_EVENTS",

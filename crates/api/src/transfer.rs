@@ -90,8 +90,6 @@ pub async fn export(
             org_id: org.0,
         },
     )?;
-    let own_stream = format!("org-{}", org.0);
-    let org_text = org.0.to_string();
     let mut secrets = Vec::new();
     let mut media = Vec::new();
     let mut after = None;
@@ -102,19 +100,12 @@ pub async fn export(
         };
         after = Some(last);
         for event in page {
-            if event.stream.as_str() != own_stream && !event.data.contains(&org_text) {
+            let data = crate::commands::organization_data(&event, org).map_err(|e| {
+                omnibox_store::StoreError::Corrupt(format!("event {}: {e}", event.id))
+            })?;
+            let Some(data) = data else {
                 continue;
-            }
-            let data: serde_json::Value =
-                serde_json::from_str(&event.data).map_err(|e| TransferError::Format {
-                    line: 0,
-                    reason: e.to_string(),
-                })?;
-            if event.stream.as_str() != own_stream
-                && data["org_id"].as_str() != Some(org_text.as_str())
-            {
-                continue;
-            }
+            };
             for field in ["access_token", "channel_secret"] {
                 if let Some(id) = data[field]["id"]
                     .as_str()

@@ -536,32 +536,10 @@ impl ConversationsQuery {
     ) -> async_graphql::Result<Option<Conversation>> {
         let me = &session(ctx)?.member;
         let app = state(ctx)?;
-        let until = |stream: omnibox_store::StreamName| {
-            let store = app.store.clone();
-            async move {
-                let mut events = Vec::new();
-                let mut from = 0;
-                loop {
-                    let page = store
-                        .read_stream(&stream, from, omnibox_store::Direction::Forwards, 1000)
-                        .await?;
-                    let full = page.len() == 1000;
-                    for event in page {
-                        if event.recorded_at > at {
-                            return Ok::<_, ApiError>(events);
-                        }
-                        from = event.revision + 1;
-                        events.push(event);
-                    }
-                    if !full {
-                        return Ok(events);
-                    }
-                }
-            }
-        };
+        let until = crate::commands::read_stream_until;
         let stream = omnibox_store::StreamName::new(ConversationId::CATEGORY, id)
             .map_err(ApiError::internal)?;
-        let mut events = until(stream).await?;
+        let mut events = until(&*app.store, &stream, at).await?;
         // Its contact's events too (name, picture), from the first message.
         let contact = events.iter().find_map(|e| {
             match serde_json::from_str::<domain::ConversationEvent>(&e.data) {
@@ -575,7 +553,7 @@ impl ConversationsQuery {
             let stream =
                 omnibox_store::StreamName::new(omnibox_domain::ids::ContactId::CATEGORY, contact.0)
                     .map_err(ApiError::internal)?;
-            events.extend(until(stream).await?);
+            events.extend(until(&*app.store, &stream, at).await?);
             events.sort_by_key(|e| e.position);
         }
         let Some((row, messages)) = read::as_of(ConversationId(id), &events)

@@ -104,7 +104,8 @@ impl HistoryQuery {
         let mut connection = Connection::new(from > 0, has_next);
         for event in events {
             let cursor = event.revision.to_string();
-            let Edge { node, .. } = to_edge(event)?;
+            let data = serde_json::from_str(&event.data).map_err(ApiError::internal)?;
+            let Edge { node, .. } = to_edge(event, data)?;
             connection.edges.push(Edge::new(cursor, node));
         }
         Ok(connection)
@@ -143,9 +144,6 @@ async fn whole_history(
                 .map_err(|_| ApiError::Validation(format!("{c:?} is not a cursor of $all")))
         })
         .transpose()?;
-    let org = me.org_id;
-    let org_text = org.0.to_string();
-    let own_stream = format!("{}-{}", OrgId::CATEGORY, org.0);
     let mut edges = Vec::new();
     let mut scanned = 0;
     let mut more = false;
@@ -157,14 +155,10 @@ async fn whole_history(
         for event in page {
             scanned += 1;
             cursor = Some(event.position);
-            let ours = event.stream.as_str() == own_stream
-                || (event.data.contains(&org_text) && {
-                    let data: serde_json::Value =
-                        serde_json::from_str(&event.data).map_err(ApiError::internal)?;
-                    data["org_id"].as_str() == Some(org_text.as_str())
-                });
-            if ours {
-                edges.push(to_edge(event)?);
+            let data = crate::commands::organization_data(&event, me.org_id)
+                .map_err(ApiError::internal)?;
+            if let Some(data) = data {
+                edges.push(to_edge(event, data)?);
                 if edges.len() == first as usize {
                     more = true;
                     break 'pages;
@@ -183,10 +177,11 @@ async fn whole_history(
     Ok(connection)
 }
 
+/// `event` (whose `data` is already decoded) as history shows it.
 fn to_edge(
     event: omnibox_store::RecordedEvent,
+    mut data: serde_json::Value,
 ) -> Result<Edge<String, Event, async_graphql::connection::EmptyFields>, ApiError> {
-    let mut data = serde_json::from_str(&event.data).map_err(ApiError::internal)?;
     redact(&mut data);
     let metadata = serde_json::to_value(&event.metadata).map_err(ApiError::internal)?;
     Ok(Edge::new(
