@@ -139,7 +139,9 @@ async fn run(backend: Backend) {
                     delivered.lock().expect("lock").len() == REPLIES
                 }
             };
-            let mut sweep = tokio::time::interval(Duration::from_secs(2));
+            // Short, so that the run's end is seen when it happens (a 2 s sweep
+            // made every run end on a multiple of 2 s).
+            let mut sweep = tokio::time::interval(Duration::from_millis(50));
             loop {
                 let messages = tokio::select! {
                     update = updates.recv() => match update {
