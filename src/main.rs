@@ -258,8 +258,8 @@ async fn export(config: Config, clock: Arc<dyn Clock>, org: uuid::Uuid) -> anyho
     let moved =
         omnibox_api::transfer::export(&app, omnibox_domain::ids::OrgId(org), &mut out).await?;
     eprintln!(
-        "exported {} events, {} secrets, {} media files",
-        moved.events, moved.secrets, moved.media
+        "exported {} events, {} secrets, {} personal-data keys, {} media files",
+        moved.events, moved.secrets, moved.personal_keys, moved.media
     );
     Ok(())
 }
@@ -276,15 +276,20 @@ async fn import(
     let moved = omnibox_api::transfer::import(&app, input).await?;
     app.projections.catch_up().await?;
     eprintln!(
-        "imported {} events, {} secrets, {} media files",
-        moved.events, moved.secrets, moved.media
+        "imported {} events, {} secrets, {} personal-data keys, {} media files",
+        moved.events, moved.secrets, moved.personal_keys, moved.media
     );
     Ok(())
 }
 
-/// One event as a line of NDJSON.
-fn event_line(event: &omnibox_store::RecordedEvent) -> anyhow::Result<String> {
-    let data: serde_json::Value = serde_json::from_str(&event.data)?;
+/// One event as a line of NDJSON, its personal fields opened (`null` once
+/// their contact was erased).
+async fn event_line(
+    event: &omnibox_store::RecordedEvent,
+    personal: &omnibox_store::personal::PersonalKeys,
+) -> anyhow::Result<String> {
+    let mut data: serde_json::Value = serde_json::from_str(&event.data)?;
+    personal.open_json(&mut data).await?;
     Ok(serde_json::json!({
         "position": event.position.to_string(),
         "stream": event.stream.as_str(),
@@ -313,7 +318,7 @@ async fn replay(config: Config, clock: Arc<dyn Clock>, stream: &str) -> anyhow::
             anyhow::bail!("no stream {stream} in this log");
         }
         for event in &events {
-            writeln!(out, "{}", event_line(event)?)?;
+            writeln!(out, "{}", event_line(event, &app.personal).await?)?;
         }
         match events.last() {
             Some(last) if events.len() == 1000 => from = last.revision + 1,
@@ -341,6 +346,11 @@ async fn replay_all(config: Config, from: Option<&str>) -> anyhow::Result<()> {
     let db = omnibox_store::Database::connect(&config.database_url).await?;
     db.migrate().await?;
     let store = omnibox_api::upcasting::UpcastingStore::new(db.event_store().await?);
+    let (key, _) = omnibox_store::secrets::SecretKey::configured_or_dev(
+        config.secret_key.as_deref(),
+        &db.data_dir(),
+    )?;
+    let personal = omnibox_store::personal::PersonalKeys::new(db.clone(), &key);
     let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         let bar = indicatif::ProgressBar::new_spinner().with_message("replaying the log");
         bar.set_style(
@@ -357,7 +367,7 @@ async fn replay_all(config: Config, from: Option<&str>) -> anyhow::Result<()> {
     loop {
         let events = store.read_all(after, REPLAY_PAGE).await?;
         for event in &events {
-            writeln!(out, "{}", event_line(event)?)?;
+            writeln!(out, "{}", event_line(event, &personal).await?)?;
         }
         bar.inc(events.len() as u64);
         match events.last() {

@@ -110,19 +110,24 @@ impl Inbox {
     }
 
     /// The inbound events in the log: (type, data).
+    /// The inbound events, personal fields opened (the log holds them
+    /// sealed under each contact's key).
     async fn inbound(&self) -> Vec<(String, Value)> {
-        self.app
-            .events()
-            .await
-            .into_iter()
-            .filter(|e| ["conversation", "contact", "inbound"].contains(&e.stream.category()))
-            .map(|e| {
-                (
-                    e.event_type.clone(),
-                    serde_json::from_str(&e.data).expect("json"),
-                )
-            })
-            .collect()
+        let mut events = Vec::new();
+        for e in self.app.events().await {
+            if !["conversation", "contact", "inbound"].contains(&e.stream.category()) {
+                continue;
+            }
+            let mut data: Value = serde_json::from_str(&e.data).expect("json");
+            self.app
+                .state
+                .personal
+                .open_json(&mut data)
+                .await
+                .expect("open");
+            events.push((e.event_type.clone(), data));
+        }
+        events
     }
 
     async fn metric(&self, name: &str) -> String {
@@ -180,6 +185,14 @@ async fn a_facebook_text_is_stored_exactly_once(app: App) {
     assert_eq!(types(&events), ["MessageReceived"]);
     let message = &events[0].1;
     assert_eq!(message["text"], "Hi! Do you ship to Chiang Mai? ขอบคุณค่ะ");
+    let stored = inbox.app.events().await;
+    assert!(
+        stored[stored.len() - 1]
+            .data
+            .contains("\"text\":\"sealed:v1:"),
+        "the log holds the text sealed: {}",
+        stored[stored.len() - 1].data
+    );
     assert_eq!(message["sent_at"], "2026-11-23T02:10:05.412Z");
     assert_eq!(
         message["thread"],

@@ -3,6 +3,7 @@
 
 mod assignment;
 mod channels;
+mod erasure;
 mod faults;
 mod foundation;
 mod history;

@@ -380,12 +380,14 @@ impl DeliveryWorker {
             Ok(token) => token,
             Err(error) => return Answer::Retry(error.to_string()),
         };
-        let bubbles: Vec<(u32, &CheckedBubble)> = reply
-            .bubbles
-            .iter()
-            .filter(|(i, _, _)| indexes.contains(i))
-            .map(|(i, b, _)| (*i, b))
-            .collect();
+        let mut opened = Vec::with_capacity(indexes.len());
+        for (index, bubble, _) in reply.bubbles.iter().filter(|(i, _, _)| indexes.contains(i)) {
+            match open_bubble(app, bubble).await {
+                Ok(bubble) => opened.push((*index, bubble)),
+                Err(answer) => return answer,
+            }
+        }
+        let bubbles: Vec<(u32, &CheckedBubble)> = opened.iter().map(|(i, b)| (*i, b)).collect();
         match route {
             SendRoute::FacebookSend => {
                 let Some((index, bubble)) = bubbles.first().copied() else {
@@ -414,6 +416,23 @@ impl DeliveryWorker {
                 answer
             }
         }
+    }
+}
+
+/// A bubble as the platform must see it: its text opened (texts are
+/// sealed under the customer's key in the log). Once the customer is
+/// erased, there is nothing left to send.
+async fn open_bubble(app: &AppState, bubble: &CheckedBubble) -> Result<CheckedBubble, Answer> {
+    let CheckedBubble::Text(text) = bubble else {
+        return Ok(bubble.clone());
+    };
+    match app.personal.open(text).await {
+        Ok(omnibox_store::personal::Opened::Plain(text)) => Ok(CheckedBubble::Text(text)),
+        Ok(omnibox_store::personal::Opened::Erased) => Err(Answer::Settled(Outcome::Failed {
+            code: Some("CONTACT_ERASED".into()),
+            reason: "the customer's data was erased before this reply was sent".into(),
+        })),
+        Err(error) => Err(Answer::Retry(error.to_string())),
     }
 }
 

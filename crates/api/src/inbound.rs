@@ -18,6 +18,28 @@ use uuid::Uuid;
 pub struct Append {
     pub stream: StreamName,
     pub event: NewEvent,
+    /// An event with personal fields: its `data` is written by [`seal`].
+    unsealed: Option<Box<ConversationEvent>>,
+}
+
+/// Seals the personal fields of `appends` with their contacts' keys and
+/// writes their data. Call before storing them.
+pub async fn seal(
+    appends: &mut [Append],
+    keys: &omnibox_store::personal::PersonalKeys,
+) -> Result<(), omnibox_store::personal::PersonalError> {
+    for append in appends {
+        let Some(mut event) = append.unsealed.take() else {
+            continue;
+        };
+        if let Some(owner) = event.personal_data_owner() {
+            let key = keys.for_contact(event.org_id().0, owner.0).await?;
+            event.seal_personal(|text| key.seal(text));
+        }
+        append.event.data = serde_json::to_string(&event)
+            .map_err(|e| omnibox_store::personal::PersonalError::Malformed(e.to_string()))?;
+    }
+    Ok(())
 }
 
 fn append<E: Serialize>(
@@ -43,25 +65,43 @@ fn append<E: Serialize>(
                 actor: Some(actor.to_owned()),
             },
         },
+        unsealed: None,
     })
 }
 
+/// A conversation event; one with personal fields waits for [`seal`].
 fn conversation(
-    event: &ConversationEvent,
+    event: ConversationEvent,
     id: Uuid,
     conversation: ConversationId,
     correlation: Uuid,
     actor: &str,
 ) -> Option<Append> {
-    append(
-        ConversationId::CATEGORY,
-        conversation.0,
-        id,
-        event.event_type(),
-        event,
-        correlation,
-        actor,
-    )
+    if event.personal_data_owner().is_none() {
+        return append(
+            ConversationId::CATEGORY,
+            conversation.0,
+            id,
+            event.event_type(),
+            &event,
+            correlation,
+            actor,
+        );
+    }
+    Some(Append {
+        stream: StreamName::new(ConversationId::CATEGORY, conversation.0).ok()?,
+        event: NewEvent {
+            id,
+            event_type: event.event_type().to_owned(),
+            data: String::new(),
+            metadata: Metadata {
+                correlation_id: correlation,
+                causation_id: None,
+                actor: Some(actor.to_owned()),
+            },
+        },
+        unsealed: Some(Box::new(event)),
+    })
 }
 
 /// An item Omnibox keeps but does not show. Its id comes from `identity`
@@ -172,7 +212,7 @@ impl Received {
             reply_token: self.reply_token,
             standby: self.standby,
         };
-        conversation(&event, id, conversation_id, correlation, actor)
+        conversation(event, id, conversation_id, correlation, actor)
     }
 }
 
@@ -216,6 +256,7 @@ pub fn facebook_events(
                 },
                 Some(at),
             ) => {
+                let contact = contact_id(channel.id, &psid);
                 let conversation_id = conversation_id(channel.id, &Thread::User(psid));
                 let id = inbound_event_id(channel.id, "echo", &message.mid, at);
                 let event = ConversationEvent::MessageEchoed {
@@ -232,8 +273,9 @@ pub fn facebook_events(
                         .into_iter()
                         .map(facebook_attachment)
                         .collect(),
+                    contact_id: Some(contact),
                 };
-                conversation(&event, id, conversation_id, correlation, ACTOR)
+                conversation(event, id, conversation_id, correlation, ACTOR)
             }
             (
                 facebook::EventKind::Postback {
@@ -282,7 +324,7 @@ pub fn facebook_events(
                     watermark,
                     platform_message_ids: mids,
                 };
-                conversation(&event, id, conversation_id, correlation, ACTOR)
+                conversation(event, id, conversation_id, correlation, ACTOR)
             }
             (facebook::EventKind::Read { psid, watermark }, _) => {
                 let conversation_id = conversation_id(channel.id, &Thread::User(psid.clone()));
@@ -298,7 +340,7 @@ pub fn facebook_events(
                     channel_id: channel.id,
                     watermark,
                 };
-                conversation(&event, id, conversation_id, correlation, ACTOR)
+                conversation(event, id, conversation_id, correlation, ACTOR)
             }
             (facebook::EventKind::Unsupported { kind }, at) => unsupported(
                 channel,
@@ -433,7 +475,7 @@ pub fn line_events(
                     platform_message_id: message_id,
                     at,
                 };
-                conversation(&event, id, conversation_id, correlation, ACTOR)
+                conversation(event, id, conversation_id, correlation, ACTOR)
             }
             (line::EventKind::Follow { is_unblocked }, Some(Thread::User(user))) => {
                 let contact = contact_id(channel.id, &user);

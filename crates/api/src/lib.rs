@@ -17,6 +17,7 @@ pub mod commands;
 pub mod config;
 pub mod delivery;
 pub mod directory;
+pub mod erasure;
 mod error;
 pub mod faults;
 pub mod graphql;

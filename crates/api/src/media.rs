@@ -47,6 +47,8 @@ const MAX_ATTEMPTS: u32 = 20;
 pub trait MediaStore: Send + Sync + 'static {
     async fn put(&self, key: &str, bytes: &[u8]) -> std::io::Result<()>;
     async fn get(&self, key: &str) -> std::io::Result<Option<Vec<u8>>>;
+    /// Removes `key`'s bytes; `false` when there were none.
+    async fn delete(&self, key: &str) -> std::io::Result<bool>;
 }
 
 /// Media as files in a folder, written atomically (temporary file, then rename).
@@ -99,9 +101,18 @@ impl MediaStore for LocalMediaStore {
             Err(error) => Err(error),
         }
     }
+
+    async fn delete(&self, key: &str) -> std::io::Result<bool> {
+        match tokio::fs::remove_file(self.path(key)?).await {
+            Ok(()) => Ok(true),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
 }
 
-fn storage_key(message_id: Uuid, index: u32) -> String {
+/// Where attachment `index` of message `message_id` is kept.
+pub fn storage_key(message_id: Uuid, index: u32) -> String {
     format!("{}-{index}", message_id.simple())
 }
 
@@ -145,6 +156,11 @@ impl MediaFetcher {
         for (item, outcome) in outcomes {
             let key = (item.message_id, item.index);
             let event = match outcome {
+                Outcome::Stored(_)
+                    if read::conversation_erased(&app.db, item.conversation_id).await? =>
+                {
+                    failed(&item, "the customer's data was erased".into(), app)
+                }
                 Outcome::Stored(download) => {
                     let storage_key = storage_key(item.message_id, item.index);
                     if let Err(error) = app.media.put(&storage_key, &download.bytes).await {

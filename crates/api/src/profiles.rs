@@ -44,7 +44,7 @@ impl ProfileFetcher {
                 .collect::<Vec<_>>()
         };
         for contact in pending {
-            let event = match look_up(app, &contact).await {
+            let mut event = match look_up(app, &contact).await {
                 Ok((display_name, avatar_url)) => ContactEvent::ContactProfileUpdated {
                     contact_id: contact.contact_id,
                     org_id: contact.org_id,
@@ -70,6 +70,12 @@ impl ProfileFetcher {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&contact.contact_id);
+            let key = app
+                .personal
+                .for_contact(contact.org_id.0, contact.contact_id.0)
+                .await
+                .map_err(ApiError::internal)?;
+            event.seal_personal(|text| key.seal(text));
             let stream = StreamName::new(ContactId::CATEGORY, contact.contact_id.0)
                 .map_err(ApiError::internal)?;
             let new_event = NewEvent {

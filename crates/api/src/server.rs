@@ -72,6 +72,14 @@ pub fn router(app: AppState) -> Router {
             get(webhooks::facebook_verify).post(webhooks::facebook_receive),
         )
         .route("/webhooks/line/{channel_id}", post(webhooks::line_receive))
+        .route(
+            "/webhooks/facebook/data-deletion",
+            post(crate::erasure::facebook_data_deletion),
+        )
+        .route(
+            "/data-deletion/{code}",
+            get(crate::erasure::deletion_status),
+        )
         .route("/media/{message_id}/{index}", get(media::serve_media))
         .route("/qr/{file}", get(crate::qr::serve_png))
         .layer(DefaultBodyLimit::max(webhooks::MAX_WEBHOOK_BODY))

@@ -43,6 +43,8 @@ pub struct Inner {
     pub db: Database,
     pub store: Arc<dyn EventStore>,
     pub secrets: Secrets,
+    /// Per-contact keys sealing personal data in events (erasure).
+    pub personal: omnibox_store::personal::PersonalKeys,
     pub projections: Projections,
     pub bus: UpdateBus,
     /// The bus's updates per organization, for subscriptions.
@@ -94,6 +96,7 @@ impl AppState {
             );
         }
         let secrets = Secrets::new(db.clone(), &key);
+        let personal = omnibox_store::personal::PersonalKeys::new(db.clone(), &key);
         let metrics = Arc::new(Metrics::new());
         // Readers see current event shapes only (see `upcasting`).
         let store: Arc<dyn EventStore> = Arc::new(InstrumentedStore::new(
@@ -139,6 +142,7 @@ impl AppState {
             db,
             store,
             secrets,
+            personal,
             projections,
             live: crate::live::LiveHub::new(bus.clone()),
             bus,

@@ -3,9 +3,11 @@
 //! An export is NDJSON: a header line, then every event of the
 //! organization in log order (stream, revision, id, type, data, metadata:
 //! complete, token hashes included, since this is an operator's command),
-//! then the platform secrets its channels refer to (still sealed: the
-//! target needs the same `OMNIBOX_SECRET_KEY`), then its stored media files
-//! (base64). An import appends the events into an empty store at their
+//! then the platform secrets its channels refer to and its contacts'
+//! personal-data keys (both still sealed: the target needs the same
+//! `OMNIBOX_SECRET_KEY`; personal fields in events stay sealed, and an
+//! erased contact's have no key to travel with), then its stored media
+//! files (base64). An import appends the events into an empty store at their
 //! original streams and revisions, with their ids and metadata, restores
 //! secrets and media, and the read models are built from the log as usual,
 //! so they equal the original's, and members' tokens keep working. Events
@@ -56,6 +58,9 @@ enum Line {
         recorded_at: chrono::DateTime<chrono::Utc>,
     },
     Secret(SealedSecret),
+    /// A contact's personal-data key, sealed as stored (an erased contact
+    /// has none, so its fields stay unreadable in the copy too).
+    PersonalKey(omnibox_store::personal::SealedKey),
     Media {
         key: String,
         bytes: String,
@@ -67,6 +72,7 @@ enum Line {
 pub struct Moved {
     pub events: usize,
     pub secrets: usize,
+    pub personal_keys: usize,
     pub media: usize,
 }
 
@@ -142,6 +148,15 @@ pub async fn export(
             moved.secrets += 1;
         }
     }
+    for key in app
+        .personal
+        .sealed_keys(org.0)
+        .await
+        .map_err(|e| omnibox_store::StoreError::Corrupt(e.to_string()))?
+    {
+        write_line(out, &Line::PersonalKey(key))?;
+        moved.personal_keys += 1;
+    }
     media.sort();
     media.dedup();
     for key in media {
@@ -209,6 +224,13 @@ pub async fn import(app: &AppState, input: impl BufRead) -> Result<Moved, Transf
             Line::Secret(sealed) => {
                 app.secrets.put_sealed(&sealed).await?;
                 moved.secrets += 1;
+            }
+            Line::PersonalKey(key) => {
+                app.personal
+                    .put_sealed(&key)
+                    .await
+                    .map_err(|e| format(e.to_string()))?;
+                moved.personal_keys += 1;
             }
             Line::Media { key, bytes } => {
                 let bytes = base64::engine::general_purpose::STANDARD

@@ -165,16 +165,15 @@ fn unavailable(error: impl std::fmt::Display) -> Response {
 /// Appends every item concurrently (they share group commits) and answers
 /// 200 once all are durable; any failure answers 503 so the platform
 /// retries, which the derived ids make harmless.
-async fn store(app: &AppState, appends: Vec<Append>) -> Response {
-    let results = join_all(
-        appends
-            .into_iter()
-            .map(|Append { stream, event }| async move {
-                app.store
-                    .append(&stream, ExpectedRevision::Any, vec![event])
-                    .await
-            }),
-    )
+async fn store(app: &AppState, mut appends: Vec<Append>) -> Response {
+    if let Err(error) = crate::inbound::seal(&mut appends, &app.personal).await {
+        return unavailable(error);
+    }
+    let results = join_all(appends.into_iter().map(|append| async move {
+        app.store
+            .append(&append.stream, ExpectedRevision::Any, vec![append.event])
+            .await
+    }))
     .await;
     match results.into_iter().find_map(Result::err) {
         None => StatusCode::OK.into_response(),

@@ -124,15 +124,15 @@ impl Database {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self {
             Database::Sqlite { pool, read_pool, .. } => {
-                migrator(migrations!("sqlite": 1 "0001_event_log", 2 "0002_secrets", 9 "0009_stream_heads"))
+                migrator(migrations!("sqlite": 1 "0001_event_log", 2 "0002_secrets", 9 "0009_stream_heads", 11 "0011_personal_keys"))
                     .run(pool)
                     .await?;
-                migrator(migrations!("sqlite": 3 "0003_read_models", 4 "0004_channels", 5 "0005_inbox", 6 "0006_media", 7 "0007_deliveries", 8 "0008_templates", 10 "0010_qr_codes"))
+                migrator(migrations!("sqlite": 3 "0003_read_models", 4 "0004_channels", 5 "0005_inbox", 6 "0006_media", 7 "0007_deliveries", 8 "0008_templates", 10 "0010_qr_codes", 12 "0012_erased_contacts"))
                     .run(read_pool)
                     .await?
             }
             Database::Postgres { pool } => migrator(
-                migrations!("postgres": 1 "0001_event_log", 2 "0002_secrets", 3 "0003_read_models", 4 "0004_channels", 5 "0005_inbox", 6 "0006_media", 7 "0007_deliveries", 8 "0008_templates", 10 "0010_qr_codes"),
+                migrations!("postgres": 1 "0001_event_log", 2 "0002_secrets", 3 "0003_read_models", 4 "0004_channels", 5 "0005_inbox", 6 "0006_media", 7 "0007_deliveries", 8 "0008_templates", 10 "0010_qr_codes", 11 "0011_personal_keys", 12 "0012_erased_contacts"),
             )
             .run(pool)
             .await?,

@@ -18,6 +18,7 @@
 pub mod database;
 mod error;
 mod event;
+pub mod personal;
 pub mod postgres;
 pub mod secrets;
 pub mod sqlite;

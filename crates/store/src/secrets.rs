@@ -77,6 +77,10 @@ impl SecretKey {
         Self(key)
     }
 
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     pub fn to_base64(&self) -> String {
         STANDARD.encode(self.0)
     }

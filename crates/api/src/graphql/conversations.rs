@@ -91,9 +91,36 @@ pub struct Window {
 #[derive(SimpleObject)]
 pub struct Contact {
     pub id: Uuid,
+    /// Null once the contact is erased.
     pub display_name: Option<String>,
     pub avatar_url: Option<String>,
     pub platform_user_id: String,
+    /// The contact's personal data was erased (`eraseContact`, or the
+    /// platform's deletion request): name, avatar, texts and file names are
+    /// gone for good.
+    pub erased: bool,
+}
+
+/// Opens a personal field of the read models (sealed under its contact's
+/// key); `None` when it is absent or was erased.
+pub(crate) async fn reveal(app: &AppState, text: Option<&str>) -> Result<Option<String>, ApiError> {
+    Ok(app
+        .personal
+        .open_opt(text)
+        .await
+        .map_err(ApiError::internal)?
+        .and_then(omnibox_store::personal::Opened::into_plain))
+}
+
+/// Whether a personal field was sealed under a key that is gone.
+async fn is_erased(app: &AppState, text: Option<&str>) -> Result<bool, ApiError> {
+    Ok(matches!(
+        app.personal
+            .open_opt(text)
+            .await
+            .map_err(ApiError::internal)?,
+        Some(omnibox_store::personal::Opened::Erased)
+    ))
 }
 
 #[derive(SimpleObject)]
@@ -137,30 +164,53 @@ impl Message {
     async fn sent_at(&self) -> DateTime<Utc> {
         self.row.sent_at
     }
-    /// Hidden once the customer unsent it.
-    async fn text(&self) -> Option<&str> {
+    /// Hidden once the customer unsent it, and gone once they were erased.
+    async fn text(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
         if self.row.unsent {
-            None
-        } else {
-            self.row.text.as_deref()
+            return Ok(None);
         }
+        Ok(reveal(state(ctx)?, self.row.text.as_deref()).await?)
     }
-    async fn attachments(&self) -> Vec<Attachment> {
-        if self.row.unsent {
-            return Vec::new();
+    /// The customer this message is with was erased: its text and file
+    /// names cannot be read any more (times, kinds and states remain).
+    async fn erased(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
+        let app = state(ctx)?;
+        if is_erased(app, self.row.text.as_deref()).await? {
+            return Ok(true);
         }
-        self.row
+        for attachment in &self.row.attachments {
+            if is_erased(app, attachment.file_name.as_deref()).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+    async fn attachments(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Attachment>> {
+        if self.row.unsent {
+            return Ok(Vec::new());
+        }
+        let app = state(ctx)?;
+        let mut opened = Vec::with_capacity(self.row.attachments.len());
+        for a in &self.row.attachments {
+            opened.push((
+                reveal(app, a.file_name.as_deref()).await?,
+                reveal(app, a.title.as_deref()).await?,
+            ));
+        }
+        Ok(self
+            .row
             .attachments
             .iter()
+            .zip(opened)
             .enumerate()
-            .map(|(index, a)| {
+            .map(|(index, (a, (file_name, title)))| {
                 let stored = self
                     .media
                     .iter()
                     .find(|m| m.index as usize == index && m.state == "STORED");
                 Attachment {
                     kind: a.kind.into(),
-                    file_name: a.file_name.clone(),
+                    file_name,
                     size_bytes: stored
                         .and_then(|m| m.size_bytes)
                         .or_else(|| a.size_bytes.and_then(|s| i64::try_from(s).ok())),
@@ -172,12 +222,12 @@ impl Message {
                         }
                         (_, None) => None,
                     },
-                    title: a.title.clone(),
+                    title,
                     latitude: a.latitude,
                     longitude: a.longitude,
                 }
             })
-            .collect()
+            .collect())
     }
     async fn delivery_state(&self) -> Option<DeliveryState> {
         match self.row.delivery_state.as_deref() {
@@ -255,21 +305,27 @@ impl Conversation {
     async fn channel_kind(&self) -> ChannelKind {
         self.row.channel_kind.into()
     }
-    async fn contact(&self) -> Contact {
+    async fn contact(&self, ctx: &Context<'_>) -> async_graphql::Result<Contact> {
+        let app = state(ctx)?;
         let c = &self.row.contact;
-        Contact {
+        Ok(Contact {
             id: c.id.0,
-            display_name: c.display_name.clone(),
-            avatar_url: c.avatar_url.clone(),
+            display_name: reveal(app, c.display_name.as_deref()).await?,
+            avatar_url: reveal(app, c.avatar_url.as_deref()).await?,
             platform_user_id: c.platform_user_id.clone(),
-        }
+            erased: c.erased || is_erased(app, c.display_name.as_deref()).await?,
+        })
     }
     /// Newest message time (platform time), inbound or outbound.
     async fn last_message_at(&self) -> DateTime<Utc> {
         self.row.last_message_at
     }
-    async fn last_message_preview(&self) -> Option<&str> {
-        self.row.last_message_preview.as_deref()
+    async fn last_message_preview(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<String>> {
+        let preview = reveal(state(ctx)?, self.row.last_message_preview.as_deref()).await?;
+        Ok(preview.map(|p| read::shown_preview(&p)))
     }
     async fn last_customer_message_at(&self) -> Option<DateTime<Utc>> {
         self.row.last_customer_message_at
@@ -741,6 +797,39 @@ impl ConversationsMutation {
     ) -> async_graphql::Result<Conversation> {
         let by = session(ctx)?.member.id;
         command(ctx, conversation_id, ConversationCommand::Reopen { by }).await
+    }
+
+    /// Erases a contact's personal data (OWNER or PRIMARY_ADMIN): its keys
+    /// are destroyed, so its name, avatar, message texts and file names can
+    /// no longer be read anywhere (log, read models, exports), and its media
+    /// files are deleted. Times, counts and delivery states remain. Erasing
+    /// again is harmless.
+    async fn erase_contact(
+        &self,
+        ctx: &Context<'_>,
+        contact_id: Uuid,
+    ) -> async_graphql::Result<Contact> {
+        let me = &session(ctx)?.member;
+        if !me.role.can_administer() {
+            return Err(ApiError::Forbidden(
+                "only an OWNER or PRIMARY_ADMIN may erase a contact".into(),
+            )
+            .into());
+        }
+        let app = state(ctx)?;
+        let contact = omnibox_domain::ids::ContactId(contact_id);
+        crate::erasure::erase_contact(app, me.org_id, contact, Some(me.id), "erased by a member")
+            .await?;
+        let row = read::contact(&app.db, me.org_id, contact)
+            .await?
+            .ok_or_else(|| ApiError::NotFound("no such contact in your organization".into()))?;
+        Ok(Contact {
+            id: contact_id,
+            display_name: None,
+            avatar_url: None,
+            platform_user_id: row.platform_user_id,
+            erased: row.erased,
+        })
     }
 }
 

@@ -8,7 +8,7 @@ use omnibox_projections::{channels, inbox};
 use omnibox_store::{Direction, StreamName};
 
 use super::{session, state};
-use crate::ApiError;
+use crate::{ApiError, AppState};
 
 /// One event as the log holds it.
 #[derive(SimpleObject)]
@@ -105,7 +105,7 @@ impl HistoryQuery {
         for event in events {
             let cursor = event.revision.to_string();
             let data = serde_json::from_str(&event.data).map_err(ApiError::internal)?;
-            let Edge { node, .. } = to_edge(event, data)?;
+            let Edge { node, .. } = to_edge(app, event, data).await?;
             connection.edges.push(Edge::new(cursor, node));
         }
         Ok(connection)
@@ -158,7 +158,7 @@ async fn whole_history(
             let data = crate::commands::organization_data(&event, me.org_id)
                 .map_err(ApiError::internal)?;
             if let Some(data) = data {
-                edges.push(to_edge(event, data)?);
+                edges.push(to_edge(app, event, data).await?);
                 if edges.len() == first as usize {
                     more = true;
                     break 'pages;
@@ -177,12 +177,18 @@ async fn whole_history(
     Ok(connection)
 }
 
-/// `event` (whose `data` is already decoded) as history shows it.
-fn to_edge(
+/// `event` (whose `data` is already decoded) as history shows it: secrets
+/// removed, personal fields opened (`null` once their contact is erased).
+async fn to_edge(
+    app: &AppState,
     event: omnibox_store::RecordedEvent,
     mut data: serde_json::Value,
 ) -> Result<Edge<String, Event, async_graphql::connection::EmptyFields>, ApiError> {
     redact(&mut data);
+    app.personal
+        .open_json(&mut data)
+        .await
+        .map_err(ApiError::internal)?;
     let metadata = serde_json::to_value(&event.metadata).map_err(ApiError::internal)?;
     Ok(Edge::new(
         event.position.to_string(),

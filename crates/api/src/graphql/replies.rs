@@ -206,6 +206,17 @@ impl RepliesMutation {
                 icon_url: s.icon_url,
             }),
         };
+        // What is said to the customer is sealed under their key.
+        let owner = conversation
+            .thread
+            .as_ref()
+            .map(|thread| domain::contact_id(channel_id, thread.platform_id()))
+            .ok_or_else(not_found)?;
+        let key = app
+            .personal
+            .for_contact(org.0, owner.0)
+            .await
+            .map_err(ApiError::internal)?;
         let keyed = input.idempotency_key.is_some();
         // A keyed reply's event has an id derived from the key: the log
         // holds it once, whichever request (or conversation) came first.
@@ -219,7 +230,14 @@ impl RepliesMutation {
                 }
                 _ => None,
             },
-            |c| domain::decide_reply(c, org, status, request.clone(), now),
+            |c| {
+                domain::decide_reply(c, org, status, request.clone(), now).map(|mut events| {
+                    for event in &mut events {
+                        event.seal_personal(|text| key.seal(text));
+                    }
+                    events
+                })
+            },
         )
         .await
         .map_err(|e| match e {

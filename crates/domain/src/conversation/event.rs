@@ -127,6 +127,10 @@ pub enum ConversationEvent {
         metadata: Option<String>,
         text: Option<String>,
         attachments: Vec<InboundAttachment>,
+        /// The customer the page wrote to, whose key seals `text` (absent
+        /// in events written before personal data was sealed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        contact_id: Option<ContactId>,
     },
     /// Everything the page sent up to `watermark` reached the customer.
     MessagesDelivered {
@@ -412,6 +416,19 @@ pub enum ContactEvent {
         reason: String,
         at: DateTime<Utc>,
     },
+    /// The contact's personal data was erased: its keys are destroyed, so
+    /// every field sealed under them (name, avatar, texts, file names) is
+    /// unreadable, and its media files are deleted.
+    ContactErased {
+        contact_id: ContactId,
+        org_id: OrgId,
+        /// The member who erased it; absent for a platform's deletion request.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<MemberId>,
+        /// Why, in words ("asked by an owner", "Facebook data deletion request").
+        reason: String,
+        at: DateTime<Utc>,
+    },
     /// Blocked the LINE account: pushes are accepted but not delivered.
     ContactUnfollowed {
         contact_id: ContactId,
@@ -429,6 +446,69 @@ impl ContactEvent {
             ContactEvent::ContactUnfollowed { .. } => "ContactUnfollowed",
             ContactEvent::ContactProfileUpdated { .. } => "ContactProfileUpdated",
             ContactEvent::ContactProfileUnavailable { .. } => "ContactProfileUnavailable",
+            ContactEvent::ContactErased { .. } => "ContactErased",
+        }
+    }
+
+    /// Seals the personal fields (name, avatar URL) with `seal`.
+    pub fn seal_personal(&mut self, seal: impl Fn(&str) -> String) {
+        if let ContactEvent::ContactProfileUpdated {
+            display_name,
+            avatar_url,
+            ..
+        } = self
+        {
+            for field in [display_name, avatar_url].into_iter().flatten() {
+                *field = seal(field);
+            }
+        }
+    }
+}
+
+impl InboundAttachment {
+    fn seal_personal(&mut self, seal: &impl Fn(&str) -> String) {
+        for field in [&mut self.file_name, &mut self.title].into_iter().flatten() {
+            *field = seal(field);
+        }
+    }
+}
+
+impl ConversationEvent {
+    /// The contact whose key seals this event's personal fields, if it has any.
+    pub fn personal_data_owner(&self) -> Option<ContactId> {
+        match self {
+            ConversationEvent::MessageReceived { contact_id, .. } => Some(*contact_id),
+            ConversationEvent::MessageEchoed { contact_id, .. } => *contact_id,
+            _ => None,
+        }
+    }
+
+    /// Seals what a customer said or was sent (texts, attachment file
+    /// names and titles, the texts of replies) with `seal`. An assignment code is left as it is:
+    /// Omnibox made it, and the assigner must read it.
+    pub fn seal_personal(&mut self, seal: impl Fn(&str) -> String) {
+        let (text, attachments) = match self {
+            ConversationEvent::MessageReceived {
+                text, attachments, ..
+            }
+            | ConversationEvent::MessageEchoed {
+                text, attachments, ..
+            } => (text, attachments),
+            ConversationEvent::ReplyQueued { bubbles, .. } => {
+                for bubble in bubbles {
+                    if let crate::policy::CheckedBubble::Text(text) = bubble {
+                        *text = seal(text);
+                    }
+                }
+                return;
+            }
+            _ => return,
+        };
+        if let Some(text) = text.as_mut().filter(|t| !crate::qr::is_assignment_code(t)) {
+            *text = seal(text);
+        }
+        for attachment in attachments {
+            attachment.seal_personal(&seal);
         }
     }
 }

@@ -705,6 +705,7 @@ mod tests {
             metadata: Some(format!("omnibox:msg:{}", reply_message_id(id, 0))),
             text: None,
             attachments: vec![],
+            contact_id: None,
         });
         assert!(outbox.replies.is_empty());
     }

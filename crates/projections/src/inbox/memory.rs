@@ -56,6 +56,7 @@ struct Contact {
     avatar_url: Option<String>,
     following: Option<bool>,
     profile_state: &'static str,
+    erased: bool,
 }
 
 impl Contact {
@@ -69,6 +70,7 @@ impl Contact {
             avatar_url: None,
             following,
             profile_state: "PENDING",
+            erased: false,
         }
     }
 }
@@ -157,6 +159,7 @@ impl MemoryRows {
                     .unwrap_or_default(),
                 display_name: contact.and_then(|k| k.display_name.clone()),
                 avatar_url: contact.and_then(|k| k.avatar_url.clone()),
+                erased: contact.is_some_and(|k| k.erased),
             },
         })
     }
@@ -240,7 +243,8 @@ impl MemoryRows {
             c.display_name,
             c.avatar_url,
             c.following,
-            c.profile_state
+            c.profile_state,
+            c.erased
         ]);
         insert_all!(tx, INSERT_CONVERSATION, conversations, |(id, c)| [
             id,
@@ -325,7 +329,7 @@ impl InboxRows for MemoryRows {
         display_name: Option<String>,
         avatar_url: Option<String>,
     ) -> Result<(), ApplyError> {
-        if let Some(contact) = self.contacts.get_mut(&contact_id) {
+        if let Some(contact) = self.contacts.get_mut(&contact_id).filter(|c| !c.erased) {
             contact.display_name = display_name;
             contact.avatar_url = avatar_url;
             contact.profile_state = "DONE";
@@ -334,8 +338,18 @@ impl InboxRows for MemoryRows {
     }
 
     async fn contact_profile_unavailable(&mut self, contact_id: Uuid) -> Result<(), ApplyError> {
-        if let Some(contact) = self.contacts.get_mut(&contact_id) {
+        if let Some(contact) = self.contacts.get_mut(&contact_id).filter(|c| !c.erased) {
             contact.profile_state = "UNAVAILABLE";
+        }
+        Ok(())
+    }
+
+    async fn contact_erased(&mut self, contact_id: Uuid) -> Result<(), ApplyError> {
+        if let Some(contact) = self.contacts.get_mut(&contact_id) {
+            contact.display_name = None;
+            contact.avatar_url = None;
+            contact.profile_state = "ERASED";
+            contact.erased = true;
         }
         Ok(())
     }

@@ -37,6 +37,8 @@ pub const ASSIGNMENT_CODE_PREVIEW: &str = "[scanned an assignment QR code]";
 
 fn preview(text: Option<&str>, attachments: &[InboundAttachment]) -> String {
     match (text, attachments.first()) {
+        // Sealed under the contact's key: kept whole, cut when shown.
+        (Some(text), _) if omnibox_store::personal::is_sealed(text) => text.to_owned(),
         // The code is for routing, not something the customer said.
         (Some(text), _) if omnibox_domain::qr::is_assignment_code(text) => {
             ASSIGNMENT_CODE_PREVIEW.to_owned()
@@ -45,6 +47,11 @@ fn preview(text: Option<&str>, attachments: &[InboundAttachment]) -> String {
         (_, Some(attachment)) => format!("[{}]", kind_name(attachment.kind).to_lowercase()),
         _ => String::new(),
     }
+}
+
+/// A preview as shown: `text` (a preview as stored, opened) cut to length.
+pub fn shown_preview(text: &str) -> String {
+    text.chars().take(PREVIEW_CHARS).collect()
 }
 
 fn kind_name(kind: AttachmentKind) -> &'static str {
@@ -179,6 +186,9 @@ async fn apply_contact(rows: &mut impl InboxRows, event: ContactEvent) -> Result
         }
         ContactEvent::ContactProfileUnavailable { contact_id, .. } => {
             return rows.contact_profile_unavailable(contact_id.0).await
+        }
+        ContactEvent::ContactErased { contact_id, .. } => {
+            return rows.contact_erased(contact_id.0).await
         }
     };
     rows.contact_followed(
@@ -552,6 +562,8 @@ pub struct ContactRow {
     pub platform_user_id: String,
     pub display_name: Option<String>,
     pub avatar_url: Option<String>,
+    /// Its personal data was erased.
+    pub erased: bool,
 }
 
 fn instant(micros: i64) -> Result<DateTime<Utc>, sqlx::Error> {
@@ -561,7 +573,7 @@ fn instant(micros: i64) -> Result<DateTime<Utc>, sqlx::Error> {
 
 const CONVERSATION_COLUMNS: &str = "c.conversation_id, c.org_id, c.channel_id, c.channel_kind, c.contact_id,
     c.last_message_at, c.last_message_preview, c.last_customer_message_at, c.unread_count, c.assignee_id, c.status,
-    c.thread_id, k.platform_user_id, k.display_name, k.avatar_url";
+    c.thread_id, k.platform_user_id, k.display_name, k.avatar_url, k.erased";
 
 fn decode_conversation<R: Row>(row: &R) -> Result<ConversationRow, sqlx::Error>
 where
@@ -572,6 +584,7 @@ where
     for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<bool>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     usize: sqlx::ColumnIndex<R>,
 {
     let kind: String = row.try_get(3)?;
@@ -596,6 +609,7 @@ where
             platform_user_id: row.try_get::<Option<String>, _>(12)?.unwrap_or(thread_id),
             display_name: row.try_get(13)?,
             avatar_url: row.try_get(14)?,
+            erased: row.try_get::<Option<bool>, _>(15)?.unwrap_or(false),
         },
     })
 }
@@ -798,7 +812,10 @@ pub async fn pending_media(db: &Database, limit: usize) -> Result<Vec<PendingMed
     fetch_all!(
         db,
         "SELECT message_id, idx, org_id, conversation_id, channel_id, source FROM rm_media
-         WHERE state = 'PENDING' ORDER BY message_id, idx LIMIT $1",
+         WHERE state = 'PENDING'
+           AND NOT EXISTS (SELECT 1 FROM rm_conversations c JOIN rm_contacts k ON k.contact_id = c.contact_id
+                           WHERE c.conversation_id = rm_media.conversation_id AND k.erased)
+         ORDER BY message_id, idx LIMIT $1",
         [i64::try_from(limit).unwrap_or(i64::MAX)],
         |row| {
             let source: String = row.try_get(5)?;
@@ -812,6 +829,87 @@ pub async fn pending_media(db: &Database, limit: usize) -> Result<Vec<PendingMed
                     .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
             })
         }
+    )
+}
+
+/// A contact of `org` as erasure needs it: whether it exists, and whether
+/// it was erased already.
+pub async fn contact_erased(
+    db: &Database,
+    org: OrgId,
+    contact: ContactId,
+) -> Result<Option<bool>, sqlx::Error> {
+    fetch_optional!(
+        db,
+        "SELECT erased FROM rm_contacts WHERE org_id = $1 AND contact_id = $2",
+        [org.0, contact.0],
+        |row| row.try_get::<bool, _>(0)
+    )
+}
+
+/// Contact `contact` of `org`.
+pub async fn contact(
+    db: &Database,
+    org: OrgId,
+    contact: ContactId,
+) -> Result<Option<ContactRow>, sqlx::Error> {
+    fetch_optional!(
+        db,
+        "SELECT contact_id, platform_user_id, display_name, avatar_url, erased FROM rm_contacts
+         WHERE org_id = $1 AND contact_id = $2",
+        [org.0, contact.0],
+        |row| Ok(ContactRow {
+            id: ContactId(row.try_get(0)?),
+            platform_user_id: row.try_get(1)?,
+            display_name: row.try_get(2)?,
+            avatar_url: row.try_get(3)?,
+            erased: row.try_get(4)?,
+        })
+    )
+}
+
+/// Whether the customer of conversation `id` was erased.
+pub async fn conversation_erased(db: &Database, id: ConversationId) -> Result<bool, sqlx::Error> {
+    Ok(fetch_optional!(
+        db,
+        "SELECT k.erased FROM rm_conversations c JOIN rm_contacts k ON k.contact_id = c.contact_id
+         WHERE c.conversation_id = $1",
+        [id.0],
+        |row| row.try_get::<bool, _>(0)
+    )?
+    .unwrap_or(false))
+}
+
+/// The attachments (message id, index) in conversations with `contact`:
+/// the media files erasure deletes.
+pub async fn contact_media(
+    db: &Database,
+    contact: ContactId,
+) -> Result<Vec<(Uuid, u32)>, sqlx::Error> {
+    fetch_all!(
+        db,
+        "SELECT m.message_id, m.idx FROM rm_media m JOIN rm_conversations c ON c.conversation_id = m.conversation_id
+         WHERE c.contact_id = $1 ORDER BY m.message_id, m.idx",
+        [contact.0],
+        |row| Ok((
+            row.try_get::<Uuid, _>(0)?,
+            u32::try_from(row.try_get::<i32, _>(1)?).unwrap_or_default()
+        ))
+    )
+}
+
+/// Facebook contacts (organization, contact) whose platform user id is
+/// `user_id`, in every organization (one Facebook app serves them all).
+pub async fn facebook_contacts(
+    db: &Database,
+    user_id: &str,
+) -> Result<Vec<(OrgId, ContactId)>, sqlx::Error> {
+    fetch_all!(
+        db,
+        "SELECT DISTINCT k.org_id, k.contact_id FROM rm_contacts k JOIN rm_conversations c ON c.contact_id = k.contact_id
+         WHERE k.platform_user_id = $1 AND c.channel_kind = 'FACEBOOK'",
+        [user_id],
+        |row| Ok((OrgId(row.try_get(0)?), ContactId(row.try_get(1)?)))
     )
 }
 

@@ -137,6 +137,10 @@ pub trait InboxRows: Send {
     /// Profile `UNAVAILABLE`.
     async fn contact_profile_unavailable(&mut self, contact_id: Uuid) -> Result<(), ApplyError>;
 
+    /// The contact was erased: no name or avatar, profile `ERASED` (never
+    /// looked up again).
+    async fn contact_erased(&mut self, contact_id: Uuid) -> Result<(), ApplyError>;
+
     /// Creates the conversation (unread 1, `OPEN`) or, if it exists: one
     /// more unread, `OPEN`, the latest customer time, and the preview and
     /// last activity unless they are newer than this message.
@@ -241,8 +245,8 @@ pub trait InboxRows: Send {
 /// The operations as statements in a read-model transaction.
 pub struct SqlRows<'t>(pub &'t mut ReadTx);
 
-pub(super) const INSERT_CONTACT: &str = "INSERT INTO rm_contacts (contact_id, org_id, channel_id, platform_user_id, display_name, avatar_url, following, profile_state)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+pub(super) const INSERT_CONTACT: &str = "INSERT INTO rm_contacts (contact_id, org_id, channel_id, platform_user_id, display_name, avatar_url, following, profile_state, erased)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 pub(super) const INSERT_CONVERSATION: &str = "INSERT INTO rm_conversations (conversation_id, org_id, channel_id, channel_kind, contact_id, thread_kind,
          thread_id, last_message_at, last_message_preview, last_customer_message_at, unread_count, assignee_id, status)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
@@ -356,7 +360,7 @@ impl InboxRows for SqlRows<'_> {
     ) -> Result<(), ApplyError> {
         execute!(
             self.0,
-            "UPDATE rm_contacts SET display_name = $1, avatar_url = $2, profile_state = 'DONE' WHERE contact_id = $3",
+            "UPDATE rm_contacts SET display_name = $1, avatar_url = $2, profile_state = 'DONE' WHERE contact_id = $3 AND NOT erased",
             display_name,
             avatar_url,
             contact_id
@@ -367,7 +371,16 @@ impl InboxRows for SqlRows<'_> {
     async fn contact_profile_unavailable(&mut self, contact_id: Uuid) -> Result<(), ApplyError> {
         execute!(
             self.0,
-            "UPDATE rm_contacts SET profile_state = 'UNAVAILABLE' WHERE contact_id = $1",
+            "UPDATE rm_contacts SET profile_state = 'UNAVAILABLE' WHERE contact_id = $1 AND NOT erased",
+            contact_id
+        )?;
+        Ok(())
+    }
+
+    async fn contact_erased(&mut self, contact_id: Uuid) -> Result<(), ApplyError> {
+        execute!(
+            self.0,
+            "UPDATE rm_contacts SET erased = TRUE, display_name = NULL, avatar_url = NULL, profile_state = 'ERASED' WHERE contact_id = $1",
             contact_id
         )?;
         Ok(())
