@@ -45,14 +45,25 @@ async fn open(backend: Backend) -> Option<(TestDatabase, AppState)> {
 
 /// Appends `events` inbound messages over `events / 10` conversations.
 async fn history(app: &AppState, org: OrgId, events: usize) {
+    history_sealed(app, org, events, false).await
+}
+
+/// `events` inbound messages; with `seal`, their texts sealed under each
+/// customer's key, as the webhook path writes them.
+async fn history_sealed(app: &AppState, org: OrgId, events: usize, seal: bool) {
     let channel = ChannelId::generate();
     let conversations = (events / 10).max(1);
     let start = chrono::Utc::now() - chrono::Duration::days(1);
     let mut tasks = Vec::new();
     for c in 0..conversations {
         let store = app.store.clone();
+        let keys = app.personal.clone().sealing(seal);
         tasks.push(tokio::spawn(async move {
             let user = format!("U{c:032}");
+            let key = keys
+                .for_contact(org.0, contact_id(channel, &user).0)
+                .await
+                .expect("key");
             let thread = Thread::User(user.clone());
             let conversation = conversation_id(channel, &thread);
             let batch: Vec<NewEvent> = (0..10)
@@ -67,7 +78,7 @@ async fn history(app: &AppState, org: OrgId, events: usize) {
                         author: Some(user.clone()),
                         platform_message_id: format!("{c}-{n}"),
                         sent_at: start + chrono::Duration::milliseconds((c * 10 + n) as i64),
-                        text: Some("สวัสดีครับ ขอสอบถามเรื่องการจัดส่งครับ".into()),
+                        text: Some(key.seal("สวัสดีครับ ขอสอบถามเรื่องการจัดส่งครับ")),
                         attachments: vec![],
                         postback: None,
                         quick_reply_payload: None,
@@ -269,6 +280,40 @@ async fn run(backend: Backend) {
     );
 }
 
+/// What sealed personal fields cost the inbox rebuild: the same history
+/// with texts in plain text and sealed, alternating, same run.
+async fn sealing_cost(backend: Backend) {
+    let events = env_number("OMNIBOX_BENCH_EVENTS", 100_000);
+    println!(
+        "\n#### {backend:?}: inbox rebuild, texts in plain text vs sealed ({events} events)\n"
+    );
+    println!("| round | plain text events/s | sealed events/s |");
+    println!("|---|---:|---:|");
+    for round in 1..=2 {
+        let mut rates = Vec::new();
+        for seal in [false, true] {
+            let Some((_database, app)) = open(backend).await else {
+                return;
+            };
+            let owner = omnibox_api::bootstrap::bootstrap(&app, "Bench", "owner@example.com")
+                .await
+                .expect("bootstrap");
+            history_sealed(&app, owner.org_id, events, seal).await;
+            let inbox = app
+                .projections
+                .runners()
+                .iter()
+                .find(|r| r.name() == "inbox")
+                .expect("inbox projector")
+                .clone();
+            let started = Instant::now();
+            let applied = inbox.rebuild().await.expect("rebuild");
+            rates.push(applied as f64 / started.elapsed().as_secs_f64());
+        }
+        println!("| {round} | {:.0} | {:.0} |", rates[0], rates[1]);
+    }
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
@@ -281,6 +326,9 @@ async fn main() {
         _ => &[Backend::Sqlite],
     };
     for backend in backends {
-        run(*backend).await;
+        if std::env::var("OMNIBOX_BENCH_ONLY_SEALING").is_err() {
+            run(*backend).await;
+        }
+        sealing_cost(*backend).await;
     }
 }

@@ -49,6 +49,10 @@ pub struct Config {
     pub request_timeout: std::time::Duration,
     /// How long a WebSocket may wait before its `connection_init` (4408 after).
     pub websocket_init_timeout: std::time::Duration,
+    /// Whether customers' personal data is sealed in new events (default
+    /// yes). Off, erasure cannot remove what is written meanwhile; it exists
+    /// to measure what sealing costs.
+    pub seal_personal_data: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -183,6 +187,16 @@ impl Config {
             header_timeout: timeout(&non_empty, "OMNIBOX_HTTP_HEADER_TIMEOUT_MS", 10_000)?,
             request_timeout: timeout(&non_empty, "OMNIBOX_HTTP_REQUEST_TIMEOUT_MS", 30_000)?,
             websocket_init_timeout: timeout(&non_empty, "OMNIBOX_WS_INIT_TIMEOUT_MS", 10_000)?,
+            seal_personal_data: match non_empty("OMNIBOX_SEAL_PERSONAL_DATA").as_deref() {
+                None | Some("true" | "1" | "yes" | "on") => true,
+                Some("false" | "0" | "no" | "off") => false,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        name: "OMNIBOX_SEAL_PERSONAL_DATA",
+                        reason: format!("{other:?} is not true or false"),
+                    })
+                }
+            },
             max_replay_events: match non_empty("OMNIBOX_MAX_REPLAY_EVENTS") {
                 Some(n) => n.parse().map_err(|_| ConfigError::Invalid {
                     name: "OMNIBOX_MAX_REPLAY_EVENTS",

@@ -96,7 +96,13 @@ impl AppState {
             );
         }
         let secrets = Secrets::new(db.clone(), &key);
-        let personal = omnibox_store::personal::PersonalKeys::new(db.clone(), &key);
+        let personal = omnibox_store::personal::PersonalKeys::new(db.clone(), &key)
+            .sealing(config.seal_personal_data);
+        if !config.seal_personal_data {
+            tracing::warn!(
+                "OMNIBOX_SEAL_PERSONAL_DATA is off: customers' names and texts are stored in plain text and cannot be erased"
+            );
+        }
         let metrics = Arc::new(Metrics::new());
         // Readers see current event shapes only (see `upcasting`).
         let store: Arc<dyn EventStore> = Arc::new(InstrumentedStore::new(

@@ -31,10 +31,14 @@ use crate::Database;
 /// What every sealed field starts with.
 pub const SEALED_PREFIX: &str = "sealed:v1:";
 
-/// How long a key (or its absence) is trusted without asking the database.
-/// Another server's erasure is honoured here within this time; this
-/// server's own erasures at once.
+/// How long a key (or its absence) is trusted for opening without asking
+/// the database. Another server's erasure is honoured here within this
+/// time; this server's own erasures at once.
 const CACHE_TTL: Duration = Duration::from_secs(2);
+/// How long a contact's current key is used for sealing before it is read
+/// again. Should another server erase the contact meanwhile, what this one
+/// seals with the destroyed key is unreadable from the start: erased too.
+const SEALING_TTL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PersonalError {
@@ -72,7 +76,8 @@ pub fn is_sealed(text: &str) -> bool {
 #[derive(Clone)]
 pub struct SealingKey {
     key_id: Uuid,
-    cipher: Arc<Aes256Gcm>,
+    /// `None` when sealing is off: fields stay as they are.
+    cipher: Option<Arc<Aes256Gcm>>,
 }
 
 impl std::fmt::Debug for SealingKey {
@@ -84,12 +89,15 @@ impl std::fmt::Debug for SealingKey {
 impl SealingKey {
     /// `plaintext` sealed; empty texts stay empty (they say nothing).
     pub fn seal(&self, plaintext: &str) -> String {
+        let Some(cipher) = &self.cipher else {
+            return plaintext.to_owned();
+        };
         if plaintext.is_empty() || is_sealed(plaintext) {
             return plaintext.to_owned();
         }
         let mut nonce = [0u8; 12];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let Ok(ciphertext) = self.cipher.encrypt(
+        let Ok(ciphertext) = cipher.encrypt(
             Nonce::from_slice(&nonce),
             Payload {
                 msg: plaintext.as_bytes(),
@@ -147,9 +155,8 @@ pub struct PersonalKeys {
     db: Database,
     server: Arc<Aes256Gcm>,
     cache: Arc<Mutex<Cache>>,
-    /// New keys are made one at a time, so concurrent first messages from
-    /// one contact share a key.
-    making: Arc<tokio::sync::Mutex<()>>,
+    /// Whether new fields are sealed (opening always works).
+    sealing: bool,
 }
 
 type KeyRow = (Uuid, Uuid, Vec<u8>, Vec<u8>);
@@ -162,8 +169,14 @@ impl PersonalKeys {
             db,
             server: Arc::new(Aes256Gcm::new(&(*server_key.bytes()).into())),
             cache: Arc::default(),
-            making: Arc::default(),
+            sealing: true,
         }
+    }
+
+    /// Turns sealing of new fields on or off (off only to measure its cost).
+    pub fn sealing(mut self, on: bool) -> Self {
+        self.sealing = on;
+        self
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
@@ -199,18 +212,22 @@ impl PersonalKeys {
 
     /// The key `contact`'s personal data is sealed with now, made on first use.
     pub async fn for_contact(&self, org: Uuid, contact: Uuid) -> Result<SealingKey, PersonalError> {
+        if !self.sealing {
+            return Ok(SealingKey {
+                key_id: Uuid::nil(),
+                cipher: None,
+            });
+        }
         if let Some((key, at)) = self.cache().by_contact.get(&contact) {
-            if at.elapsed() < CACHE_TTL {
+            if at.elapsed() < SEALING_TTL {
                 return Ok(key.clone());
             }
         }
         if let Some(key) = self.current(contact).await? {
             return Ok(key);
         }
-        let _making = self.making.lock().await;
-        if let Some(key) = self.current(contact).await? {
-            return Ok(key);
-        }
+        // Concurrent first messages of one contact may each make a key: the
+        // newest is used from then on, and erasure destroys them all.
         let key_id = Uuid::now_v7();
         let mut key = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut key);
@@ -230,7 +247,7 @@ impl PersonalKeys {
             .await?;
         let sealing = SealingKey {
             key_id,
-            cipher: Arc::new(Aes256Gcm::new(&key.into())),
+            cipher: Some(Arc::new(Aes256Gcm::new(&key.into()))),
         };
         self.remember(contact, &sealing);
         Ok(sealing)
@@ -239,9 +256,7 @@ impl PersonalKeys {
     fn remember(&self, contact: Uuid, key: &SealingKey) {
         let now = Instant::now();
         let mut cache = self.cache();
-        cache
-            .by_key
-            .insert(key.key_id, (Some(key.cipher.clone()), now));
+        cache.by_key.insert(key.key_id, (key.cipher.clone(), now));
         cache.by_contact.insert(contact, (key.clone(), now));
     }
 
@@ -268,7 +283,7 @@ impl PersonalKeys {
         };
         let key = SealingKey {
             key_id,
-            cipher: self.unwrap_key(key_id, &nonce, &wrapped)?,
+            cipher: Some(self.unwrap_key(key_id, &nonce, &wrapped)?),
         };
         self.remember(contact, &key);
         Ok(Some(key))
@@ -292,19 +307,35 @@ impl PersonalKeys {
             "INSERT INTO personal_keys (key_id, org_id, contact_id, nonce, wrapped, created_at)
              VALUES ($1, $2, $3, $4, $5, $6)"
         };
+        // The key need not reach the disk by itself: the event that uses it
+        // is appended after it, and that commit's flush of the same WAL
+        // (SQLite's file, PostgreSQL's log) carries every earlier record
+        // with it. A key that no event uses may be lost, harmlessly.
         match &self.db {
             Database::Sqlite { pool, .. } => {
-                sqlx::query(insert)
+                let mut connection = pool.acquire().await?;
+                sqlx::query("PRAGMA synchronous = NORMAL")
+                    .execute(&mut *connection)
+                    .await?;
+                let inserted = sqlx::query(insert)
                     .bind(key_id)
                     .bind(org)
                     .bind(contact)
                     .bind(nonce)
                     .bind(wrapped)
                     .bind(created_at)
-                    .execute(pool)
+                    .execute(&mut *connection)
+                    .await;
+                sqlx::query("PRAGMA synchronous = FULL")
+                    .execute(&mut *connection)
                     .await?;
+                inserted?;
             }
             Database::Postgres { pool } => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SET LOCAL synchronous_commit = off")
+                    .execute(&mut *tx)
+                    .await?;
                 sqlx::query(insert)
                     .bind(key_id)
                     .bind(org)
@@ -312,8 +343,9 @@ impl PersonalKeys {
                     .bind(nonce)
                     .bind(wrapped)
                     .bind(created_at)
-                    .execute(pool)
+                    .execute(&mut *tx)
                     .await?;
+                tx.commit().await?;
             }
         }
         Ok(())
