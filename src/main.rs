@@ -15,6 +15,8 @@ use omnibox_domain::{Clock, SystemClock};
 use omnibox_store::{Direction, EventStore, StreamName};
 use tracing_subscriber::EnvFilter;
 
+mod demo;
+
 #[derive(Parser)]
 #[command(
     name = "omnibox",
@@ -74,6 +76,14 @@ enum Command {
         /// The file `omnibox export` wrote.
         file: std::path::PathBuf,
     },
+    /// A temporary server with simulated LINE and Facebook customers, on a
+    /// database deleted at exit; prints the inbox URL with an owner token.
+    Demo {
+        /// Seconds between simulated customer messages after the first
+        /// ones (0: none).
+        #[arg(long, default_value_t = 6)]
+        message_every: u64,
+    },
 }
 
 fn init_logging() {
@@ -107,6 +117,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         print!("{}", omnibox_api::graphql::sdl());
         return Ok(());
     }
+    if let Command::Demo { message_every } = command {
+        // Its own configuration: never the environment's database.
+        return demo::run(std::time::Duration::from_secs(message_every)).await;
+    }
     let config = Config::from_env()?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     // Operator commands read an existing database; only these make one.
@@ -131,7 +145,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             ..
         } => replay(config, clock, &stream).await,
         Command::Replay { from, .. } => replay_all(config, from.as_deref()).await,
-        Command::ExportSchema => Ok(()),
+        Command::ExportSchema | Command::Demo { .. } => Ok(()),
         Command::Export { org } => export(config, clock, org).await,
         Command::Import { file } => import(config, clock, &file).await,
     }

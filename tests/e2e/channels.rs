@@ -684,3 +684,47 @@ in_process_on_both_backends!(
     channel_updates_reach_only_their_organization,
     secrets_never_appear_in_plain_text,
 );
+
+/// A platform that cannot be reached is not a verdict on the token: the
+/// answer is PLATFORM_UNAVAILABLE with the cause, and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_platform_is_platform_unavailable() {
+    // Nothing listens on a port we bound and released.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", listener.local_addr().expect("address"))
+    };
+    let server = crate::support::Server::start_with(
+        omnibox_store::testing::Backend::Sqlite,
+        &[
+            ("OMNIBOX_FACEBOOK_GRAPH_URL", closed.as_str()),
+            ("OMNIBOX_LINE_API_URL", closed.as_str()),
+        ],
+    )
+    .await
+    .expect("server");
+    let owner = server.bootstrap("Siam Shop", "owner@example.com");
+    for input in [
+        json!({ "kind": "FACEBOOK", "externalId": PAGE_A, "name": "Page", "accessToken": PAGE_TOKEN }),
+        json!({ "kind": "LINE", "externalId": BOT, "name": "LINE", "accessToken": LINE_TOKEN, "channelSecret": LINE_SECRET }),
+    ] {
+        let answer = server
+            .graphql(
+                Some(&owner.token),
+                &connect_query(),
+                json!({ "input": input }),
+            )
+            .await;
+        assert_eq!(
+            error_code(&answer),
+            Some("PLATFORM_UNAVAILABLE"),
+            "{input} → {answer}"
+        );
+        let message = answer["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("could not be reached"), "{message}");
+    }
+    let channels = server
+        .graphql(Some(&owner.token), "{ channels { id } }", json!({}))
+        .await;
+    assert_eq!(channels["data"]["channels"], json!([]), "nothing stored");
+}

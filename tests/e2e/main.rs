@@ -2,7 +2,9 @@
 //! HTTP and WebSocket clients.
 
 mod assignment;
+mod browser;
 mod channels;
+mod demo;
 mod erasure;
 mod faults;
 mod foundation;
@@ -10,6 +12,7 @@ mod history;
 mod inbound;
 mod inbox;
 mod media;
+mod operations;
 mod platform;
 mod rebuild;
 mod replies;

@@ -71,6 +71,21 @@ fn command_error(error: CommandError<ChannelError>) -> ApiError {
 /// own words and codes are shown, never the token.
 pub(crate) fn platform_error(platform: &str, error: PlatformError) -> ApiError {
     match error {
+        // Transient on Facebook's side (unknown error, service down, throttled).
+        PlatformError::Facebook { ref error, .. }
+            if matches!(error.code, 1 | 2 | 4 | 17 | 32 | 613) =>
+        {
+            ApiError::PlatformUnavailable(format!(
+                "{platform} could not check this token now, try again: {}",
+                error.message
+            ))
+        }
+        PlatformError::Line { status, ref error } if status >= 500 || status == 429 => {
+            ApiError::PlatformUnavailable(format!(
+                "{platform} could not check this token now (HTTP {status}), try again: {}",
+                error.message
+            ))
+        }
         PlatformError::Facebook { error, .. } => ApiError::Validation(format!(
             "{platform} refused this token: {} (code {}{})",
             error.message,
@@ -84,7 +99,14 @@ pub(crate) fn platform_error(platform: &str, error: PlatformError) -> ApiError {
             "{platform} refused this token: {} (HTTP {status})",
             error.message
         )),
-        other => ApiError::Validation(format!("{platform} could not check this token: {other}")),
+        // Unreachable, timed out, or an answer that is no verdict on the
+        // token (5xx, garbage): the token may be fine, so not VALIDATION.
+        other => {
+            tracing::info!(platform, error = %other, "platform unavailable while checking a token");
+            ApiError::PlatformUnavailable(format!(
+                "{platform} could not be reached to check this token, try again: {other}"
+            ))
+        }
     }
 }
 
@@ -214,6 +236,7 @@ pub async fn connect(
         channel_secret,
     };
     run(app, &actor, channel_id, command).await?;
+    tracing::info!(channel = %channel_id, kind = ?request.kind, "channel connected");
     row(app, session, channel_id).await
 }
 
@@ -320,6 +343,7 @@ pub async fn disconnect(
         },
     )
     .await?;
+    tracing::info!(channel = %id, kind = ?current.kind, "channel disconnected");
     if current.kind == ChannelKind::Facebook
         && current.recorded_status != channel::ChannelStatus::Disconnected
     {

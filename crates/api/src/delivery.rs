@@ -216,8 +216,12 @@ impl DeliveryWorker {
                             reason: "the channel was disconnected".into(),
                         })
                     } else {
-                        self.send(app, &channel, &conversation, &reply, &indexes, route)
-                            .await
+                        let started = std::time::Instant::now();
+                        let answer = self
+                            .send(app, &channel, &conversation, &reply, &indexes, route)
+                            .await;
+                        record_attempt(app, route, &reply, started.elapsed(), &answer);
+                        answer
                     };
                     crash_point("delivery:after-send");
                     let Some(outcome) = self.outcome(&reply, route, answer) else {
@@ -417,6 +421,41 @@ impl DeliveryWorker {
             }
         }
     }
+}
+
+/// Counts and logs one platform call of the delivery worker (ids and
+/// outcome only, never the text).
+fn record_attempt(
+    app: &AppState,
+    route: SendRoute,
+    reply: &OutboundReply,
+    took: std::time::Duration,
+    answer: &Answer,
+) {
+    let (platform, call) = match route {
+        SendRoute::FacebookSend => ("facebook", "send"),
+        SendRoute::LineReply => ("line", "reply"),
+        SendRoute::LinePush => ("line", "push"),
+    };
+    let (outcome, sent, failed) = match answer {
+        Answer::Settled(Outcome::Delivered(ids)) => ("delivered", ids.len() as u64, false),
+        Answer::Settled(_) => ("failed", 0, true),
+        Answer::Retry(_) => ("retry", 0, true),
+        Answer::Wait(_) => ("waiting", 0, true),
+        Answer::Ambiguous(_) | Answer::Unknown => ("unknown", 0, true),
+        Answer::TokenRefused(_) => ("token_refused", 0, true),
+    };
+    app.metrics
+        .platform_call(platform, call, took.as_secs_f64(), failed);
+    app.metrics.delivery(platform, outcome, sent);
+    tracing::info!(
+        platform,
+        call,
+        reply = %reply.reply_id,
+        outcome,
+        took_ms = took.as_millis() as u64,
+        "delivery attempt"
+    );
 }
 
 /// A bubble as the platform must see it: its text opened (texts are

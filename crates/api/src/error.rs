@@ -25,6 +25,8 @@ pub enum ApiError {
     Resync(String),
     /// The request asks for more work than one request may cause.
     QueryTooCostly(String),
+    /// A platform could not be reached to check something (not a refusal).
+    PlatformUnavailable(String),
     /// Something broke on our side; the details go to the log, not the client.
     Internal,
 }
@@ -45,6 +47,7 @@ impl ApiError {
             ApiError::NotSupportedOnChannel(_) => "NOT_SUPPORTED_ON_CHANNEL",
             ApiError::Resync(_) => "RESYNC",
             ApiError::QueryTooCostly(_) => "QUERY_TOO_COSTLY",
+            ApiError::PlatformUnavailable(_) => "PLATFORM_UNAVAILABLE",
             ApiError::Internal => "INTERNAL",
         }
     }
@@ -66,7 +69,8 @@ impl ApiError {
             | ApiError::AttachmentNotAllowed(message)
             | ApiError::NotSupportedOnChannel(message)
             | ApiError::Resync(message)
-            | ApiError::QueryTooCostly(message) => message.clone(),
+            | ApiError::QueryTooCostly(message)
+            | ApiError::PlatformUnavailable(message) => message.clone(),
             ApiError::Internal => "internal error; the server log has the details".into(),
         }
     }

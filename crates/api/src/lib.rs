@@ -29,10 +29,12 @@ pub mod metrics;
 pub mod profiles;
 pub mod qr;
 pub mod server;
+pub mod simulator;
 mod state;
 pub mod templates;
 pub mod transfer;
 pub mod upcasting;
+pub mod web;
 pub mod webhooks;
 
 pub use config::Config;

@@ -35,7 +35,20 @@ pub struct Metrics {
     append_duration: Histogram,
     webhooks_unknown_target: Family<Labels, Counter>,
     projection_running: Family<Labels, prometheus_client::metrics::gauge::Gauge>,
+    webhooks: Family<Labels, Counter>,
+    messages_received: Family<Labels, Counter>,
+    messages_sent: Family<Labels, Counter>,
+    delivery_outcomes: Family<Labels, Counter>,
+    delivery_retries: Family<Labels, Counter>,
+    platform_calls: Family<Labels, Histogram, fn() -> Histogram>,
+    platform_errors: Family<Labels, Counter>,
+    /// Set at scrape time.
+    pub delivery_queue: Gauge,
+    pub projection_lag: Family<Labels, Gauge>,
+    pub websocket_subscribers: Gauge,
 }
+
+type Gauge = prometheus_client::metrics::gauge::Gauge;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -91,8 +104,88 @@ impl Metrics {
             "1 while a projector runs (catching up or live), 0 while a failure holds it (see /readyz for why)",
             projection_running.clone(),
         );
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let family = Family::<Labels, Counter>::default();
+            registry.register(name, help, family.clone());
+            family
+        };
+        let webhooks = counter(
+            &mut registry,
+            "webhooks",
+            "Webhook deliveries, by platform and outcome (accepted, bad_signature, malformed, unknown_target, unavailable)",
+        );
+        let messages_received = counter(
+            &mut registry,
+            "messages_received",
+            "Customer messages taken in from webhooks, by platform",
+        );
+        let messages_sent = counter(
+            &mut registry,
+            "messages_sent",
+            "Reply bubbles the platforms accepted, by platform",
+        );
+        let delivery_outcomes = counter(
+            &mut registry,
+            "delivery_outcomes",
+            "Delivery attempts, by platform and outcome (delivered, failed, retry, waiting, unknown)",
+        );
+        let delivery_retries = counter(
+            &mut registry,
+            "delivery_retries",
+            "Deliveries to be tried again (throttling, server errors, dropped connections), by platform",
+        );
+        let platform_calls = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "platform_call_duration_seconds",
+            "Time the platforms took to answer Omnibox's calls, by platform and call",
+            platform_calls.clone(),
+        );
+        let platform_errors = counter(
+            &mut registry,
+            "platform_call_errors",
+            "Platform calls that failed (an error answer or no answer), by platform and call",
+        );
+        let delivery_queue = Gauge::default();
+        registry.register(
+            "delivery_queue_depth",
+            "Reply bubbles queued and not yet delivered or failed",
+            delivery_queue.clone(),
+        );
+        let projection_lag = Family::<Labels, Gauge>::default();
+        registry.register(
+            "projection_lag_events",
+            "Events in the log a projector has not applied yet (counted up to 10,000)",
+            projection_lag.clone(),
+        );
+        let websocket_subscribers = Gauge::default();
+        registry.register(
+            "websocket_subscribers",
+            "Open subscription WebSockets",
+            websocket_subscribers.clone(),
+        );
+        let build = Family::<Labels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "The running build: 1, labelled with its version",
+            build.clone(),
+        );
+        build
+            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())])
+            .set(1);
         Self {
             registry,
+            webhooks,
+            messages_received,
+            messages_sent,
+            delivery_outcomes,
+            delivery_retries,
+            platform_calls,
+            platform_errors,
+            delivery_queue,
+            projection_lag,
+            websocket_subscribers,
             projection_running,
             http_requests,
             http_duration,
@@ -103,11 +196,68 @@ impl Metrics {
         }
     }
 
+    /// The metrics in the OpenMetrics text format.
     pub fn render(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);
         text
+    }
+
+    /// The metrics in Prometheus's classic text format (0.0.4), which every
+    /// scraper and parser reads: counters named with their `_total`, no
+    /// `# UNIT` or `# EOF` lines.
+    pub fn render_classic(&self) -> String {
+        classic(&self.render())
+    }
+
+    pub fn webhook(&self, platform: &'static str, outcome: &'static str) {
+        self.webhooks
+            .get_or_create(&vec![
+                ("platform", platform.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
+            .inc();
+    }
+
+    pub fn messages_received(&self, platform: &'static str, count: u64) {
+        self.messages_received
+            .get_or_create(&vec![("platform", platform.to_owned())])
+            .inc_by(count);
+    }
+
+    /// One delivery attempt's outcome; `sent` bubbles were accepted.
+    pub fn delivery(&self, platform: &'static str, outcome: &'static str, sent: u64) {
+        let platform_label = vec![("platform", platform.to_owned())];
+        self.delivery_outcomes
+            .get_or_create(&vec![
+                ("platform", platform.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
+            .inc();
+        if outcome == "retry" {
+            self.delivery_retries.get_or_create(&platform_label).inc();
+        }
+        if sent > 0 {
+            self.messages_sent
+                .get_or_create(&platform_label)
+                .inc_by(sent);
+        }
+    }
+
+    /// A platform call took `seconds`; `failed` when it errored or went unanswered.
+    pub fn platform_call(
+        &self,
+        platform: &'static str,
+        call: &'static str,
+        seconds: f64,
+        failed: bool,
+    ) {
+        let labels = vec![("platform", platform.to_owned()), ("call", call.to_owned())];
+        self.platform_calls.get_or_create(&labels).observe(seconds);
+        if failed {
+            self.platform_errors.get_or_create(&labels).inc();
+        }
     }
 
     /// Records whether projector `name` is running.
@@ -122,6 +272,34 @@ impl Metrics {
             .get_or_create(&vec![("platform", platform.to_owned())])
             .inc();
     }
+}
+
+/// OpenMetrics text to the classic format.
+fn classic(openmetrics: &str) -> String {
+    let counters: Vec<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(&name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(line) => text.push_str(&line),
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    text
 }
 
 /// Counts and times every request by its route template (not its raw path,

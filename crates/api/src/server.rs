@@ -12,7 +12,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, SEC_WEBSOCKET_PROTOCOL};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Router};
 use futures_util::{SinkExt, StreamExt};
@@ -85,6 +85,10 @@ pub fn router(app: AppState) -> Router {
         .layer(DefaultBodyLimit::max(webhooks::MAX_WEBHOOK_BODY))
         .with_state(app.clone());
     Router::new()
+        .route("/", get(crate::web::inbox))
+        .route("/assets/inbox.js", get(crate::web::inbox_js))
+        .route("/assets/inbox.css", get(crate::web::inbox_css))
+        .route("/assets/graphiql/{file}", get(crate::web::graphiql_asset))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -215,6 +219,11 @@ impl Drop for SocketGuard<'_> {
 }
 
 impl OpenSockets {
+    /// How many subscription WebSockets are open now.
+    pub fn count(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
     fn open(&self) -> SocketGuard<'_> {
         self.open.fetch_add(1, Ordering::SeqCst);
         SocketGuard(self)
@@ -275,25 +284,64 @@ async fn readyz(State(server): State<Server>) -> Response {
         .into_response()
 }
 
-async fn metrics(State(server): State<Server>) -> Response {
-    for runner in server.app.projections.runners() {
+/// The most events counted behind a projector at one scrape.
+const MAX_COUNTED_LAG: usize = 10_000;
+
+/// `GET /metrics`: Prometheus's classic text format, or OpenMetrics when
+/// the scraper asks for it (`Accept: application/openmetrics-text`).
+async fn metrics(State(server): State<Server>, headers: axum::http::HeaderMap) -> Response {
+    let app = &server.app;
+    let runners = app.projections.runners();
+    for runner in runners {
         let running = !matches!(
             runner.status(),
             RunnerStatus::Retrying { .. } | RunnerStatus::Stopped { .. }
         );
-        server
-            .app
-            .metrics
-            .projection_running(runner.name(), running);
+        app.metrics.projection_running(runner.name(), running);
     }
-    (
-        [(
-            CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        server.app.metrics.render(),
-    )
-        .into_response()
+    // Lag: the log's events after each projector's position, read once
+    // from the furthest behind.
+    let positions: Vec<_> = runners
+        .iter()
+        .map(|r| (r.name(), *r.position().borrow()))
+        .collect();
+    if let Some(oldest) = positions.iter().map(|(_, p)| *p).min() {
+        if let Ok(ahead) = app.store.read_all(Some(oldest), MAX_COUNTED_LAG).await {
+            for (name, position) in &positions {
+                let behind = ahead.iter().filter(|e| e.position > *position).count();
+                app.metrics
+                    .projection_lag
+                    .get_or_create(&vec![("projection", (*name).to_owned())])
+                    .set(behind as i64);
+            }
+        }
+    }
+    if let Ok(depth) = omnibox_projections::inbox::delivery_queue_depth(&app.db).await {
+        app.metrics.delivery_queue.set(depth);
+    }
+    app.metrics
+        .websocket_subscribers
+        .set(i64::try_from(app.sockets.count()).unwrap_or(i64::MAX));
+    let openmetrics = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    if openmetrics {
+        (
+            [(
+                CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            app.metrics.render(),
+        )
+            .into_response()
+    } else {
+        (
+            [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            app.metrics.render_classic(),
+        )
+            .into_response()
+    }
 }
 
 /// Queries and mutations. The bearer token, if any, becomes the session;
@@ -371,7 +419,7 @@ async fn graphql_get(State(server): State<Server>, request: Request) -> Response
                 .max_message_size(WS_MAX_MESSAGE)
                 .on_upgrade(move |socket| subscriptions(socket, server, protocol))
         }
-        Err(_) => Html(GRAPHIQL).into_response(),
+        Err(_) => crate::web::graphiql(),
     }
 }
 
@@ -543,33 +591,3 @@ async fn subscriptions(socket: WebSocket, server: Server, protocol: WebSocketPro
             .await;
     }
 }
-
-const GRAPHIQL: &str = r#"<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <title>Omnibox GraphiQL</title>
-  <link rel="stylesheet" href="https://unpkg.com/graphiql@3/graphiql.min.css">
-  <style>body { margin: 0; height: 100vh; } #graphiql { height: 100vh; }</style>
-</head>
-<body>
-  <div id="graphiql">Loading GraphiQL… (it needs unpkg.com; any GraphQL client can POST to this URL instead)</div>
-  <script crossorigin src="https://unpkg.com/react@18/umd/react.production.min.js"></script>
-  <script crossorigin src="https://unpkg.com/react-dom@18/umd/react-dom.production.min.js"></script>
-  <script crossorigin src="https://unpkg.com/graphiql@3/graphiql.min.js"></script>
-  <script>
-    const url = window.location.href.split('?')[0];
-    const wsUrl = url.replace(/^http/, 'ws');
-    const headers = () => {
-      const token = localStorage.getItem('omnibox-token');
-      return token ? { Authorization: 'Bearer ' + token } : {};
-    };
-    const fetcher = GraphiQL.createFetcher({ url, subscriptionUrl: wsUrl, headers: headers(),
-      wsConnectionParams: headers() });
-    ReactDOM.createRoot(document.getElementById('graphiql')).render(
-      React.createElement(GraphiQL, { fetcher, defaultHeaders: JSON.stringify(headers(), null, 2),
-        defaultQuery: '# Put {"Authorization": "Bearer <token>"} in Headers below, or run\n# localStorage.setItem("omnibox-token", "<token>") in the console.\n{ me { email role } }\n' }));
-  </script>
-</body>
-</html>
-"#;

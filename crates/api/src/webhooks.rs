@@ -85,11 +85,25 @@ pub async fn facebook_receive(
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok());
     if let Err(error) = verify_facebook_signature(secret.as_bytes(), signature, &body) {
-        return (StatusCode::UNAUTHORIZED, error.to_string()).into_response();
+        return rejected(
+            &app,
+            "facebook",
+            "bad_signature",
+            StatusCode::UNAUTHORIZED,
+            error,
+        );
     }
     let events = match facebook::parse_webhook(&body) {
         Ok(events) => events,
-        Err(error) => return (StatusCode::BAD_REQUEST, error.to_string()).into_response(),
+        Err(error) => {
+            return rejected(
+                &app,
+                "facebook",
+                "malformed",
+                StatusCode::BAD_REQUEST,
+                error,
+            )
+        }
     };
     let correlation = Uuid::now_v7();
     let mut by_page: Vec<(String, Vec<facebook::Event>)> = Vec::new();
@@ -100,19 +114,22 @@ pub async fn facebook_receive(
         }
     }
     let mut appends = Vec::new();
+    let mut channels = Vec::new();
     for (page, page_events) in by_page {
         match app.directory.by_page(&*app.store, &page).await {
             Ok(Some(channel)) if channel.receives() => {
+                channels.push(channel.id.to_string());
                 appends.extend(facebook_events(&channel, page_events, correlation))
             }
             Ok(_) => {
                 tracing::info!(%page, "webhook for a page no organization has connected; dropped");
                 app.metrics.webhook_for_unknown_target("facebook");
+                app.metrics.webhook("facebook", "unknown_target");
             }
-            Err(error) => return unavailable(error),
+            Err(error) => return unavailable(&app, "facebook", error),
         }
     }
-    store(&app, appends).await
+    store(&app, "facebook", &channels.join(","), appends).await
 }
 
 /// `POST /webhooks/line/{channelId}`.
@@ -123,7 +140,9 @@ pub async fn line_receive(
     body: Bytes,
 ) -> Response {
     let unknown = || {
+        tracing::info!(channel = %channel_id, "LINE webhook for no connected channel; dropped");
         app.metrics.webhook_for_unknown_target("line");
+        app.metrics.webhook("line", "unknown_target");
         StatusCode::OK.into_response()
     };
     let Ok(id) = Uuid::parse_str(&channel_id) else {
@@ -132,43 +151,79 @@ pub async fn line_receive(
     let channel = match app.directory.by_id(&*app.store, ChannelId(id)).await {
         Ok(Some(channel)) if channel.kind == ChannelKind::Line => channel,
         Ok(_) => return unknown(),
-        Err(error) => return unavailable(error),
+        Err(error) => return unavailable(&app, "line", error),
     };
     let Some(secret_id) = channel.channel_secret() else {
         return unknown();
     };
     let secret = match app.secrets.get(secret_id).await {
         Ok(secret) => secret,
-        Err(error) => return unavailable(error),
+        Err(error) => return unavailable(&app, "line", error),
     };
     let signature = headers
         .get("x-line-signature")
         .and_then(|v| v.to_str().ok());
     if let Err(error) = verify_line_signature(secret.expose().as_bytes(), signature, &body) {
-        return (StatusCode::UNAUTHORIZED, error.to_string()).into_response();
+        return rejected(
+            &app,
+            "line",
+            "bad_signature",
+            StatusCode::UNAUTHORIZED,
+            error,
+        );
     }
     let webhook = match line::parse_webhook(&body) {
         Ok(webhook) => webhook,
-        Err(error) => return (StatusCode::BAD_REQUEST, error.to_string()).into_response(),
+        Err(error) => return rejected(&app, "line", "malformed", StatusCode::BAD_REQUEST, error),
     };
     if !channel.receives() || webhook.destination != channel.state.external_id {
         return unknown();
     }
-    store(&app, line_events(&channel, webhook.events, Uuid::now_v7())).await
+    store(
+        &app,
+        "line",
+        &channel.id.to_string(),
+        line_events(&channel, webhook.events, Uuid::now_v7()),
+    )
+    .await
 }
 
-fn unavailable(error: impl std::fmt::Display) -> Response {
-    tracing::error!(%error, "webhook could not be stored; the platform will retry");
+/// A webhook refused: counted, logged with why (never its content).
+fn rejected(
+    app: &AppState,
+    platform: &'static str,
+    outcome: &'static str,
+    status: StatusCode,
+    error: impl std::fmt::Display,
+) -> Response {
+    tracing::info!(platform, reason = %error, "webhook rejected");
+    app.metrics.webhook(platform, outcome);
+    (status, error.to_string()).into_response()
+}
+
+fn unavailable(app: &AppState, platform: &'static str, error: impl std::fmt::Display) -> Response {
+    tracing::error!(platform, %error, "webhook could not be stored; the platform will retry");
+    app.metrics.webhook(platform, "unavailable");
     (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
 }
 
 /// Appends every item concurrently (they share group commits) and answers
 /// 200 once all are durable; any failure answers 503 so the platform
 /// retries, which the derived ids make harmless.
-async fn store(app: &AppState, mut appends: Vec<Append>) -> Response {
+async fn store(
+    app: &AppState,
+    platform: &'static str,
+    channel: &str,
+    mut appends: Vec<Append>,
+) -> Response {
     if let Err(error) = crate::inbound::seal(&mut appends, &app.personal).await {
-        return unavailable(error);
+        return unavailable(app, platform, error);
     }
+    let messages = appends
+        .iter()
+        .filter(|a| a.event.event_type == "MessageReceived")
+        .count();
+    let items = appends.len();
     let results = join_all(appends.into_iter().map(|append| async move {
         app.store
             .append(&append.stream, ExpectedRevision::Any, vec![append.event])
@@ -176,7 +231,12 @@ async fn store(app: &AppState, mut appends: Vec<Append>) -> Response {
     }))
     .await;
     match results.into_iter().find_map(Result::err) {
-        None => StatusCode::OK.into_response(),
-        Some(error) => unavailable(error),
+        None => {
+            app.metrics.webhook(platform, "accepted");
+            app.metrics.messages_received(platform, messages as u64);
+            tracing::info!(platform, channel, items, messages, "webhook accepted");
+            StatusCode::OK.into_response()
+        }
+        Some(error) => unavailable(app, platform, error),
     }
 }

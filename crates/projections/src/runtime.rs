@@ -173,8 +173,19 @@ impl ProjectionRunner {
     }
 
     fn set_status(&self, now: RunnerStatus) {
+        let name = self.name();
         self.status.send_if_modified(|status| {
             let changed = *status != now;
+            match (&*status, &now) {
+                (RunnerStatus::Live, RunnerStatus::Live) => {}
+                (_, RunnerStatus::Live) => {
+                    tracing::info!(projection = name, "projection caught up")
+                }
+                (RunnerStatus::Live, RunnerStatus::CatchingUp) => {
+                    tracing::info!(projection = name, "projection catching up")
+                }
+                _ => {}
+            }
             *status = now;
             changed
         });

@@ -847,6 +847,18 @@ pub async fn contact_erased(
     )
 }
 
+/// Reply bubbles waiting to be delivered (queued or being sent), all
+/// organizations: the delivery queue's depth.
+pub async fn delivery_queue_depth(db: &Database) -> Result<i64, sqlx::Error> {
+    Ok(fetch_optional!(
+        db,
+        "SELECT COUNT(*) FROM rm_deliveries WHERE state IN ('PENDING', 'SENDING')",
+        [],
+        |row| row.try_get::<i64, _>(0)
+    )?
+    .unwrap_or(0))
+}
+
 /// Contact `contact` of `org`.
 pub async fn contact(
     db: &Database,
