@@ -337,6 +337,55 @@ async fn graphiql_renders_offline(app: App) {
         .await;
 }
 
+/// The five-minute tour as a person takes it: `omnibox demo`, its `inbox:`
+/// link opened in a browser, simulated customers arriving live, a reply
+/// typed into the page and delivered by the simulated platform.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_works_in_a_browser() {
+    let mut demo = crate::demo::Demo::start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let link = loop {
+        let line = demo.next_line(deadline).await;
+        if let Some(link) = line.strip_prefix("inbox: ") {
+            break link.to_owned();
+        }
+    };
+    let mut browser = Browser::open(&link).await;
+    browser
+        .wait_for(
+            "three conversations, live",
+            "document.querySelectorAll('#conversation-list [data-conversation-id]').length >= 3 \
+             && document.querySelector('#live-status')?.dataset.state === 'live'",
+            Duration::from_secs(60),
+        )
+        .await;
+    browser
+        .eval("document.querySelector('#conversation-list [data-channel-kind=\"LINE\"]').click(), true")
+        .await;
+    browser
+        .wait_for(
+            "the thread",
+            "document.querySelectorAll('#messages [data-message-id]').length >= 1",
+            Duration::from_secs(30),
+        )
+        .await;
+    browser
+        .eval("(() => { const t = document.querySelector('#reply-text'); t.value = 'Thank you! It ships today 📦'; t.dispatchEvent(new Event('input', { bubbles: true })); document.querySelector('#reply-send').click(); return true; })()")
+        .await;
+    browser
+        .wait_for(
+            "the reply delivered",
+            "[...document.querySelectorAll('#messages [data-delivery=\"DELIVERED\"]')].some(m => m.innerText.includes('It ships today'))",
+            Duration::from_secs(60),
+        )
+        .await;
+    let shot = browser.screenshot("demo-inbox").await;
+    assert!(std::path::Path::new(&shot).exists());
+    drop(browser);
+    demo.sigterm();
+    assert!(demo.exited(Duration::from_secs(40)).await.success());
+}
+
 in_process_on_both_backends!(
     the_web_inbox_shows_conversations_live_and_sends_replies,
     graphiql_renders_offline

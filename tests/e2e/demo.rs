@@ -13,7 +13,7 @@ use crate::support::graphql;
 
 /// The `omnibox demo` process, its temporary directory (its `TMPDIR`) and
 /// what it logged.
-struct Demo {
+pub(crate) struct Demo {
     child: Child,
     tmp: PathBuf,
     log: Arc<Mutex<String>>,
@@ -21,7 +21,7 @@ struct Demo {
 }
 
 impl Demo {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let tmp = std::env::temp_dir().join(format!(
             "omnibox-demo-test-{}",
             uuid::Uuid::new_v4().simple()
@@ -71,7 +71,7 @@ impl Demo {
     }
 
     /// The next line on stdout, waiting at most until `deadline`.
-    async fn next_line(&mut self, deadline: Instant) -> String {
+    pub(crate) async fn next_line(&mut self, deadline: Instant) -> String {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, self.lines.recv()).await {
             Ok(Some(line)) => line,
@@ -80,7 +80,7 @@ impl Demo {
         }
     }
 
-    fn sigterm(&self) {
+    pub(crate) fn sigterm(&self) {
         let sent = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -88,7 +88,7 @@ impl Demo {
         assert!(sent.success());
     }
 
-    async fn exited(&mut self, bound: Duration) -> std::process::ExitStatus {
+    pub(crate) async fn exited(&mut self, bound: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + bound;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
