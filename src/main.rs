@@ -24,6 +24,11 @@ mod demo;
     about = "Event-sourced shared inbox for LINE Official Accounts and Facebook Pages"
 )]
 struct Cli {
+    /// A TOML file of settings (`database_url = "…"`, `listen = "…"`: the
+    /// environment variables' names without `OMNIBOX_`, in lower case). The
+    /// environment wins over the file.
+    #[arg(long, global = true, env = "OMNIBOX_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -36,15 +41,17 @@ enum Command {
     Migrate,
     /// Create an organization and its OWNER; print {"orgId","userId","token"}.
     Bootstrap {
+        /// The organization's name.
         #[arg(long)]
         org: String,
+        /// The owner's email address.
         #[arg(long)]
         owner: String,
     },
     /// Rebuild read models from the start of the log.
     Rebuild {
-        /// Only this projection (default: all).
-        #[arg(long)]
+        /// Only this projection (default: all of them).
+        #[arg(long, value_parser = ["members", "channels", "inbox", "templates", "qr_codes"])]
         projection: Option<String>,
     },
     /// Print events as NDJSON: one stream's (`--stream NAME`), or the whole
@@ -86,13 +93,72 @@ enum Command {
     },
 }
 
-fn init_logging() {
-    let filter = EnvFilter::try_from_env("OMNIBOX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+/// Settings from a TOML file, as the environment variables they stand for.
+fn config_file(
+    path: &std::path::Path,
+) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{} is not TOML", path.display()))?;
+    let known: Vec<&str> = omnibox_api::config::VARIABLES
+        .iter()
+        .map(|(name, ..)| *name)
+        .collect();
+    let mut settings = std::collections::HashMap::new();
+    let mut unknown = Vec::new();
+    for (key, value) in table {
+        let name = format!("OMNIBOX_{}", key.to_ascii_uppercase());
+        if !known.contains(&name.as_str()) {
+            unknown.push(key);
+            continue;
+        }
+        let value = match value {
+            toml::Value::String(text) => text,
+            toml::Value::Integer(n) => n.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => anyhow::bail!(
+                "{key} in {}: a {} is not a string, number or boolean",
+                path.display(),
+                other.type_str()
+            ),
+        };
+        settings.insert(name, value);
+    }
+    if !unknown.is_empty() {
+        let names: Vec<String> = known
+            .iter()
+            .map(|n| n.trim_start_matches("OMNIBOX_").to_ascii_lowercase())
+            .collect();
+        anyhow::bail!(
+            "unknown settings in {}: {} (known: {})",
+            path.display(),
+            unknown.join(", "),
+            names.join(", ")
+        );
+    }
+    Ok(settings)
+}
+
+/// `serve --help`'s list of every environment variable.
+fn variables_help() -> String {
+    let mut text =
+        String::from("Environment (a --config file may set the same, the environment wins):\n");
+    for (name, default, what, _) in omnibox_api::config::VARIABLES {
+        text.push_str(&format!("  {name}\n      {what} [default: {default}]\n"));
+    }
+    text
+}
+
+fn init_logging(lookup: &impl Fn(&str) -> Option<String>) {
+    let filter = lookup("OMNIBOX_LOG")
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if std::env::var("OMNIBOX_LOG_FORMAT").is_ok_and(|f| f == "json") {
+    if lookup("OMNIBOX_LOG_FORMAT").is_some_and(|f| f == "json") {
         builder.json().init();
     } else {
         builder.init();
@@ -101,9 +167,28 @@ fn init_logging() {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging();
-    match run(cli.command).await {
+    use clap::{CommandFactory, FromArgMatches};
+    let command =
+        Cli::command().mut_subcommand("serve", |serve| serve.after_long_help(variables_help()));
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+    let file = match cli.config.as_deref().map(config_file).transpose() {
+        Ok(file) => file.unwrap_or_default(),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let lookup = move |name: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .or_else(|| file.get(name).cloned())
+    };
+    init_logging(&lookup);
+    match run(cli.command, lookup).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -112,7 +197,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command, lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
     if let Command::ExportSchema = command {
         print!("{}", omnibox_api::graphql::sdl());
         return Ok(());
@@ -121,7 +206,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
         // Its own configuration: never the environment's database.
         return demo::run(std::time::Duration::from_secs(message_every)).await;
     }
-    let config = Config::from_env()?;
+    let config = Config::from_lookup(lookup)?;
+    if !matches!(command, Command::Serve) {
+        tracing::info!(
+            database = %omnibox_api::config::redact_url(&config.database_url),
+            "using this database"
+        );
+    }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     // Operator commands read an existing database; only these make one.
     if !matches!(
@@ -244,14 +335,22 @@ async fn rebuild(config: Config, clock: Arc<dyn Clock>, only: Option<&str>) -> a
             known.join(", ")
         );
     }
+    let total = app.db.count_events().await?;
     for runner in selected {
-        let bar = indicatif::ProgressBar::new_spinner()
-            .with_message(format!("rebuilding {}", runner.name()));
+        // A bar with total, percent and time left on a terminal; nothing
+        // when stderr is a file or a pipe.
+        let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            indicatif::ProgressBar::new(total)
+        } else {
+            indicatif::ProgressBar::hidden()
+        }
+        .with_message(format!("rebuilding {}", runner.name()));
         bar.set_style(
             indicatif::ProgressStyle::with_template(
-                "{spinner} {msg}: {pos} events ({per_sec}, {elapsed})",
+                "{msg} [{bar:30}] {pos}/{len} events {percent}% ({per_sec}, {eta} left)",
             )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         let started = std::time::Instant::now();
         let applied = runner.rebuild_reporting(&|n| bar.set_position(n)).await?;

@@ -242,3 +242,145 @@ async fn metrics(app: &App, accept: Option<&str>) -> (String, String) {
 }
 
 in_process_on_both_backends!(metrics_are_classic_text_with_every_family);
+
+fn omnibox(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_omnibox"))
+        .args(args)
+        .env_remove("OMNIBOX_DATABASE_URL")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run omnibox")
+}
+
+/// Start-up checks every setting and prints each problem once, with the
+/// variable's name; nothing is created.
+#[test]
+fn bad_settings_stop_start_up_each_named_once() {
+    let dir =
+        std::env::temp_dir().join(format!("omnibox-config-{}", uuid::Uuid::new_v4().simple()));
+    let database = format!("sqlite://{}/omnibox.db", dir.display());
+    let output = omnibox(
+        &["serve"],
+        &[
+            ("OMNIBOX_DATABASE_URL", database.as_str()),
+            ("OMNIBOX_LISTEN", "no-such-host.invalid:8080"),
+            ("OMNIBOX_PUBLIC_URL", "inbox.example.com"),
+            ("OMNIBOX_PLATFORM_TIMEOUT_MS", "ten"),
+            ("OMNIBOX_LOG", "omnibox=chatty"),
+        ],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for name in [
+        "OMNIBOX_LISTEN",
+        "OMNIBOX_PUBLIC_URL",
+        "OMNIBOX_PLATFORM_TIMEOUT_MS",
+        "OMNIBOX_LOG ",
+    ] {
+        assert_eq!(stderr.matches(name).count(), 1, "{name} once in:\n{stderr}");
+    }
+    assert!(!dir.exists(), "nothing created");
+
+    // A media folder that cannot be written stops start-up, named.
+    let file = std::env::temp_dir().join(format!(
+        "omnibox-not-a-dir-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::write(&file, b"a file").expect("file");
+    let media = file.join("media");
+    let output = omnibox(&["migrate"], &[("OMNIBOX_DATABASE_URL", database.as_str())]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = omnibox(
+        &["bootstrap", "--org", "Shop", "--owner", "owner@example.com"],
+        &[
+            ("OMNIBOX_DATABASE_URL", database.as_str()),
+            ("OMNIBOX_MEDIA_DIR", &media.display().to_string()),
+        ],
+    );
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("OMNIBOX_MEDIA_DIR"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A TOML config file sets what the environment does not; unknown keys
+/// are refused with the known ones listed.
+#[test]
+fn a_config_file_adds_to_the_environment() {
+    let dir = std::env::temp_dir().join(format!("omnibox-toml-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("omnibox.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "database_url = \"sqlite://{}/from-file.db\"\nplatform_timeout_ms = 5000\nseal_personal_data = true\n",
+            dir.display()
+        ),
+    )
+    .expect("write");
+    let config = file.display().to_string();
+    let output = omnibox(&["--config", &config, "migrate"], &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        dir.join("from-file.db").exists(),
+        "the file's database was used"
+    );
+    let bootstrap = omnibox(
+        &["bootstrap", "--org", "Shop", "--owner", "owner@example.com"],
+        &[("OMNIBOX_CONFIG", config.as_str())],
+    );
+    assert!(
+        bootstrap.status.success(),
+        "OMNIBOX_CONFIG names the file too"
+    );
+    assert!(
+        String::from_utf8_lossy(&bootstrap.stderr).contains("from-file.db"),
+        "operator commands say which database they use"
+    );
+
+    std::fs::write(&file, "databse_url = \"sqlite://x.db\"\n").expect("write");
+    let output = omnibox(&["--config", &config, "migrate"], &[]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("databse_url") && stderr.contains("database_url"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The command line helps: suggestions for typos, every variable in
+/// `serve --help`, the projections in `rebuild --help`.
+#[test]
+fn the_command_line_explains_itself() {
+    let typo = omnibox(&["reubild"], &[]);
+    assert!(!typo.status.success());
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("similar subcommand exists: 'rebuild'"));
+    let serve = String::from_utf8_lossy(&omnibox(&["serve", "--help"], &[]).stdout).into_owned();
+    for (name, ..) in omnibox_api::config::VARIABLES {
+        assert!(serve.contains(name), "{name} missing from serve --help");
+    }
+    let rebuild =
+        String::from_utf8_lossy(&omnibox(&["rebuild", "--help"], &[]).stdout).into_owned();
+    for projection in ["members", "channels", "inbox", "templates", "qr_codes"] {
+        assert!(
+            rebuild.contains(projection),
+            "{projection} missing from rebuild --help"
+        );
+    }
+    let wrong = omnibox(&["rebuild", "--projection", "inbx"], &[]);
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("inbox"));
+}

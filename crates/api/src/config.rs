@@ -13,6 +13,271 @@ pub const DEFAULT_MAX_REPLAY_EVENTS: usize = 100_000;
 pub enum ConfigError {
     #[error("{name} is not valid: {reason}")]
     Invalid { name: &'static str, reason: String },
+    /// Every problem found, one per variable.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<ConfigError>),
+}
+
+/// What a variable holds, for checking it before anything starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `sqlite://FILE` or `postgres://…`.
+    DatabaseUrl,
+    /// `host:port`, the host a name or an address.
+    Listen,
+    /// An absolute `http://` or `https://` URL.
+    HttpUrl,
+    /// Milliseconds, more than 0.
+    Millis,
+    /// A whole number.
+    Count,
+    /// true/false (also 1/0, yes/no, on/off).
+    Flag,
+    /// A log filter (`info`, `omnibox_api=debug,warn`).
+    LogFilter,
+    /// `text` or `json`.
+    LogFormat,
+    /// Any text (a secret, a token, a path).
+    Text,
+}
+
+/// Every variable Omnibox reads: name, default, what it is, and its kind.
+/// `omnibox serve --help` prints them; config files may set the same ones.
+pub const VARIABLES: &[(&str, &str, &str, Kind)] = &[
+    (
+        "OMNIBOX_DATABASE_URL",
+        DEFAULT_DATABASE_URL,
+        "sqlite://FILE (created if missing) or postgres://…",
+        Kind::DatabaseUrl,
+    ),
+    (
+        "OMNIBOX_LISTEN",
+        DEFAULT_LISTEN,
+        "the address HTTP listens on (host:port; a host name is resolved)",
+        Kind::Listen,
+    ),
+    (
+        "OMNIBOX_PUBLIC_URL",
+        "http:// + the listen address",
+        "the https address platforms reach this server at (shown in webhookUrl)",
+        Kind::HttpUrl,
+    ),
+    (
+        "OMNIBOX_SECRET_KEY",
+        "a development key in the data folder",
+        "32 random bytes, standard base64: seals platform secrets and personal-data keys",
+        Kind::Text,
+    ),
+    (
+        "OMNIBOX_FACEBOOK_APP_SECRET",
+        "none",
+        "checks X-Hub-Signature-256 of Facebook webhooks and data deletion requests",
+        Kind::Text,
+    ),
+    (
+        "OMNIBOX_FACEBOOK_VERIFY_TOKEN",
+        "none",
+        "answers Facebook's webhook verification handshake",
+        Kind::Text,
+    ),
+    (
+        "OMNIBOX_FACEBOOK_GRAPH_URL",
+        "https://graph.facebook.com/v25.0",
+        "the Graph API, with its version",
+        Kind::HttpUrl,
+    ),
+    (
+        "OMNIBOX_LINE_API_URL",
+        "https://api.line.me",
+        "the LINE Messaging API",
+        Kind::HttpUrl,
+    ),
+    (
+        "OMNIBOX_LINE_DATA_URL",
+        "https://api-data.line.me (or OMNIBOX_LINE_API_URL)",
+        "LINE's content host",
+        Kind::HttpUrl,
+    ),
+    (
+        "OMNIBOX_MEDIA_DIR",
+        "omnibox-media beside the database",
+        "where inbound media files are kept (must be writable)",
+        Kind::Text,
+    ),
+    (
+        "OMNIBOX_PLATFORM_TIMEOUT_MS",
+        "10000",
+        "how long a platform call may take",
+        Kind::Millis,
+    ),
+    (
+        "OMNIBOX_DELIVERY_LEASE_MS",
+        "60000",
+        "how long a delivery claim lasts (longer than the platform timeout)",
+        Kind::Millis,
+    ),
+    (
+        "OMNIBOX_MAX_REPLAY_EVENTS",
+        "100000",
+        "how far back inboxUpdates(after:) may resume",
+        Kind::Count,
+    ),
+    (
+        "OMNIBOX_SEAL_PERSONAL_DATA",
+        "true",
+        "seal customers' personal data so it can be erased (false only to measure)",
+        Kind::Flag,
+    ),
+    (
+        "OMNIBOX_HTTP_HEADER_TIMEOUT_MS",
+        "10000",
+        "time to send a request's headers; idle keep-alive limit",
+        Kind::Millis,
+    ),
+    (
+        "OMNIBOX_HTTP_REQUEST_TIMEOUT_MS",
+        "30000",
+        "time for one HTTP request, body included",
+        Kind::Millis,
+    ),
+    (
+        "OMNIBOX_WS_INIT_TIMEOUT_MS",
+        "10000",
+        "time a WebSocket may take to send connection_init",
+        Kind::Millis,
+    ),
+    (
+        "OMNIBOX_TRUSTED_MEDIA_ORIGIN",
+        "none",
+        "one origin fetched without the public-https checks (tests and the demo only)",
+        Kind::HttpUrl,
+    ),
+    (
+        "OMNIBOX_LOG",
+        "info",
+        "log filter, e.g. info or omnibox_api=debug,warn",
+        Kind::LogFilter,
+    ),
+    (
+        "OMNIBOX_LOG_FORMAT",
+        "text",
+        "text or json",
+        Kind::LogFormat,
+    ),
+];
+
+/// Checks one value of a variable of `kind`; why it is not valid.
+fn check(kind: Kind, value: &str) -> Result<(), String> {
+    let value = value.trim();
+    match kind {
+        Kind::DatabaseUrl => {
+            let known = ["sqlite://", "postgres://", "postgresql://"];
+            if !known.iter().any(|scheme| value.starts_with(scheme)) {
+                return Err(format!(
+                    "{:?} is not sqlite://FILE or postgres://USER@HOST/DB",
+                    redact_url(value)
+                ));
+            }
+            if value.starts_with("sqlite://") && value.len() == "sqlite://".len() {
+                return Err("sqlite:// needs a file name".into());
+            }
+            Ok(())
+        }
+        Kind::Listen => resolve(value).map(|_| ()),
+        Kind::HttpUrl => match reqwest::Url::parse(value) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(()),
+            Ok(url) => Err(format!(
+                "{value:?}: {} URLs are not allowed here (http or https)",
+                url.scheme()
+            )),
+            Err(error) => Err(format!("{value:?} is not a URL: {error}")),
+        },
+        Kind::Millis => match value.parse::<u64>() {
+            Ok(0) => Err("must be more than 0".into()),
+            Ok(ms) if ms > 86_400_000 => Err(format!("{ms} ms is more than a day")),
+            Ok(_) => Ok(()),
+            Err(_) => Err(format!("{value:?} is not a number of milliseconds")),
+        },
+        Kind::Count => value
+            .parse::<usize>()
+            .map(|_| ())
+            .map_err(|_| format!("{value:?} is not a whole number")),
+        Kind::Flag => parse_flag(value).map(|_| ()),
+        Kind::LogFilter => check_log_filter(value),
+        Kind::LogFormat => match value {
+            "text" | "json" => Ok(()),
+            other => Err(format!("{other:?} is not text or json")),
+        },
+        Kind::Text => Ok(()),
+    }
+}
+
+/// A log filter as `tracing_subscriber`'s `EnvFilter` reads it: directives
+/// separated by commas, each `target=level`, `target` or `level`.
+fn check_log_filter(value: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    for directive in value.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = match directive.rsplit_once('=') {
+            Some((target, level)) if !target.is_empty() => level,
+            Some(_) => return Err(format!("{directive:?} has no target before '='")),
+            None if directive.contains(['[', '{']) => continue,
+            None => {
+                // A bare target (all levels) or a bare level.
+                if directive
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '-')
+                {
+                    continue;
+                }
+                return Err(format!("{directive:?} is not a log directive"));
+            }
+        };
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "{directive:?}: {level:?} is not a level ({})",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn parse_flag(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        other => Err(format!("{other:?} is not true or false")),
+    }
+}
+
+/// `host:port` to the first address it names (a host name is resolved).
+fn resolve(value: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(address) = value.parse::<SocketAddr>() {
+        return Ok(address);
+    }
+    let hint = "expected host:port, e.g. 127.0.0.1:8080 or localhost:8080";
+    if !value.contains(':') {
+        return Err(format!("{value:?} has no port ({hint})"));
+    }
+    value
+        .to_socket_addrs()
+        .map_err(|e| format!("{value:?}: {e} ({hint})"))?
+        .next()
+        .ok_or_else(|| format!("{value:?} names no address ({hint})"))
+}
+
+/// Every variable that is set but not valid, each once with its name.
+pub fn problems(get: &impl Fn(&str) -> Option<String>) -> Vec<ConfigError> {
+    VARIABLES
+        .iter()
+        .filter_map(|(name, _, _, kind)| {
+            let value = get(name).filter(|v| !v.trim().is_empty())?;
+            check(*kind, &value)
+                .err()
+                .map(|reason| ConfigError::Invalid { name, reason })
+        })
+        .collect()
 }
 
 /// Everything the server needs to start. Secrets are kept out of `Debug`.
@@ -135,17 +400,18 @@ impl Config {
     /// Reads `OMNIBOX_*` variables through `get` (the process environment in
     /// production, a map in tests).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut found = problems(&get);
+        match found.len() {
+            0 => {}
+            1 => return Err(found.remove(0)),
+            _ => return Err(ConfigError::Several(found)),
+        }
         let non_empty = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         let listen_text = non_empty("OMNIBOX_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        let listen: SocketAddr =
-            listen_text
-                .parse()
-                .map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
-                    name: "OMNIBOX_LISTEN",
-                    reason: format!(
-                        "{listen_text:?}: {e} (expected host:port, e.g. 127.0.0.1:8080)"
-                    ),
-                })?;
+        let listen = resolve(listen_text.trim()).map_err(|reason| ConfigError::Invalid {
+            name: "OMNIBOX_LISTEN",
+            reason,
+        })?;
         let line_api_url = non_empty("OMNIBOX_LINE_API_URL");
         let platform_timeout = millis(&non_empty, "OMNIBOX_PLATFORM_TIMEOUT_MS")?
             .unwrap_or(omnibox_channels::client::REQUEST_TIMEOUT);
@@ -187,15 +453,12 @@ impl Config {
             header_timeout: timeout(&non_empty, "OMNIBOX_HTTP_HEADER_TIMEOUT_MS", 10_000)?,
             request_timeout: timeout(&non_empty, "OMNIBOX_HTTP_REQUEST_TIMEOUT_MS", 30_000)?,
             websocket_init_timeout: timeout(&non_empty, "OMNIBOX_WS_INIT_TIMEOUT_MS", 10_000)?,
-            seal_personal_data: match non_empty("OMNIBOX_SEAL_PERSONAL_DATA").as_deref() {
-                None | Some("true" | "1" | "yes" | "on") => true,
-                Some("false" | "0" | "no" | "off") => false,
-                Some(other) => {
-                    return Err(ConfigError::Invalid {
-                        name: "OMNIBOX_SEAL_PERSONAL_DATA",
-                        reason: format!("{other:?} is not true or false"),
-                    })
-                }
+            seal_personal_data: match non_empty("OMNIBOX_SEAL_PERSONAL_DATA") {
+                None => true,
+                Some(text) => parse_flag(&text).map_err(|reason| ConfigError::Invalid {
+                    name: "OMNIBOX_SEAL_PERSONAL_DATA",
+                    reason,
+                })?,
             },
             max_replay_events: match non_empty("OMNIBOX_MAX_REPLAY_EVENTS") {
                 Some(n) => n.parse().map_err(|_| ConfigError::Invalid {
@@ -241,6 +504,57 @@ mod tests {
         assert_eq!(c.line_data_url, "http://127.0.0.1:9000");
         let c = config(&[("OMNIBOX_PUBLIC_URL", "https://inbox.example.com/")]).expect("config");
         assert_eq!(c.public_url, "https://inbox.example.com");
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_once_with_its_name() {
+        let err = config(&[
+            ("OMNIBOX_DATABASE_URL", "mysql://db"),
+            ("OMNIBOX_PUBLIC_URL", "ftp://inbox.example.com"),
+            ("OMNIBOX_FACEBOOK_GRAPH_URL", "not a url"),
+            ("OMNIBOX_PLATFORM_TIMEOUT_MS", "soon"),
+            ("OMNIBOX_HTTP_REQUEST_TIMEOUT_MS", "0"),
+            ("OMNIBOX_LOG", "omnibox=loud"),
+            ("OMNIBOX_LOG_FORMAT", "xml"),
+            ("OMNIBOX_SEAL_PERSONAL_DATA", "maybe"),
+            ("OMNIBOX_LISTEN", "nowhere"),
+        ])
+        .expect_err("refused");
+        let text = err.to_string();
+        for name in [
+            "OMNIBOX_DATABASE_URL",
+            "OMNIBOX_PUBLIC_URL",
+            "OMNIBOX_FACEBOOK_GRAPH_URL",
+            "OMNIBOX_PLATFORM_TIMEOUT_MS",
+            "OMNIBOX_HTTP_REQUEST_TIMEOUT_MS",
+            "OMNIBOX_LOG is",
+            "OMNIBOX_LOG_FORMAT",
+            "OMNIBOX_SEAL_PERSONAL_DATA",
+            "OMNIBOX_LISTEN",
+        ] {
+            assert_eq!(
+                text.matches(&format!("{name} ")).count(),
+                1,
+                "{name} in:\n{text}"
+            );
+        }
+        assert_eq!(text.lines().count(), 9, "{text}");
+    }
+
+    #[test]
+    fn good_values_pass() {
+        for (name, value) in [
+            ("OMNIBOX_LISTEN", "localhost:8080"),
+            ("OMNIBOX_LISTEN", "[::1]:0"),
+            ("OMNIBOX_LOG", "info"),
+            ("OMNIBOX_LOG", "omnibox_api=debug,tower_http=warn,info"),
+            ("OMNIBOX_DATABASE_URL", "postgresql://app@db/omnibox"),
+            ("OMNIBOX_SEAL_PERSONAL_DATA", "off"),
+        ] {
+            config(&[(name, value)]).unwrap_or_else(|e| panic!("{name}={value}: {e}"));
+        }
+        let c = config(&[("OMNIBOX_LISTEN", "localhost:8080")]).expect("a host name");
+        assert!(c.listen.ip().is_loopback() && c.listen.port() == 8080);
     }
 
     #[test]

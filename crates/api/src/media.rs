@@ -111,6 +111,15 @@ impl MediaStore for LocalMediaStore {
     }
 }
 
+/// Creates `dir` if needed and proves a file can be written there, so a
+/// read-only or mistyped media folder stops start-up instead of every fetch.
+pub fn check_writable(dir: &std::path::Path) -> std::io::Result<()> {
+    omnibox_store::database::create_private_dir(dir)?;
+    let probe = dir.join(format!(".write-check-{}", Uuid::new_v4().simple()));
+    omnibox_store::database::create_private_file(&probe)?;
+    std::fs::remove_file(&probe)
+}
+
 /// Where attachment `index` of message `message_id` is kept.
 pub fn storage_key(message_id: Uuid, index: u32) -> String {
     format!("{}-{index}", message_id.simple())

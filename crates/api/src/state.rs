@@ -32,6 +32,11 @@ pub enum StartError {
     Projection(#[from] omnibox_projections::ProjectionError),
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("OMNIBOX_MEDIA_DIR: cannot write media files into {}: {source}", .dir.display())]
+    MediaDir {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Shared by every request; cheap to clone.
@@ -130,13 +135,16 @@ impl AppState {
         )?;
         let graph = GraphClient::new(http.clone(), &config.facebook_graph_url);
         let line = LineClient::new(http.clone(), &config.line_api_url, &config.line_data_url);
+        let media_dir = config
+            .media_dir
+            .clone()
+            .unwrap_or_else(|| db.data_dir().join("omnibox-media"));
+        crate::media::check_writable(&media_dir).map_err(|source| StartError::MediaDir {
+            dir: media_dir.clone(),
+            source,
+        })?;
         let media: Arc<dyn crate::media::MediaStore> =
-            Arc::new(crate::media::LocalMediaStore::new(
-                config
-                    .media_dir
-                    .clone()
-                    .unwrap_or_else(|| db.data_dir().join("omnibox-media")),
-            ));
+            Arc::new(crate::media::LocalMediaStore::new(media_dir));
         projections.catch_up().await?;
         let (member_changes, _) = tokio::sync::broadcast::channel(256);
         tokio::spawn(forward_member_changes(

@@ -140,6 +140,23 @@ impl Database {
         Ok(())
     }
 
+    /// How many events the log holds (for progress bars; a full count).
+    pub async fn count_events(&self) -> Result<u64, StoreError> {
+        let count: i64 = match self {
+            Database::Sqlite { pool, .. } => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM events")
+                    .fetch_one(pool)
+                    .await?
+            }
+            Database::Postgres { pool } => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM events")
+                    .fetch_one(pool)
+                    .await?
+            }
+        };
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     /// Opens the event store on this database (run [`Database::migrate`] first).
     pub async fn event_store(&self) -> Result<Arc<dyn EventStore>, StoreError> {
         Ok(match self {
