@@ -106,13 +106,13 @@ pub const VARIABLES: &[(&str, &str, &str, Kind)] = &[
     ),
     (
         "OMNIBOX_PLATFORM_TIMEOUT_MS",
-        "10000",
+        "20000",
         "how long a platform call may take",
         Kind::Millis,
     ),
     (
         "OMNIBOX_DELIVERY_LEASE_MS",
-        "60000",
+        "120000",
         "how long a delivery claim lasts (longer than the platform timeout)",
         Kind::Millis,
     ),
@@ -165,6 +165,12 @@ pub const VARIABLES: &[(&str, &str, &str, Kind)] = &[
         Kind::LogFormat,
     ),
 ];
+
+// The defaults listed above are the ones the code uses.
+const _: () = {
+    assert!(omnibox_channels::client::REQUEST_TIMEOUT.as_millis() == 20_000);
+    assert!(omnibox_domain::conversation::CLAIM_LEASE.num_milliseconds() == 120_000);
+};
 
 /// Checks one value of a variable of `kind`; why it is not valid.
 fn check(kind: Kind, value: &str) -> Result<(), String> {

@@ -171,8 +171,10 @@ impl Message {
         }
         Ok(reveal(state(ctx)?, self.row.text.as_deref()).await?)
     }
-    /// The customer this message is with was erased: its text and file
-    /// names cannot be read any more (times, kinds and states remain).
+    /// Its text or file names were erased with its customer and cannot be
+    /// read any more (times, kinds and states remain). A message with
+    /// nothing personal in it (an image alone) stays false; see
+    /// `Contact.erased` for the customer.
     async fn erased(&self, ctx: &Context<'_>) -> async_graphql::Result<bool> {
         let app = state(ctx)?;
         if is_erased(app, self.row.text.as_deref()).await? {
