@@ -228,6 +228,13 @@ impl MediaFetcher {
 }
 
 fn failed(item: &PendingMedia, reason: String, app: &AppState) -> ConversationEvent {
+    // The reason names what happened (expired, too large, refused), never a URL's secrets.
+    tracing::info!(
+        message = %item.message_id,
+        index = item.index,
+        reason = %reason,
+        "media given up"
+    );
     ConversationEvent::MediaFetchFailed {
         conversation_id: item.conversation_id,
         org_id: item.org_id,

@@ -314,6 +314,7 @@ impl ProjectionRunner {
     /// (its status, an ERROR naming the event), and it tries again after
     /// [`STOPPED_RETRY_PAUSE`]. It never stops for good.
     pub async fn run_forever(self: Arc<Self>) {
+        tracing::info!(projection = self.name(), "projection started");
         let mut pause = FIRST_RETRY_PAUSE;
         loop {
             let runner = ProjectionRunner {
