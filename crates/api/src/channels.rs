@@ -9,13 +9,13 @@
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
-use omnibox_channels::client::PlatformError;
 use omnibox_domain::channel::{
     self, claim_page, page_reservation_id, AssignmentMode, Channel, ChannelCommand, ChannelError,
     ExpiryReason, PageReservation, Requester, SecretRef,
 };
 use omnibox_domain::ids::ChannelId;
 use omnibox_domain::ChannelKind;
+use omnibox_platforms::client::PlatformError;
 use omnibox_projections::channels::{self as read, ChannelRow};
 use omnibox_store::secrets::Secret;
 

@@ -168,7 +168,7 @@ pub const VARIABLES: &[(&str, &str, &str, Kind)] = &[
 
 // The defaults listed above are the ones the code uses.
 const _: () = {
-    assert!(omnibox_channels::client::REQUEST_TIMEOUT.as_millis() == 20_000);
+    assert!(omnibox_platforms::client::REQUEST_TIMEOUT.as_millis() == 20_000);
     assert!(omnibox_domain::conversation::CLAIM_LEASE.num_milliseconds() == 120_000);
 };
 
@@ -420,7 +420,7 @@ impl Config {
         })?;
         let line_api_url = non_empty("OMNIBOX_LINE_API_URL");
         let platform_timeout = millis(&non_empty, "OMNIBOX_PLATFORM_TIMEOUT_MS")?
-            .unwrap_or(omnibox_channels::client::REQUEST_TIMEOUT);
+            .unwrap_or(omnibox_platforms::client::REQUEST_TIMEOUT);
         let delivery_lease = match millis(&non_empty, "OMNIBOX_DELIVERY_LEASE_MS")? {
             Some(lease) => chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX),
             None => omnibox_domain::conversation::CLAIM_LEASE,

@@ -30,7 +30,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use omnibox_channels::client::PlatformError;
 use omnibox_domain::channel::ChannelStatus;
 use omnibox_domain::conversation::{
     decide_abandoned, decide_claim, decide_outcome, reply_message_id, Conversation,
@@ -41,6 +40,7 @@ use omnibox_domain::policy::{
     self, CheckedBubble, MessageTag, MessagingType, OutboundAttachmentKind,
 };
 use omnibox_domain::ChannelKind;
+use omnibox_platforms::client::PlatformError;
 use omnibox_projections::inbox as read;
 use rand::Rng;
 use serde_json::{json, Value};

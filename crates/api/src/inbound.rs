@@ -3,12 +3,12 @@
 
 use crate::directory::KnownChannel;
 use chrono::{DateTime, Utc};
-use omnibox_channels::{facebook, line};
 use omnibox_domain::conversation::{
     contact_id, conversation_id, inbound_event_id, AttachmentKind, ContactEvent, ConversationEvent,
     InboundAttachment, InboundEvent, MediaSource, Postback, Thread,
 };
 use omnibox_domain::ids::ConversationId;
+use omnibox_platforms::{facebook, line};
 use omnibox_store::{Metadata, NewEvent, StreamName};
 use serde::Serialize;
 use uuid::Uuid;

@@ -9,10 +9,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use omnibox_channels::client::PlatformError;
 use omnibox_domain::conversation::ContactEvent;
 use omnibox_domain::ids::ContactId;
 use omnibox_domain::ChannelKind;
+use omnibox_platforms::client::PlatformError;
 use omnibox_projections::channels as channel_read;
 use omnibox_projections::inbox::{self as read, PendingProfile};
 use omnibox_store::{ExpectedRevision, Metadata, NewEvent, StreamName};

@@ -1812,9 +1812,9 @@ impl OmniboxClient {
 
 #[cfg(test)]
 mod tests {
-    use omnibox_channels::client::http_client;
-    use omnibox_channels::facebook::{self, GraphClient};
-    use omnibox_channels::line::{self, LineClient};
+    use omnibox_platforms::client::http_client;
+    use omnibox_platforms::facebook::{self, GraphClient};
+    use omnibox_platforms::line::{self, LineClient};
 
     use super::*;
 
@@ -1835,7 +1835,7 @@ mod tests {
         for webhook in webhooks {
             if webhook.path == "/webhooks/facebook" {
                 assert_eq!(webhook.signature_header, "x-hub-signature-256");
-                omnibox_channels::verify_facebook_signature(
+                omnibox_platforms::verify_facebook_signature(
                     target.facebook_app_secret.as_bytes(),
                     Some(&webhook.signature),
                     &webhook.body,
@@ -1848,7 +1848,7 @@ mod tests {
                     webhook.path,
                     format!("/webhooks/line/{}", target.line_channel_id)
                 );
-                omnibox_channels::verify_line_signature(
+                omnibox_platforms::verify_line_signature(
                     target.line_channel_secret.as_bytes(),
                     Some(&webhook.signature),
                     &webhook.body,
@@ -2121,7 +2121,7 @@ mod tests {
             .await
             .expect_err("outside the window");
         assert!(
-            matches!(&outside, omnibox_channels::client::PlatformError::Facebook { error, .. } if error.code == 10 && error.error_subcode == Some(2_018_278)),
+            matches!(&outside, omnibox_platforms::client::PlatformError::Facebook { error, .. } if error.code == 10 && error.error_subcode == Some(2_018_278)),
             "{outside}"
         );
 
@@ -2161,7 +2161,7 @@ mod tests {
                     continue;
                 }
             };
-            let omnibox_channels::line::Content::Ready(download) = line
+            let omnibox_platforms::line::Content::Ready(download) = line
                 .content(&message.id, &accounts.line_token, 1 << 20)
                 .await
                 .expect("content")
@@ -2171,7 +2171,7 @@ mod tests {
             assert_eq!(download.content_type.as_deref(), Some(expected));
             assert!(!download.bytes.is_empty());
         }
-        let fetcher = omnibox_channels::untrusted::UntrustedFetcher::new(
+        let fetcher = omnibox_platforms::untrusted::UntrustedFetcher::new(
             Duration::from_secs(5),
             Some(simulator.url().to_owned()),
         )
@@ -2206,7 +2206,7 @@ mod tests {
             .await
             .expect_err("a used token");
         assert!(
-            matches!(&used, omnibox_channels::client::PlatformError::Line { status: 400, error } if error.message == "Invalid reply token"),
+            matches!(&used, omnibox_platforms::client::PlatformError::Line { status: 400, error } if error.message == "Invalid reply token"),
             "{used}"
         );
         let key = Uuid::new_v4();
@@ -2281,7 +2281,7 @@ mod tests {
             let bodies: Vec<(HeaderMap, Bytes)> = received.lock().expect("lock")[seeded..].to_vec();
             let mut events = Vec::new();
             for (headers, body) in &bodies {
-                omnibox_channels::verify_facebook_signature(
+                omnibox_platforms::verify_facebook_signature(
                     accounts.app_secret.as_bytes(),
                     headers
                         .get("x-hub-signature-256")

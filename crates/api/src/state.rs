@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use omnibox_channels::client::http_client;
-use omnibox_channels::facebook::GraphClient;
-use omnibox_channels::line::LineClient;
 use omnibox_domain::Clock;
+use omnibox_platforms::client::http_client;
+use omnibox_platforms::facebook::GraphClient;
+use omnibox_platforms::line::LineClient;
 use omnibox_projections::channels::ChannelsProjector;
 use omnibox_projections::inbox::InboxProjector;
 use omnibox_projections::members::MembersProjector;
@@ -61,7 +61,7 @@ pub struct Inner {
     /// The shared platform HTTP client.
     pub http: reqwest::Client,
     /// The client for URLs that came in payloads (public https only).
-    pub untrusted: omnibox_channels::untrusted::UntrustedFetcher,
+    pub untrusted: omnibox_platforms::untrusted::UntrustedFetcher,
     pub media: Arc<dyn crate::media::MediaStore>,
     /// Channels as their events say, for webhooks and deliveries.
     pub directory: crate::directory::ChannelDirectory,
@@ -129,7 +129,7 @@ impl AppState {
             runner(Arc::new(omnibox_projections::qr_codes::QrCodesProjector)),
         ]);
         let http = http_client(config.platform_timeout)?;
-        let untrusted = omnibox_channels::untrusted::UntrustedFetcher::new(
+        let untrusted = omnibox_platforms::untrusted::UntrustedFetcher::new(
             config.platform_timeout,
             config.trusted_media_origin.clone(),
         )?;

@@ -15,11 +15,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::join_all;
-use omnibox_channels::{
-    facebook, facebook_handshake, line, verify_facebook_signature, verify_line_signature,
-};
 use omnibox_domain::ids::ChannelId;
 use omnibox_domain::ChannelKind;
+use omnibox_platforms::{
+    facebook, facebook_handshake, line, verify_facebook_signature, verify_line_signature,
+};
 use omnibox_store::ExpectedRevision;
 use uuid::Uuid;
 

@@ -2,8 +2,8 @@
 //! fixture app secret and parse into what `fixtures/README.md` promises.
 
 use chrono::{DateTime, Utc};
-use omnibox_channels::facebook::{self, AttachmentKind, Coordinates, EventKind};
-use omnibox_channels::{verify_facebook_signature, ParseError, SignatureError};
+use omnibox_platforms::facebook::{self, AttachmentKind, Coordinates, EventKind};
+use omnibox_platforms::{verify_facebook_signature, ParseError, SignatureError};
 
 macro_rules! fixture {
     ($name:literal) => {

@@ -2,11 +2,11 @@
 //! fixture channel secret and parse into what `fixtures/README.md` promises.
 
 use chrono::DateTime;
-use omnibox_channels::line::{
+use omnibox_platforms::line::{
     self, ContentProvider, Emoji, EventKind, File, ImageSet, Location, Media, Mentionee,
     MentioneeKind, MessageContent, Mode, Postback, Source, Sticker,
 };
-use omnibox_channels::{verify_line_signature, ParseError, SignatureError};
+use omnibox_platforms::{verify_line_signature, ParseError, SignatureError};
 
 macro_rules! fixture {
     ($name:literal) => {
