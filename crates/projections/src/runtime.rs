@@ -447,6 +447,7 @@ impl ProjectionRunner {
             let store = self.store.clone();
             tokio::spawn(async move { store.read_all(Some(after), CATCH_UP_BATCH).await })
         };
+        let fold_started = std::time::Instant::now();
         let mut position = Position::default();
         let mut applied = 0;
         // The next page is read (on the store's threads) while this one is folded.
@@ -468,6 +469,8 @@ impl ProjectionRunner {
             // A long fold must not starve the rest of the runtime.
             tokio::task::yield_now().await;
         }
+        let fold_took = fold_started.elapsed();
+        let write_started = std::time::Instant::now();
         let mut tx = ReadTx::begin(&self.db).await?;
         // The checkpoint first, then the tables: the order a live batch
         // takes them in, so the two wait for each other instead of
@@ -494,6 +497,13 @@ impl ProjectionRunner {
             crate::sql::sqlite_create_indexes(sqlite, &indexes)?;
         }
         tx.commit().await?;
+        tracing::info!(
+            projection = name,
+            events = applied,
+            fold_ms = fold_took.as_millis() as u64,
+            write_ms = write_started.elapsed().as_millis() as u64,
+            "projection rebuilt beside its tables"
+        );
         self.position.send_replace(position);
         let since = self.catch_up_reporting(&|n| progress(applied + n)).await?;
         Ok(applied + since)

@@ -368,3 +368,102 @@ macro_rules! fetch_optional_tx {
         }
     };
 }
+
+/// A value as PostgreSQL's `COPY … FROM STDIN` text format writes it:
+/// `\N` for NULL, and backslash escapes for the characters that separate
+/// columns and rows.
+pub trait CopyText {
+    fn copy_text(&self, out: &mut String);
+}
+
+fn copy_escaped(text: &str, out: &mut String) {
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+}
+
+macro_rules! copy_as_display {
+    ($($t:ty),*) => {$(
+        impl CopyText for $t {
+            fn copy_text(&self, out: &mut String) {
+                use std::fmt::Write;
+                let _ = write!(out, "{self}");
+            }
+        }
+    )*};
+}
+
+copy_as_display!(i64, i32, uuid::Uuid);
+
+impl CopyText for bool {
+    fn copy_text(&self, out: &mut String) {
+        out.push(if *self { 't' } else { 'f' });
+    }
+}
+
+impl CopyText for str {
+    fn copy_text(&self, out: &mut String) {
+        copy_escaped(self, out);
+    }
+}
+
+impl CopyText for String {
+    fn copy_text(&self, out: &mut String) {
+        copy_escaped(self, out);
+    }
+}
+
+impl<T: CopyText + ?Sized> CopyText for &T {
+    fn copy_text(&self, out: &mut String) {
+        (**self).copy_text(out);
+    }
+}
+
+impl<T: CopyText> CopyText for Option<T> {
+    fn copy_text(&self, out: &mut String) {
+        match self {
+            Some(value) => value.copy_text(out),
+            None => out.push_str("\\N"),
+        }
+    }
+}
+
+/// `COPY table (columns) FROM STDIN` for an `INSERT INTO table (columns)
+/// VALUES (…)` statement.
+pub fn copy_statement(insert: &str) -> String {
+    let target = insert
+        .split("VALUES")
+        .next()
+        .unwrap_or(insert)
+        .trim()
+        .trim_start_matches("INSERT INTO")
+        .trim();
+    format!("COPY {target} FROM STDIN")
+}
+
+#[cfg(test)]
+mod copy_tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_escapes_what_separates_columns_and_rows() {
+        let mut out = String::new();
+        "a\tb\nc\\d\re".copy_text(&mut out);
+        assert_eq!(out, "a\\tb\\nc\\\\d\\re");
+        let mut out = String::new();
+        None::<String>.copy_text(&mut out);
+        Some(true).copy_text(&mut out);
+        (-5i64).copy_text(&mut out);
+        assert_eq!(out, "\\Nt-5");
+        assert_eq!(
+            copy_statement("INSERT INTO rm_x (a, b)\n     VALUES ($1, $2)"),
+            "COPY rm_x (a, b) FROM STDIN"
+        );
+    }
+}
