@@ -495,6 +495,21 @@ async fn an_export_imports_into_a_fresh_store_identically(app: App) {
     assert!(!again.status.success(), "only into an empty store");
 
     let url = target.url.clone();
+    // The read models rebuilt from the import equal the original's, row for row.
+    let original_rows = crate::rebuild::dump_read_models(&inbox.app.state.db).await;
+    let imported = omnibox_store::Database::connect(&url)
+        .await
+        .expect("the imported store");
+    let imported_rows = crate::rebuild::dump_read_models(&imported).await;
+    imported.close().await;
+    assert!(
+        original_rows.lines().count() > 20,
+        "a real history:\n{original_rows}"
+    );
+    assert!(
+        original_rows == imported_rows,
+        "the imported read models differ:\n--- original\n{original_rows}\n--- imported\n{imported_rows}"
+    );
     let server = crate::support::Server::start_at(url, &env, Some(target)).await;
     let copy = server
         .graphql(Some(&inbox.owner.token), EVERYTHING, serde_json::json!({}))

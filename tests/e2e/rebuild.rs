@@ -8,6 +8,11 @@ use crate::support::{in_process_on_both_backends, App};
 
 /// Every read-model table, every row, in primary-key order, as text.
 async fn dump(app: &App) -> String {
+    dump_read_models(&app.state.db).await
+}
+
+/// Every row of the read models of `db`, in key order, as text.
+pub(crate) async fn dump_read_models(db: &omnibox_store::Database) -> String {
     use sqlx::Row;
     let tables = [
         ("rm_organizations", "org_id"),
@@ -22,7 +27,7 @@ async fn dump(app: &App) -> String {
     let mut text = String::new();
     for (table, key) in tables {
         text.push_str(&format!("== {table}\n"));
-        match &app.state.db {
+        match db {
             omnibox_store::Database::Sqlite {
                 read_pool: pool, ..
             } => {
