@@ -150,9 +150,15 @@ async fn subscriber(ws_url: String, token: String, receipts: Arc<Receipts>) {
 
 async fn run(backend: Backend, rate: f64, seconds: f64) {
     // Profile lookups fail at once instead of leaving the machine.
+    // `OMNIBOX_SEAL_PERSONAL_DATA=false` in the bench's environment measures
+    // the same path without sealing.
+    let seal = std::env::var("OMNIBOX_SEAL_PERSONAL_DATA").unwrap_or_else(|_| "true".into());
     let Some((database, app)) = support::open_app(
         backend,
-        &[("OMNIBOX_FACEBOOK_GRAPH_URL", "http://127.0.0.1:9")],
+        &[
+            ("OMNIBOX_FACEBOOK_GRAPH_URL", "http://127.0.0.1:9"),
+            ("OMNIBOX_SEAL_PERSONAL_DATA", seal.as_str()),
+        ],
     )
     .await
     else {
