@@ -454,6 +454,22 @@ impl PersonalKeys {
     /// Destroys every key of `contact`; returns how many there were. What
     /// was sealed under them can never be read again.
     pub async fn erase(&self, contact: Uuid) -> Result<u64, PersonalError> {
+        // Which keys go, so this server forgets exactly those at once.
+        let select = "SELECT key_id FROM personal_keys WHERE contact_id = $1";
+        let doomed: Vec<Uuid> = match &self.db {
+            Database::Sqlite { pool, .. } => {
+                sqlx::query_scalar(select)
+                    .bind(contact)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Database::Postgres { pool } => {
+                sqlx::query_scalar(select)
+                    .bind(contact)
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
         let delete = "DELETE FROM personal_keys WHERE contact_id = $1";
         let deleted = match &self.db {
             Database::Sqlite { pool, .. } => {
@@ -489,11 +505,11 @@ impl PersonalKeys {
             }
         };
         let mut cache = self.cache();
-        if let Some((key, _)) = cache.by_contact.remove(&contact) {
-            cache.by_key.insert(key.key_id, (None, Instant::now()));
+        let now = Instant::now();
+        let current = cache.by_contact.remove(&contact).map(|(key, _)| key.key_id);
+        for key_id in doomed.into_iter().chain(current) {
+            cache.by_key.insert(key_id, (None, now));
         }
-        // Other keys of the contact may be cached by id: forget them all.
-        cache.by_key.retain(|_, (key, _)| key.is_none());
         Ok(deleted)
     }
 

@@ -310,12 +310,19 @@ impl Conversation {
     async fn contact(&self, ctx: &Context<'_>) -> async_graphql::Result<Contact> {
         let app = state(ctx)?;
         let c = &self.row.contact;
+        // The name is opened once: its key being gone also says "erased".
+        let name = app
+            .personal
+            .open_opt(c.display_name.as_deref())
+            .await
+            .map_err(ApiError::internal)?;
+        let name_erased = matches!(name, Some(omnibox_store::personal::Opened::Erased));
         Ok(Contact {
             id: c.id.0,
-            display_name: reveal(app, c.display_name.as_deref()).await?,
+            display_name: name.and_then(omnibox_store::personal::Opened::into_plain),
             avatar_url: reveal(app, c.avatar_url.as_deref()).await?,
             platform_user_id: c.platform_user_id.clone(),
-            erased: c.erased || is_erased(app, c.display_name.as_deref()).await?,
+            erased: c.erased || name_erased,
         })
     }
     /// Newest message time (platform time), inbound or outbound.
