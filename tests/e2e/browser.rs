@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::inbound::inbox;
-use crate::support::{facebook_signature, in_process_on_both_backends, App};
+use crate::support::{in_process_on_both_backends, App};
 
 /// Where screenshots are kept for a person to look at after a run.
 fn artifacts() -> std::path::PathBuf {
@@ -196,26 +196,6 @@ impl Browser {
     }
 }
 
-/// A signed Facebook webhook: `text` from `psid`, `minutes_ago`.
-async fn facebook_message(app: &App, psid: &str, mid: &str, text: &str) {
-    let at = crate::support::start_of_test().timestamp_millis();
-    let body =
-        json!({ "object": "page", "entry": [{ "id": "104729381650237", "time": at, "messaging": [{
-        "sender": { "id": psid }, "recipient": { "id": "104729381650237" }, "timestamp": at,
-        "message": { "mid": mid, "text": text } }] }] })
-        .to_string();
-    let status = reqwest::Client::new()
-        .post(format!("{}/webhooks/facebook", app.url))
-        .header("content-type", "application/json")
-        .header("X-Hub-Signature-256", facebook_signature(body.as_bytes()))
-        .body(body)
-        .send()
-        .await
-        .expect("POST")
-        .status();
-    assert_eq!(status, 200);
-}
-
 /// Signed in from the link's `#token=`, the inbox shows conversations as
 /// they arrive, across channels; a reply typed into the page is sent and
 /// shown DELIVERED when the platform accepts it.
@@ -237,12 +217,13 @@ async fn the_web_inbox_shows_conversations_live_and_sends_replies(app: App) {
     );
     // Three customers write while the page is open.
     assert_eq!(inbox.line("line/text_message.json").await, 200);
-    facebook_message(app, "7300000000000001", "m-browser-1", "สวัสดีค่ะ 🙏").await;
-    facebook_message(
+    crate::erasure::post(app, "7300000000000001", "m-browser-1", "สวัสดีค่ะ 🙏", None).await;
+    crate::erasure::post(
         app,
         "7300000000000002",
         "m-browser-2",
         "¿Tienen envío a Chiang Mai?",
+        None,
     )
     .await;
     browser

@@ -24,7 +24,7 @@ const EVERYTHING: &str =
 
 /// Posts a signed Facebook webhook: `text` from `psid`, with an image at
 /// `image` when given.
-async fn post(app: &App, psid: &str, mid: &str, text: &str, image: Option<&str>) {
+pub(crate) async fn post(app: &App, psid: &str, mid: &str, text: &str, image: Option<&str>) {
     let at = crate::support::start_of_test().timestamp_millis() + 1_000;
     let mut message = json!({ "mid": mid, "text": text });
     if let Some(url) = image {
