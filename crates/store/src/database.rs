@@ -17,6 +17,33 @@ use crate::postgres::PgEventStore;
 use crate::sqlite::SqliteEventStore;
 use crate::{EventStore, StoreError};
 
+/// Names an EventStoreDB / KurrentDB server to keep the log in.
+pub const EVENTSTORE_URL_VARIABLE: &str = "OMNIBOX_EVENTSTORE_URL";
+
+/// The EventStoreDB / KurrentDB log `OMNIBOX_EVENTSTORE_URL` names, if any.
+#[cfg(feature = "eventstoredb")]
+async fn external_event_store() -> Result<Option<Arc<dyn EventStore>>, StoreError> {
+    use crate::eventstoredb::{EventStoreDbSettings, EventStoreDbStore};
+    match EventStoreDbSettings::from_env() {
+        None => Ok(None),
+        Some(settings) => Ok(Some(Arc::new(EventStoreDbStore::connect(settings?).await?))),
+    }
+}
+
+/// Without the feature, a configured server is an error, not a silent
+/// fallback to the SQL log.
+#[cfg(not(feature = "eventstoredb"))]
+async fn external_event_store() -> Result<Option<Arc<dyn EventStore>>, StoreError> {
+    match std::env::var(EVENTSTORE_URL_VARIABLE) {
+        Ok(url) if !url.trim().is_empty() => Err(StoreError::InvalidUrl {
+            url: EVENTSTORE_URL_VARIABLE.to_owned(),
+            reason: "this build has no EventStoreDB backend (cargo feature `eventstoredb`)"
+                .to_owned(),
+        }),
+        _ => Ok(None),
+    }
+}
+
 /// Every schema change, per dialect, in order. Embedded in the binary so
 /// `omnibox serve` needs nothing beside it.
 macro_rules! migrations {
@@ -158,7 +185,15 @@ impl Database {
     }
 
     /// Opens the event store on this database (run [`Database::migrate`] first).
+    ///
+    /// When `OMNIBOX_EVENTSTORE_URL` is set, the log is that EventStoreDB /
+    /// KurrentDB server's instead (feature `eventstoredb`; without it, the
+    /// variable is refused rather than ignored), and this database keeps
+    /// only the secrets and read models.
     pub async fn event_store(&self) -> Result<Arc<dyn EventStore>, StoreError> {
+        if let Some(store) = external_event_store().await? {
+            return Ok(store);
+        }
         Ok(match self {
             Database::Sqlite { path, .. } => Arc::new(SqliteEventStore::open(path)?),
             Database::Postgres { pool } => Arc::new(PgEventStore::start(pool.clone()).await?),

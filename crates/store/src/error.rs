@@ -34,6 +34,10 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("invalid database url {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
+    /// An event store server (EventStoreDB / KurrentDB) refused or failed
+    /// a request, or could not be reached.
+    #[error("event store server error: {0}")]
+    Server(String),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
 }

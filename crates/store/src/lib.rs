@@ -14,10 +14,15 @@
 //!   `$all` is ordered by (transaction id, sequence) and readers only look
 //!   below the oldest running transaction, so no concurrent writer can ever
 //!   slip an event in behind a reader.
+//! - `eventstoredb::EventStoreDbStore` (feature `eventstoredb`) — the log in
+//!   an EventStoreDB / KurrentDB server, selected by `OMNIBOX_EVENTSTORE_URL`;
+//!   secrets and read models stay in the SQL database.
 
 pub mod database;
 mod error;
 mod event;
+#[cfg(feature = "eventstoredb")]
+pub mod eventstoredb;
 pub mod personal;
 pub mod postgres;
 pub mod secrets;
