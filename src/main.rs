@@ -147,6 +147,11 @@ fn variables_help() -> String {
     for (name, default, what, _) in omnibox_api::config::VARIABLES {
         text.push_str(&format!("  {name}\n      {what} [default: {default}]\n"));
     }
+    #[cfg(feature = "eventstoredb")]
+    text.push_str(
+        "  OMNIBOX_EVENTSTORE_URL\n      esdb://… or kurrentdb://…: keep the event log in EventStoreDB / KurrentDB \
+         (environment only, not a --config file) [default: the log in OMNIBOX_DATABASE_URL]\n",
+    );
     text
 }
 
@@ -168,6 +173,10 @@ fn init_logging(lookup: &impl Fn(&str) -> Option<String>) {
 #[tokio::main]
 async fn main() -> ExitCode {
     use clap::{CommandFactory, FromArgMatches};
+    // The EventStoreDB client compiles a second rustls provider in: settle
+    // on one before anything builds a TLS configuration.
+    #[cfg(feature = "eventstoredb")]
+    omnibox_store::eventstoredb::install_crypto_provider();
     let command =
         Cli::command().mut_subcommand("serve", |serve| serve.after_long_help(variables_help()));
     let cli = match Cli::from_arg_matches(&command.get_matches()) {

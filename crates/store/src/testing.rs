@@ -5,6 +5,13 @@
 //! that is dropped afterwards. When the server cannot be reached they are
 //! skipped with a message, unless `OMNIBOX_REQUIRE_POSTGRES=1` (CI sets it),
 //! in which case they fail.
+//!
+//! EventStoreDB / KurrentDB tests (feature `eventstoredb`) connect to
+//! `OMNIBOX_TEST_EVENTSTOREDB_URL` (e.g. `esdb://127.0.0.1:2113?tls=false`)
+//! and put their streams under a prefix of their own, so each sees only its
+//! own `$all`. There is no default server: unset, they are skipped with a
+//! message, unless `OMNIBOX_REQUIRE_EVENTSTOREDB=1`. The streams stay on the
+//! server afterwards: point the tests at a throwaway one.
 
 use std::path::PathBuf;
 
@@ -114,5 +121,52 @@ impl Drop for TestDatabase {
                 .join();
             }
         }
+    }
+}
+
+/// An EventStoreDB / KurrentDB log that one test owns: the server of
+/// `OMNIBOX_TEST_EVENTSTOREDB_URL`, under a stream prefix of its own.
+#[cfg(feature = "eventstoredb")]
+pub struct TestEventStoreDb {
+    pub settings: crate::eventstoredb::EventStoreDbSettings,
+}
+
+#[cfg(feature = "eventstoredb")]
+impl TestEventStoreDb {
+    pub const URL_VARIABLE: &'static str = "OMNIBOX_TEST_EVENTSTOREDB_URL";
+
+    /// A fresh prefix on the test server, or `None` when no server is
+    /// configured and none is required.
+    pub fn create() -> Option<Self> {
+        let required = std::env::var("OMNIBOX_REQUIRE_EVENTSTOREDB").is_ok_and(|v| v == "1");
+        let url = std::env::var(Self::URL_VARIABLE)
+            .ok()
+            .filter(|url| !url.trim().is_empty());
+        let Some(url) = url else {
+            assert!(
+                !required,
+                "EventStoreDB is required (OMNIBOX_REQUIRE_EVENTSTOREDB=1) but {} is not set",
+                Self::URL_VARIABLE
+            );
+            eprintln!(
+                "skipping an EventStoreDB test: {} is not set (e.g. esdb://127.0.0.1:2113?tls=false)",
+                Self::URL_VARIABLE
+            );
+            return None;
+        };
+        let prefix = format!("t{}_", Uuid::new_v4().simple());
+        let settings = crate::eventstoredb::EventStoreDbSettings::parse(url.trim())
+            .and_then(|settings| settings.with_stream_prefix(&prefix))
+            .unwrap_or_else(|e| panic!("{}: {e}", Self::URL_VARIABLE));
+        Some(Self { settings })
+    }
+
+    /// Connects a store (each call a client of its own, as another process
+    /// would have).
+    pub async fn connect(&self) -> std::sync::Arc<dyn crate::EventStore> {
+        let store = crate::eventstoredb::EventStoreDbStore::connect(self.settings.clone())
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", Self::URL_VARIABLE));
+        std::sync::Arc::new(store)
     }
 }

@@ -1,7 +1,9 @@
 //! The event store contract, run against every backend.
 //!
 //! Each test gets a fresh database. PostgreSQL variants are skipped when no
-//! server is reachable, unless `OMNIBOX_REQUIRE_POSTGRES=1`.
+//! server is reachable, unless `OMNIBOX_REQUIRE_POSTGRES=1`. EventStoreDB
+//! variants (feature `eventstoredb`) run against
+//! `OMNIBOX_TEST_EVENTSTOREDB_URL`, and are skipped when it is not set.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -37,8 +39,31 @@ fn events(count: usize) -> Vec<NewEvent> {
 
 struct Fixture {
     store: Arc<dyn EventStore>,
-    db: Database,
-    _owner: TestDatabase,
+    log: Log,
+    /// Whether an id stored in one stream makes an append of it to another
+    /// a duplicate (the SQL backends); EventStoreDB only looks in the stream.
+    ids_unique_across_streams: bool,
+}
+
+/// Where the fixture's log is, to open more stores on it.
+enum Log {
+    Sql {
+        db: Database,
+        _owner: TestDatabase,
+    },
+    #[cfg(feature = "eventstoredb")]
+    EventStoreDb(omnibox_store::testing::TestEventStoreDb),
+}
+
+impl Fixture {
+    /// Another store on the same log, as another process would open it.
+    async fn open(&self) -> Arc<dyn EventStore> {
+        match &self.log {
+            Log::Sql { db, .. } => db.event_store().await.expect("open the event store"),
+            #[cfg(feature = "eventstoredb")]
+            Log::EventStoreDb(server) => server.connect().await,
+        }
+    }
 }
 
 async fn fixture(backend: Backend) -> Option<Fixture> {
@@ -47,8 +72,18 @@ async fn fixture(backend: Backend) -> Option<Fixture> {
     let store = db.event_store().await.expect("open the event store");
     Some(Fixture {
         store,
-        db,
-        _owner: owner,
+        log: Log::Sql { db, _owner: owner },
+        ids_unique_across_streams: true,
+    })
+}
+
+#[cfg(feature = "eventstoredb")]
+async fn eventstoredb_fixture() -> Option<Fixture> {
+    let server = omnibox_store::testing::TestEventStoreDb::create()?;
+    Some(Fixture {
+        store: server.connect().await,
+        log: Log::EventStoreDb(server),
+        ids_unique_across_streams: false,
     })
 }
 
@@ -226,7 +261,7 @@ async fn stored_ids_make_appends_idempotent(f: Fixture) {
         )
         .await
         .expect("elsewhere");
-    assert!(elsewhere.duplicate);
+    assert_eq!(elsewhere.duplicate, f.ids_unique_across_streams);
     // A mix of stored and new ids is refused: ids were reused for other events.
     let mut mixed = events(2);
     mixed[0].id = batch[0].id;
@@ -245,7 +280,8 @@ async fn stored_ids_make_appends_idempotent(f: Fixture) {
         .await
         .expect_err("mixed, stored id last");
     assert!(matches!(err, StoreError::PartiallyStored { .. }), "{err:?}");
-    assert_eq!(count_all(&*f.store, 3).await, 3);
+    let stored = if f.ids_unique_across_streams { 3 } else { 6 };
+    assert_eq!(count_all(&*f.store, stored).await, stored);
 }
 
 async fn streams_read_forwards_and_backwards(f: Fixture) {
@@ -369,7 +405,7 @@ async fn concurrent_single_appends_are_each_durable_when_acknowledged(f: Fixture
     const APPENDS: usize = 400;
     // An independent reader: a second store opened on the same database sees
     // only what was committed.
-    let observer = f.db.event_store().await.expect("second store");
+    let observer = f.open().await;
     let mut tasks = Vec::new();
     for n in 0..APPENDS {
         let store = f.store.clone();
@@ -449,8 +485,7 @@ async fn a_reader_following_all_under_concurrent_writers_skips_nothing(f: Fixtur
     const EVENTS_PER_TASK: usize = 125;
     const TOTAL: usize = WRITERS * TASKS_PER_WRITER * EVENTS_PER_TASK;
 
-    let mut subscription =
-        Subscription::new(f.db.event_store().await.expect("reader store"), None, 500);
+    let mut subscription = Subscription::new(f.open().await, None, 500);
     let reader = tokio::spawn(async move {
         let mut seen = Vec::with_capacity(TOTAL);
         while seen.len() < TOTAL {
@@ -464,7 +499,7 @@ async fn a_reader_following_all_under_concurrent_writers_skips_nothing(f: Fixtur
     });
     let mut tasks = Vec::new();
     for _ in 0..WRITERS {
-        let store = f.db.event_store().await.expect("writer store");
+        let store = f.open().await;
         for _ in 0..TASKS_PER_WRITER {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
@@ -513,6 +548,15 @@ macro_rules! conformance {
                 }
             })+
         }
+        #[cfg(feature = "eventstoredb")]
+        mod eventstoredb {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                if let Some(f) = super::eventstoredb_fixture().await {
+                    super::$test(f).await;
+                }
+            })+
+        }
     };
 }
 
@@ -537,7 +581,11 @@ async fn postgres_connections_never_reuse_a_plan_made_for_an_empty_table() {
     let Some(f) = fixture(Backend::Postgres).await else {
         return;
     };
-    let Database::Postgres { pool } = &f.db else {
+    let Log::Sql {
+        db: Database::Postgres { pool },
+        ..
+    } = &f.log
+    else {
         panic!("a PostgreSQL fixture opens a PostgreSQL database");
     };
     let show = |setting: &'static str| async move {
