@@ -46,6 +46,7 @@
 //!   filter) wakes followers when any process appends, besides this
 //!   process's own appends.
 
+use std::collections::HashSet;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,8 +75,9 @@ pub const URL_VARIABLE: &str = crate::database::EVENTSTORE_URL_VARIABLE;
 pub const ID_WINDOW: usize = 128;
 
 /// How long to wait before subscribing again after the live subscription
-/// that wakes followers broke.
+/// that wakes followers broke, doubling up to the maximum while it fails.
 const RESUBSCRIBE_DELAY: Duration = Duration::from_secs(1);
+const RESUBSCRIBE_DELAY_MAX: Duration = Duration::from_secs(30);
 
 /// Makes rustls's `ring` provider the process's default, once.
 ///
@@ -374,19 +376,25 @@ impl EventStoreDbStore {
         let newest = self
             .read_stream(stream, u64::MAX, Direction::Backwards, ID_WINDOW)
             .await?;
-        let found: Vec<&RecordedEvent> = newest.iter().filter(|e| ids.contains(&e.id)).collect();
-        if found.is_empty() {
+        // Read backwards: the first found is the newest.
+        let Some(newest_found) = newest.iter().find(|e| ids.contains(&e.id)) else {
             return Ok(None);
-        }
+        };
+        // The server does not keep ids unique, even in one stream: count
+        // each once.
+        let found: HashSet<Uuid> = newest
+            .iter()
+            .map(|e| e.id)
+            .filter(|id| ids.contains(id))
+            .collect();
         if found.len() < ids.len() {
             return Err(StoreError::PartiallyStored {
                 stream: stream.clone(),
             });
         }
-        // Read backwards: the first found is the newest.
         Ok(Some(AppendOutcome {
-            revision: found[0].revision,
-            position: found[0].position,
+            revision: newest_found.revision,
+            position: newest_found.position,
             duplicate: true,
         }))
     }
@@ -453,6 +461,7 @@ impl EventStoreDbStore {
 /// Wakes followers whenever an Omnibox stream gets an event, from any
 /// process, until the store is dropped.
 async fn follow_all(client: Client, filter: SubscriptionFilter, changes: Arc<watch::Sender<u64>>) {
+    let mut delay = RESUBSCRIBE_DELAY;
     loop {
         let options = SubscribeToAllOptions::default()
             .position(StreamPosition::End)
@@ -463,6 +472,7 @@ async fn follow_all(client: Client, filter: SubscriptionFilter, changes: Arc<wat
                 Ok(SubscriptionEvent::EventAppeared(_)) => {
                     changes.send_modify(|n| *n = n.wrapping_add(1));
                 }
+                Ok(SubscriptionEvent::Confirmed(_)) => delay = RESUBSCRIBE_DELAY,
                 Ok(_) => {}
                 Err(error) => {
                     tracing::warn!(%error, "the EventStoreDB subscription that wakes followers broke; subscribing again");
@@ -470,7 +480,8 @@ async fn follow_all(client: Client, filter: SubscriptionFilter, changes: Arc<wat
                 }
             }
         }
-        tokio::time::sleep(RESUBSCRIBE_DELAY).await;
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(RESUBSCRIBE_DELAY_MAX);
     }
 }
 
