@@ -2,15 +2,15 @@
 //!
 //! Only the event log moves to the server: secrets, personal-data keys and
 //! read models stay in the SQL database of `OMNIBOX_DATABASE_URL` (SQLite or
-//! PostgreSQL), which a server opens as before. [`Database::event_store`]
+//! PostgreSQL), which a server opens as before. [`crate::Database::event_store`]
 //! opens this backend instead of the SQL log when `OMNIBOX_EVENTSTORE_URL`
 //! is set.
 //!
 //! # The client crate
 //!
-//! This uses `kurrentdb` (1.x), the successor of the `eventstore` crate (4.x)
-//! from the same maintainers after the product's rename; the older crate gets
-//! no new work. Both speak the same gRPC protocol to EventStoreDB 20.10+ and
+//! This uses `kurrentdb` (1.x), the successor of the `eventstore` crate (4.x):
+//! the same client repository, renamed with the product, publishes its new
+//! releases under the new name. Both speak the same gRPC protocol to EventStoreDB 20.10+ and
 //! KurrentDB, and both pull `tonic`, `prost` and rustls with the `aws-lc-rs`
 //! provider (no feature turns that off). `kurrentdb` costs less here: its
 //! `tonic` 0.13 shares this workspace's `axum` 0.8 and `tower` 0.5, where
@@ -32,7 +32,11 @@
 //!   stream's newest [`ID_WINDOW`] events are searched for the append's ids:
 //!   all found is a duplicate (reported with their place), some found is
 //!   [`StoreError::PartiallyStored`]. Unlike the SQL backends, ids are not
-//!   unique across streams, nor recognized further back in a stream.
+//!   unique across streams, nor recognized further back in a stream, and
+//!   two retries racing with `Any` can both write. An append costs three
+//!   round trips: that search, the write, and a read of the last event
+//!   written for its exact `$all` position (the write's answer does not
+//!   reliably carry the last event's own position).
 //! - Positions: `$all` positions are the server's (commit, prepare) pairs,
 //!   which [`Position`] was shaped for. Stream reads carry them from
 //!   EventStoreDB 22.6 on; older servers are refused.
