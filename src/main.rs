@@ -275,7 +275,7 @@ async fn serve(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
-    tracing::info!(%address, backend = app.db.backend(), "listening");
+    tracing::info!(%address, backend = app.db.backend(), log = app.store.backend(), "listening");
     server::serve(app.clone(), listener, shutdown_signal()).await?;
     tracing::info!("no longer serving; waiting for the reactors' passes in flight");
     // A delivery pass in flight records what the platforms answered; it is
