@@ -98,10 +98,29 @@ pub fn install_crypto_provider() -> bool {
 }
 
 /// Where the server is, and which of its streams are Omnibox's.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct EventStoreDbSettings {
     client: ClientSettings,
     prefix: String,
+}
+
+/// Hosts and options, never the credentials (the client's own `Debug`
+/// prints the password).
+impl std::fmt::Debug for EventStoreDbSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hosts: Vec<String> = self
+            .client
+            .hosts()
+            .iter()
+            .map(|h| format!("{}:{}", h.host, h.port))
+            .collect();
+        f.debug_struct("EventStoreDbSettings")
+            .field("hosts", &hosts)
+            .field("tls", &self.client.is_secure_mode_enabled())
+            .field("user", &self.client.default_authenticated_user().is_some())
+            .field("prefix", &self.prefix)
+            .finish()
+    }
 }
 
 impl EventStoreDbSettings {
@@ -796,6 +815,9 @@ mod tests {
             EventStoreDbSettings::parse("esdb://admin:changeit@localhost:2113?tls=false")
                 .expect("url");
         assert!(!settings.client_settings().is_secure_mode_enabled());
+        let debug = format!("{settings:?}");
+        assert!(debug.contains("localhost:2113"), "{debug}");
+        assert!(!debug.contains("changeit"), "{debug}");
         let error = EventStoreDbSettings::parse("postgres://admin:hunter2@localhost/omnibox")
             .expect_err("not a server url")
             .to_string();
