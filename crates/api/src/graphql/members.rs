@@ -2,6 +2,9 @@
 
 use async_graphql::{Context, Enum, Object, SimpleObject, Subscription};
 use futures_util::stream::Stream;
+use omnibox_app::auth::issue_token;
+use omnibox_app::commands::{execute, Actor, CommandError};
+use omnibox_app::AppError;
 use omnibox_domain::ids::{MemberId, OrgId};
 use omnibox_domain::org::{self, Email, NewMember, OrgCommand, OrgError, Organization};
 use omnibox_projections::members::{self as read, MemberRow};
@@ -9,9 +12,7 @@ use omnibox_projections::Change;
 use uuid::Uuid;
 
 use super::{session, state};
-use crate::auth::issue_token;
-use crate::commands::{execute, Actor, CommandError};
-use crate::ApiError;
+use crate::error::ApiError;
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 #[graphql(name = "Role")]
@@ -101,17 +102,17 @@ fn org_error(error: CommandError<OrgError>) -> ApiError {
             error @ (OrgError::Forbidden(_)
             | OrgError::RemoveForbidden(_)
             | OrgError::OwnerCannotBeRemoved),
-        ) => ApiError::Forbidden(error.to_string()),
+        ) => ApiError::App(AppError::Forbidden(error.to_string())),
         CommandError::Rejected(error @ OrgError::EmailTaken(_)) => {
-            ApiError::Conflict(error.to_string())
+            ApiError::App(AppError::Conflict(error.to_string()))
         }
-        CommandError::Rejected(OrgError::NotFound | OrgError::MemberNotFound) => {
-            ApiError::NotFound("no such member in your organization".into())
-        }
-        CommandError::Rejected(error) => ApiError::Validation(error.to_string()),
-        CommandError::Contended => {
-            ApiError::Conflict(CommandError::<OrgError>::Contended.to_string())
-        }
+        CommandError::Rejected(OrgError::NotFound | OrgError::MemberNotFound) => ApiError::App(
+            AppError::NotFound("no such member in your organization".into()),
+        ),
+        CommandError::Rejected(error) => ApiError::App(AppError::Validation(error.to_string())),
+        CommandError::Contended => ApiError::App(AppError::Conflict(
+            CommandError::<OrgError>::Contended.to_string(),
+        )),
         other => ApiError::internal(other),
     }
 }
@@ -135,7 +136,11 @@ async fn member_row(ctx: &Context<'_>, org: OrgId, id: MemberId) -> Result<Membe
     read::member(&state(ctx)?.db, org, id)
         .await?
         .map(Member::from)
-        .ok_or_else(|| ApiError::NotFound("no such member in your organization".into()))
+        .ok_or_else(|| {
+            ApiError::App(AppError::NotFound(
+                "no such member in your organization".into(),
+            ))
+        })
 }
 
 #[Object]
@@ -150,13 +155,14 @@ impl MembersMutation {
     ) -> async_graphql::Result<MemberWithToken> {
         let me = &session(ctx)?.member;
         if !me.role.can_administer() {
-            return Err(ApiError::Forbidden(format!(
+            return Err(ApiError::App(AppError::Forbidden(format!(
                 "only an OWNER or PRIMARY_ADMIN may add members; you are {}",
                 me.role.as_str()
-            ))
+            )))
             .into());
         }
-        let email = Email::parse(&email).map_err(|e| ApiError::Validation(e.to_string()))?;
+        let email =
+            Email::parse(&email).map_err(|e| ApiError::App(AppError::Validation(e.to_string())))?;
         let issued = issue_token();
         let member_id = MemberId::generate();
         let new_member = NewMember {
@@ -250,6 +256,7 @@ impl MembersSubscription {
         let org = session(ctx)?.member.org_id;
         Ok(super::live_rows(
             state(ctx)?.clone(),
+            super::hub(ctx)?,
             org,
             |change| match change {
                 Change::Member(id) => Some(*id),

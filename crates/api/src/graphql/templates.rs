@@ -1,6 +1,9 @@
 //! Reply templates through GraphQL.
 
 use async_graphql::{Context, InputObject, Object, SimpleObject};
+use omnibox_app::commands::{execute, Actor, CommandError};
+use omnibox_app::services::replies::parse_bubble;
+use omnibox_app::AppError;
 use omnibox_domain::ids::TemplateId;
 use omnibox_domain::policy::Bubble;
 use omnibox_domain::template::{self, Template, TemplateError};
@@ -10,8 +13,7 @@ use uuid::Uuid;
 use super::channels::ChannelKind;
 use super::replies::BubbleInput;
 use super::{session, state};
-use crate::commands::{execute, Actor, CommandError};
-use crate::ApiError;
+use crate::error::ApiError;
 
 #[derive(InputObject)]
 pub struct ReplyTemplateInput {
@@ -104,7 +106,7 @@ impl TemplatesMutation {
         let app = state(ctx)?;
         let mut bubbles = Vec::with_capacity(input.bubbles.len());
         for (index, bubble) in input.bubbles.into_iter().enumerate() {
-            bubbles.push(super::replies::parse_bubble(bubble, index)?);
+            bubbles.push(parse_bubble(bubble.into(), index).map_err(ApiError::from)?);
         }
         let id = TemplateId::generate();
         let (org, kind, now) = (me.org_id, input.kind.into(), app.clock.now());
@@ -115,9 +117,9 @@ impl TemplatesMutation {
         .map_err(|e| match e {
             CommandError::Rejected(error @ TemplateError::Refused(_))
             | CommandError::Rejected(error @ TemplateError::InvalidName) => {
-                ApiError::Validation(error.to_string())
+                ApiError::App(AppError::Validation(error.to_string()))
             }
-            CommandError::Rejected(error) => ApiError::Conflict(error.to_string()),
+            CommandError::Rejected(error) => ApiError::App(AppError::Conflict(error.to_string())),
             other => ApiError::internal(other),
         })?;
         app.read_your_writes(executed.position).await;

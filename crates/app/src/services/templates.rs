@@ -8,7 +8,8 @@ use omnibox_projections::templates as read;
 use uuid::Uuid;
 
 use crate::commands::Aggregate;
-use crate::{ApiError, AppState};
+use crate::context::AppContext;
+use crate::error::AppError;
 
 impl Aggregate for Template {
     type Event = TemplateEvent;
@@ -23,18 +24,18 @@ impl Aggregate for Template {
 
 /// The bubbles of template `id` of `org`, which must be for `kind`.
 pub async fn template_bubbles(
-    app: &AppState,
+    app: &AppContext,
     org: OrgId,
     id: Uuid,
     kind: ChannelKind,
-) -> Result<Vec<Bubble>, ApiError> {
+) -> Result<Vec<Bubble>, AppError> {
     let template = read::templates(&app.db, org, None)
         .await?
         .into_iter()
         .find(|t| t.id.0 == id)
-        .ok_or_else(|| ApiError::NotFound("no such reply template in your organization".into()))?;
+        .ok_or_else(|| AppError::NotFound("no such reply template in your organization".into()))?;
     if template.kind != kind {
-        return Err(ApiError::NotSupportedOnChannel(format!(
+        return Err(AppError::NotSupportedOnChannel(format!(
             "template {:?} is for {} channels; this conversation is on {}",
             template.name,
             template.kind.as_str(),

@@ -1,7 +1,6 @@
 //! From parsed webhook items to events: one append per item, each with an
 //! id derived from the item's platform id, so redeliveries store nothing new.
 
-use crate::directory::KnownChannel;
 use chrono::{DateTime, Utc};
 use omnibox_domain::conversation::{
     contact_id, conversation_id, inbound_event_id, AttachmentKind, ContactEvent, ConversationEvent,
@@ -12,6 +11,8 @@ use omnibox_platforms::{facebook, line};
 use omnibox_store::{Metadata, NewEvent, StreamName};
 use serde::Serialize;
 use uuid::Uuid;
+
+use crate::directory::KnownChannel;
 
 /// One event to append to one stream.
 #[derive(Debug)]

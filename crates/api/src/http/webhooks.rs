@@ -15,6 +15,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::join_all;
+use omnibox_app::inbound::{facebook_events, line_events, Append};
 use omnibox_domain::ids::ChannelId;
 use omnibox_domain::ChannelKind;
 use omnibox_platforms::{
@@ -23,8 +24,7 @@ use omnibox_platforms::{
 use omnibox_store::ExpectedRevision;
 use uuid::Uuid;
 
-use crate::inbound::{facebook_events, line_events, Append};
-use crate::AppState;
+use crate::state::AppState;
 
 /// Larger bodies are refused with 413 before they are read.
 pub const MAX_WEBHOOK_BODY: usize = 4 * 1024 * 1024;
@@ -216,7 +216,7 @@ async fn store(
     channel: &str,
     mut appends: Vec<Append>,
 ) -> Response {
-    if let Err(error) = crate::inbound::seal(&mut appends, &app.personal).await {
+    if let Err(error) = omnibox_app::inbound::seal(&mut appends, &app.personal).await {
         return unavailable(app, platform, error);
     }
     let messages = appends
