@@ -218,6 +218,9 @@ impl Received {
 }
 
 /// Facebook items for one page (its channel), as appends.
+///
+/// Longer than most functions on purpose: one match arm per kind of item,
+/// read as one table from the platform's kinds to our events.
 pub fn facebook_events(
     channel: &KnownChannel,
     events: Vec<facebook::Event>,
@@ -410,6 +413,9 @@ fn facebook_attachment(attachment: facebook::Attachment) -> InboundAttachment {
 }
 
 /// LINE events for one channel, as appends.
+///
+/// Longer than most functions on purpose: one match arm per kind of event
+/// and source, read as one table from the platform's kinds to our events.
 pub fn line_events(
     channel: &KnownChannel,
     events: Vec<line::Event>,

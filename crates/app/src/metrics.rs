@@ -54,6 +54,8 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Registers every family (one statement each, kept together so the
+    /// registry's contents read as one list, hence the length).
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("omnibox");
         let http_requests = Family::<Labels, Counter>::default();

@@ -145,152 +145,31 @@ pub async fn graphql_get(State(server): State<GraphqlRoute>, request: Request) -
     }
 }
 
+/// Who a socket acts as, once `connection_init` said: the member and the
+/// token it sent.
+type SignedIn = Arc<std::sync::Mutex<Option<(omnibox_domain::ids::MemberId, String)>>>;
+
+type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
+
 /// One subscription connection. Authentication happens in
 /// `connection_init`; a bad token closes the socket with 4403.
 async fn subscriptions(socket: WebSocket, server: GraphqlRoute, protocol: WebSocketProtocols) {
     let (mut sink, stream) = socket.split();
-    // Subscriptions the client has open; past the cap the input ends, and
-    // the socket is closed with 4429.
-    let active = Arc::new(std::sync::atomic::AtomicIsize::new(0));
     let over_cap = Arc::new(AtomicBool::new(false));
-    let (counting, flagging) = (active.clone(), over_cap.clone());
-    let input = stream
-        .take_while(|message| std::future::ready(message.is_ok()))
-        .filter_map(|message| {
-            std::future::ready(match message {
-                Ok(Message::Text(text)) => Some(text.as_str().as_bytes().to_vec()),
-                Ok(Message::Binary(bytes)) => Some(bytes.to_vec()),
-                _ => None,
-            })
-        })
-        .take_while(move |bytes| {
-            let step = match client_message_kind(bytes).as_deref() {
-                Some("subscribe" | "start") => 1,
-                Some("complete" | "stop") => -1,
-                _ => 0,
-            };
-            let open = counting.fetch_add(step, Ordering::SeqCst) + step;
-            let allowed = open <= MAX_SUBSCRIPTIONS_PER_SOCKET as isize;
-            if !allowed {
-                flagging.store(true, Ordering::SeqCst);
-            }
-            std::future::ready(allowed)
-        });
+    let input = capped_input(stream, over_cap.clone());
     let refused = Arc::new(AtomicBool::new(false));
-    let db = server.app.db.clone();
-    let flag = refused.clone();
-    // Who the socket acts as, once `connection_init` said: a change to that
-    // member (removed, token rotated) makes the socket check its token again.
-    let signed_in: Arc<std::sync::Mutex<Option<(omnibox_domain::ids::MemberId, String)>>> =
-        Arc::default();
-    let holder = signed_in.clone();
-    let on_init = move |payload: serde_json::Value| async move {
-        let token = payload
-            .get("Authorization")
-            .or_else(|| payload.get("authorization"))
-            .and_then(|v| v.as_str())
-            .and_then(bearer);
-        let session = match token {
-            Some(token) => authenticate(&db, token).await,
-            None => Err(AppError::Unauthenticated),
-        };
-        match session {
-            Ok(session) => {
-                if let Some(token) = token {
-                    *holder.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some((session.member.id, token.to_owned()));
-                }
-                let mut data = Data::default();
-                data.insert(session);
-                Ok(data)
-            }
-            Err(error) => {
-                flag.store(true, Ordering::SeqCst);
-                Err(ApiError::from(error).into())
-            }
-        }
-    };
-    let mut output = async_graphql::http::WebSocket::new(server.schema.clone(), input, protocol)
+    // A change to the signed-in member (removed, token rotated) makes the
+    // socket check its token again.
+    let signed_in: SignedIn = Arc::default();
+    let (db, flag, holder) = (server.app.db.clone(), refused.clone(), signed_in.clone());
+    let on_init = move |payload| connection_init(db, flag, holder, payload);
+    let output = async_graphql::http::WebSocket::new(server.schema.clone(), input, protocol)
         .on_connection_init(on_init)
         .keepalive_timeout(None);
     let app = server.app.clone();
     let _open = app.sockets.open();
-    let mut changes = app.member_changes.subscribe();
-    let init_deadline = tokio::time::sleep(app.config.websocket_init_timeout);
-    tokio::pin!(init_deadline);
-    let initialised = || {
-        refused.load(Ordering::SeqCst)
-            || signed_in
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_some()
-    };
-    loop {
-        let waiting_for_init = !initialised();
-        let message = tokio::select! {
-            message = output.next() => message,
-            _ = &mut init_deadline, if waiting_for_init => {
-                let _ = sink
-                    .send(Message::Close(Some(CloseFrame {
-                        code: CLOSE_INIT_TIMEOUT,
-                        reason: "Connection initialisation timeout".into(),
-                    })))
-                    .await;
-                return;
-            }
-            change = changes.recv() => {
-                use tokio::sync::broadcast::error::RecvError;
-                let signed_in = signed_in.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                let concerns_us = match (&change, &signed_in) {
-                    (Ok(changed), Some((member, _))) => changed == member,
-                    // Missed changes: check anyway.
-                    (Err(RecvError::Lagged(_)), Some(_)) => true,
-                    (Err(RecvError::Closed), _) => return,
-                    (_, None) => false,
-                };
-                if let (true, Some((_, token))) = (concerns_us, signed_in) {
-                    if matches!(authenticate(&app.db, &token).await, Err(AppError::Unauthenticated)) {
-                        let _ = sink
-                            .send(Message::Close(Some(CloseFrame {
-                                code: CLOSE_FORBIDDEN,
-                                reason: "the token was revoked".into(),
-                            })))
-                            .await;
-                        return;
-                    }
-                }
-                continue;
-            }
-            _ = app.stopping() => {
-                let _ = sink
-                    .send(Message::Close(Some(CloseFrame {
-                        code: CLOSE_GOING_AWAY,
-                        reason: "the server is shutting down".into(),
-                    })))
-                    .await;
-                return;
-            }
-        };
-        let Some(message) = message else {
-            break;
-        };
-        let message = match message {
-            WsMessage::Text(text) => Message::Text(text.into()),
-            WsMessage::Close(code, reason) => {
-                let code = if refused.load(Ordering::SeqCst) {
-                    CLOSE_FORBIDDEN
-                } else {
-                    code
-                };
-                Message::Close(Some(CloseFrame {
-                    code,
-                    reason: reason.into(),
-                }))
-            }
-        };
-        if sink.send(message).await.is_err() {
-            return;
-        }
+    if !relay(&app, &mut sink, output, &refused, &signed_in).await {
+        return;
     }
     if over_cap.load(Ordering::SeqCst) {
         let _ = sink
@@ -312,4 +191,173 @@ async fn subscriptions(socket: WebSocket, server: GraphqlRoute, protocol: WebSoc
             })))
             .await;
     }
+}
+
+/// The client's protocol messages. Subscriptions the client has open are
+/// counted; past the cap the input ends and `over_cap` is set (the socket
+/// is then closed with 4429).
+fn capped_input(
+    stream: futures_util::stream::SplitStream<WebSocket>,
+    over_cap: Arc<AtomicBool>,
+) -> impl futures_util::Stream<Item = Vec<u8>> {
+    let active = Arc::new(std::sync::atomic::AtomicIsize::new(0));
+    stream
+        .take_while(|message| std::future::ready(message.is_ok()))
+        .filter_map(|message| {
+            std::future::ready(match message {
+                Ok(Message::Text(text)) => Some(text.as_str().as_bytes().to_vec()),
+                Ok(Message::Binary(bytes)) => Some(bytes.to_vec()),
+                _ => None,
+            })
+        })
+        .take_while(move |bytes| {
+            let step = match client_message_kind(bytes).as_deref() {
+                Some("subscribe" | "start") => 1,
+                Some("complete" | "stop") => -1,
+                _ => 0,
+            };
+            let open = active.fetch_add(step, Ordering::SeqCst) + step;
+            let allowed = open <= MAX_SUBSCRIPTIONS_PER_SOCKET as isize;
+            if !allowed {
+                over_cap.store(true, Ordering::SeqCst);
+            }
+            std::future::ready(allowed)
+        })
+}
+
+/// `connection_init`: the token in its payload becomes the session, and
+/// the member is remembered in `signed_in`; without a valid one the
+/// socket is `refused`.
+async fn connection_init(
+    db: omnibox_store::Database,
+    refused: Arc<AtomicBool>,
+    signed_in: SignedIn,
+    payload: serde_json::Value,
+) -> async_graphql::Result<Data> {
+    let token = payload
+        .get("Authorization")
+        .or_else(|| payload.get("authorization"))
+        .and_then(|v| v.as_str())
+        .and_then(bearer);
+    let session = match token {
+        Some(token) => authenticate(&db, token).await,
+        None => Err(AppError::Unauthenticated),
+    };
+    match session {
+        Ok(session) => {
+            if let Some(token) = token {
+                *signed_in.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((session.member.id, token.to_owned()));
+            }
+            let mut data = Data::default();
+            data.insert(session);
+            Ok(data)
+        }
+        Err(error) => {
+            refused.store(true, Ordering::SeqCst);
+            Err(ApiError::from(error).into())
+        }
+    }
+}
+
+/// Sends the schema's messages to the client until they end (true), or
+/// until the socket was closed here (false): no `connection_init` in time,
+/// the member's token revoked, the server shutting down, or the client gone.
+async fn relay(
+    app: &AppState,
+    sink: &mut Sink,
+    mut output: impl futures_util::Stream<Item = WsMessage> + Unpin,
+    refused: &AtomicBool,
+    signed_in: &SignedIn,
+) -> bool {
+    let mut changes = app.member_changes.subscribe();
+    let init_deadline = tokio::time::sleep(app.config.websocket_init_timeout);
+    tokio::pin!(init_deadline);
+    let initialised = || {
+        refused.load(Ordering::SeqCst)
+            || signed_in
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some()
+    };
+    loop {
+        let waiting_for_init = !initialised();
+        let message = tokio::select! {
+            message = output.next() => message,
+            _ = &mut init_deadline, if waiting_for_init => {
+                close(sink, CLOSE_INIT_TIMEOUT, "Connection initialisation timeout").await;
+                return false;
+            }
+            change = changes.recv() => {
+                match still_signed_in(app, change, signed_in).await {
+                    Some(true) => continue,
+                    Some(false) => close(sink, CLOSE_FORBIDDEN, "the token was revoked").await,
+                    None => {}
+                }
+                return false;
+            }
+            _ = app.stopping() => {
+                close(sink, CLOSE_GOING_AWAY, "the server is shutting down").await;
+                return false;
+            }
+        };
+        let Some(message) = message else {
+            return true;
+        };
+        let message = match message {
+            WsMessage::Text(text) => Message::Text(text.into()),
+            WsMessage::Close(code, reason) => {
+                let code = if refused.load(Ordering::SeqCst) {
+                    CLOSE_FORBIDDEN
+                } else {
+                    code
+                };
+                Message::Close(Some(CloseFrame {
+                    code,
+                    reason: reason.into(),
+                }))
+            }
+        };
+        if sink.send(message).await.is_err() {
+            return false;
+        }
+    }
+}
+
+/// After a member change: whether the socket's member still holds its
+/// token (true when the change concerns someone else); `None` when the
+/// change feed is gone.
+async fn still_signed_in(
+    app: &AppState,
+    change: Result<omnibox_domain::ids::MemberId, tokio::sync::broadcast::error::RecvError>,
+    signed_in: &SignedIn,
+) -> Option<bool> {
+    use tokio::sync::broadcast::error::RecvError;
+    let signed_in = signed_in.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let concerns_us = match (&change, &signed_in) {
+        (Ok(changed), Some((member, _))) => changed == member,
+        // Missed changes: check anyway.
+        (Err(RecvError::Lagged(_)), Some(_)) => true,
+        (Err(RecvError::Closed), _) => return None,
+        (_, None) => false,
+    };
+    if let (true, Some((_, token))) = (concerns_us, signed_in) {
+        if matches!(
+            authenticate(&app.db, &token).await,
+            Err(AppError::Unauthenticated)
+        ) {
+            return Some(false);
+        }
+    }
+    Some(true)
+}
+
+/// Sends a close frame (best effort: the client may be gone).
+async fn close(sink: &mut Sink, code: u16, reason: &'static str) {
+    let _ = sink
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })))
+        .await;
 }

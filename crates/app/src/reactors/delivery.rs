@@ -181,81 +181,112 @@ impl DeliveryWorker {
                     recorded += settled(&events);
                 }
                 Some(NextDelivery::Send { reply, indexes }) => {
-                    if !self.due(reply.reply_id) {
-                        return Ok(recorded);
-                    }
-                    let Some(channel) = app
-                        .directory
-                        .by_id(&*app.store, reply.channel_id)
-                        .await
-                        .map_err(AppError::internal)?
-                    else {
-                        return Ok(recorded);
+                    let next = Next {
+                        place,
+                        kind,
+                        now,
+                        reply,
+                        indexes,
                     };
-                    let status = channel.state.status_at(now);
-                    if status == Some(ChannelStatus::Expired) {
-                        // Replies wait for reauthorization.
-                        return Ok(recorded);
-                    }
-                    let route = match kind {
-                        ChannelKind::Facebook => SendRoute::FacebookSend,
-                        ChannelKind::Line => reply.line_route(),
-                    };
-                    crash_point("delivery:before-claim");
-                    // The claim: only one worker anywhere gets past this.
-                    let claimed = step(app, id, &mut known, |c| {
-                        decide_claim(&c.outbox, place, reply.reply_id, &indexes, route, now)
-                    })
-                    .await?;
-                    if claimed.is_empty() {
-                        return Ok(recorded);
-                    }
-                    crash_point("delivery:after-claim");
-                    let answer = if status == Some(ChannelStatus::Disconnected) {
-                        Answer::Settled(Outcome::Failed {
-                            code: Some("CHANNEL_NOT_CONNECTED".into()),
-                            reason: "the channel was disconnected".into(),
-                        })
-                    } else {
-                        let started = std::time::Instant::now();
-                        let answer = self
-                            .send(app, &channel, &conversation, &reply, &indexes, route)
-                            .await;
-                        record_attempt(app, route, &reply, started.elapsed(), &answer);
-                        answer
-                    };
-                    crash_point("delivery:after-send");
-                    let Some(outcome) = self.outcome(&reply, route, answer) else {
-                        // Claimed and maybe sent: the echo or the lease decides.
-                        return Ok(recorded);
-                    };
-                    if matches!(outcome, Outcome::Delivered(_)) {
-                        used_channels
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(channel.id);
-                    }
-                    let deferred = matches!(outcome, Outcome::Deferred { .. });
-                    let events = step(app, id, &mut known, |c| {
-                        decide_outcome(
-                            &c.outbox,
-                            place,
-                            reply.reply_id,
-                            &indexes,
-                            now,
-                            &outcome,
-                            app.clock.now(),
-                        )
-                    })
-                    .await?;
-                    recorded += settled(&events);
-                    if deferred {
+                    let (settled, go_on) =
+                        self.send_next(app, &mut known, next, used_channels).await?;
+                    recorded += settled;
+                    if !go_on {
                         return Ok(recorded);
                     }
                 }
             }
         }
         Ok(recorded)
+    }
+
+    /// Claims, sends and records the outbox's next bubbles (`next`);
+    /// returns the outcomes recorded, and whether the conversation's
+    /// outbox may go on now.
+    async fn send_next(
+        &self,
+        app: &AppContext,
+        known: &mut Known<Conversation>,
+        next: Next,
+        used_channels: &Mutex<HashSet<ChannelId>>,
+    ) -> Result<(usize, bool), AppError> {
+        let Next {
+            place,
+            kind,
+            now,
+            reply,
+            indexes,
+        } = next;
+        let id = place.conversation_id;
+        let conversation = known.state.clone();
+        if !self.due(reply.reply_id) {
+            return Ok((0, false));
+        }
+        let Some(channel) = app
+            .directory
+            .by_id(&*app.store, reply.channel_id)
+            .await
+            .map_err(AppError::internal)?
+        else {
+            return Ok((0, false));
+        };
+        let status = channel.state.status_at(now);
+        if status == Some(ChannelStatus::Expired) {
+            // Replies wait for reauthorization.
+            return Ok((0, false));
+        }
+        let route = match kind {
+            ChannelKind::Facebook => SendRoute::FacebookSend,
+            ChannelKind::Line => reply.line_route(),
+        };
+        crash_point("delivery:before-claim");
+        // The claim: only one worker anywhere gets past this.
+        let claimed = step(app, id, known, |c| {
+            decide_claim(&c.outbox, place, reply.reply_id, &indexes, route, now)
+        })
+        .await?;
+        if claimed.is_empty() {
+            return Ok((0, false));
+        }
+        crash_point("delivery:after-claim");
+        let answer = if status == Some(ChannelStatus::Disconnected) {
+            Answer::Settled(Outcome::Failed {
+                code: Some("CHANNEL_NOT_CONNECTED".into()),
+                reason: "the channel was disconnected".into(),
+            })
+        } else {
+            let started = std::time::Instant::now();
+            let answer = self
+                .send(app, &channel, &conversation, &reply, &indexes, route)
+                .await;
+            record_attempt(app, route, &reply, started.elapsed(), &answer);
+            answer
+        };
+        crash_point("delivery:after-send");
+        let Some(outcome) = self.outcome(&reply, route, answer) else {
+            // Claimed and maybe sent: the echo or the lease decides.
+            return Ok((0, false));
+        };
+        if matches!(outcome, Outcome::Delivered(_)) {
+            used_channels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(channel.id);
+        }
+        let deferred = matches!(outcome, Outcome::Deferred { .. });
+        let events = step(app, id, known, |c| {
+            decide_outcome(
+                &c.outbox,
+                place,
+                reply.reply_id,
+                &indexes,
+                now,
+                &outcome,
+                app.clock.now(),
+            )
+        })
+        .await?;
+        Ok((settled(&events), !deferred))
     }
 
     /// Turns a platform's answer into the outcome to record, counting
@@ -495,6 +526,15 @@ fn settled(events: &[ConversationEvent]) -> usize {
 /// appends it at the revision it was decided on (re-deciding on conflict).
 /// A step the state has moved past (another worker took it) appends
 /// nothing and returns no events.
+/// The bubbles a conversation's outbox sends next, and where and when.
+struct Next {
+    place: Place,
+    kind: ChannelKind,
+    now: chrono::DateTime<chrono::Utc>,
+    reply: OutboundReply,
+    indexes: Vec<u32>,
+}
+
 async fn step(
     app: &AppContext,
     id: ConversationId,
