@@ -5,6 +5,7 @@
 pub mod bootstrap;
 pub mod channels;
 pub mod erasure;
+pub mod members;
 pub mod qr;
 pub mod replies;
 pub mod templates;
