@@ -7,10 +7,11 @@ use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, Object, SimpleObject, Subscription};
 use chrono::{DateTime, Utc};
 use futures_util::stream::{Stream, StreamExt};
-use omnibox_app::commands::{execute, Actor, CommandError};
+use omnibox_app::services::conversations as service;
+use omnibox_app::services::erasure::erase_contact_by_member;
 use omnibox_app::AppError;
 use omnibox_domain::conversation::{
-    self as domain, AttachmentKind as DomainAttachmentKind, ConversationCommand, ConversationError,
+    self as domain, AttachmentKind as DomainAttachmentKind, ConversationCommand,
 };
 use omnibox_domain::ids::{ChannelId, ConversationId, MemberId, OrgId};
 use omnibox_domain::policy::{self, WindowPhase as DomainPhase};
@@ -706,6 +707,7 @@ impl ConversationsQuery {
     }
 }
 
+/// Runs a conversation command for the caller; answers the conversation.
 async fn command(
     ctx: &Context<'_>,
     id: Uuid,
@@ -713,29 +715,10 @@ async fn command(
 ) -> async_graphql::Result<Conversation> {
     let me = &session(ctx)?.member;
     let app = state(ctx)?;
-    let now = app.clock.now();
-    let org = me.org_id;
-    let executed = execute::<domain::Conversation, _>(&*app.store, id, &Actor::member(me), |c| {
-        domain::decide(c, org, command.clone(), now)
-    })
-    .await
-    .map_err(|e| match e {
-        CommandError::Rejected(ConversationError::NotFound) => ApiError::App(AppError::NotFound(
-            "no such conversation in your organization".into(),
-        )),
-        CommandError::Rejected(error @ ConversationError::AgentsTakeOnlyForThemselves) => {
-            ApiError::App(AppError::Forbidden(error.to_string()))
-        }
-        CommandError::Rejected(error @ ConversationError::AssignedMeanwhile) => {
-            ApiError::App(AppError::Conflict(error.to_string()))
-        }
-        CommandError::Contended => ApiError::App(AppError::Conflict(
-            "the conversation kept changing; try again".into(),
-        )),
-        other => ApiError::internal(other),
-    })?;
-    app.read_your_writes(executed.position).await;
-    Ok(load(app, org, ConversationId(id)).await?)
+    service::run(app, me, ConversationId(id), command)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(load(app, me.org_id, ConversationId(id)).await?)
 }
 
 #[derive(Default)]
@@ -763,36 +746,11 @@ impl ConversationsMutation {
     ) -> async_graphql::Result<Conversation> {
         let me = &session(ctx)?.member;
         let app = state(ctx)?;
-        // Membership from the organization's events, not a read model.
-        let (org, _) = omnibox_app::commands::load::<omnibox_domain::org::Organization>(
-            &*app.store,
-            me.org_id.0,
-        )
-        .await
-        .map_err(|e| ApiError::internal(format!("{e:?}")))?;
-        if org.member(MemberId(agent_id)).is_none() {
-            return Err(ApiError::App(AppError::NotFound(
-                "no such member in your organization".into(),
-            ))
-            .into());
-        }
-        // What the caller decides on: the assignee as it is now; if another
-        // assignment lands first, this one answers CONFLICT.
-        let (current, _) =
-            omnibox_app::commands::load::<domain::Conversation>(&*app.store, conversation_id)
-                .await
-                .map_err(|e| ApiError::internal(format!("{e:?}")))?;
-        command(
-            ctx,
-            conversation_id,
-            ConversationCommand::AssignByHand {
-                assignee: MemberId(agent_id),
-                by: me.id,
-                role: me.role,
-                seen: current.assignee,
-            },
-        )
-        .await
+        let id = ConversationId(conversation_id);
+        service::assign(app, me, id, MemberId(agent_id))
+            .await
+            .map_err(ApiError::from)?;
+        Ok(load(app, me.org_id, id).await?)
     }
 
     async fn unassign_conversation(
@@ -833,23 +791,11 @@ impl ConversationsMutation {
         contact_id: Uuid,
     ) -> async_graphql::Result<Contact> {
         let me = &session(ctx)?.member;
-        if !me.role.can_administer() {
-            return Err(ApiError::App(AppError::Forbidden(
-                "only an OWNER or PRIMARY_ADMIN may erase a contact".into(),
-            ))
-            .into());
-        }
         let app = state(ctx)?;
         let contact = omnibox_domain::ids::ContactId(contact_id);
-        omnibox_app::services::erasure::erase_contact(
-            app,
-            me.org_id,
-            contact,
-            Some(me.id),
-            "erased by a member",
-        )
-        .await
-        .map_err(ApiError::from)?;
+        erase_contact_by_member(app, me, contact)
+            .await
+            .map_err(ApiError::from)?;
         let row = read::contact(&app.db, me.org_id, contact)
             .await?
             .ok_or_else(|| {

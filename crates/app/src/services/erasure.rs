@@ -18,6 +18,7 @@ use hmac::{Mac, SimpleHmac};
 use omnibox_domain::conversation::ContactEvent;
 use omnibox_domain::ids::{ContactId, MemberId, OrgId};
 use omnibox_projections::inbox as read;
+use omnibox_projections::members::MemberRow;
 use omnibox_store::{ExpectedRevision, Metadata, NewEvent, StreamName};
 use serde::Deserialize;
 use sha2::Sha256;
@@ -33,6 +34,21 @@ pub struct Erasure {
     pub contact_id: ContactId,
     pub keys_destroyed: u64,
     pub media_files_deleted: u64,
+}
+
+/// Member `me` erases contact `contact` of their organization (OWNER or
+/// PRIMARY_ADMIN only).
+pub async fn erase_contact_by_member(
+    app: &AppContext,
+    me: &MemberRow,
+    contact: ContactId,
+) -> Result<Erasure, AppError> {
+    if !me.role.can_administer() {
+        return Err(AppError::Forbidden(
+            "only an OWNER or PRIMARY_ADMIN may erase a contact".into(),
+        ));
+    }
+    erase_contact(app, me.org_id, contact, Some(me.id), "erased by a member").await
 }
 
 /// Erases contact `contact` of `org`: keys, media files, then the event.

@@ -4,6 +4,7 @@
 
 pub mod bootstrap;
 pub mod channels;
+pub mod conversations;
 pub mod erasure;
 pub mod members;
 pub mod qr;
