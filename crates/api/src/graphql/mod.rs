@@ -1,10 +1,12 @@
 //! The GraphQL API: one schema, split by concern.
 //!
 //! Resolvers find the request's [`Session`] (set by the HTTP layer from the
-//! bearer token, or by the WebSocket's `connection_init`) and the
-//! [`AppState`] in the context. A member only ever sees its own
-//! organization: every read is scoped by the session's org id, and another
-//! organization's ids answer NOT_FOUND.
+//! bearer token, or by the WebSocket's `connection_init`), the
+//! [`AppState`] and the live hub in the context. Queries read the read
+//! models; anything that decides or records goes through `omnibox_app`'s
+//! services, whose errors reach the client through `ApiError::from`. A
+//! member only ever sees its own organization: every read is scoped by the
+//! session's org id, and another organization's ids answer NOT_FOUND.
 
 mod channels;
 mod conversations;
