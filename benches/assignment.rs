@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hmac::Mac;
-use omnibox_api::commands::{execute, Actor};
+use omnibox_app::commands::{execute, Actor};
 use omnibox_domain::channel::{self, AssignmentMode, Channel, ChannelCommand, Requester};
 use omnibox_domain::conversation::{conversation_id, Thread};
 use omnibox_domain::ids::{ChannelId, MemberId};
@@ -45,7 +45,7 @@ fn webhook(psid: u64) -> (Vec<u8>, String) {
 
 async fn set_mode(
     app: &omnibox_api::AppState,
-    owner: &omnibox_api::bootstrap::Bootstrapped,
+    owner: &omnibox_app::services::bootstrap::Bootstrapped,
     channel: ChannelId,
     mode: AssignmentMode,
 ) {
@@ -105,7 +105,7 @@ async fn run(backend: Backend) {
         println!("\n{backend:?}: skipped (not reachable)");
         return;
     };
-    let owner = omnibox_api::bootstrap::bootstrap(&app, "Bench", "owner@example.com")
+    let owner = omnibox_app::services::bootstrap::bootstrap(&app, "Bench", "owner@example.com")
         .await
         .expect("bootstrap");
     let channel = support::connect_page(&app, &owner, PAGE).await;

@@ -181,7 +181,7 @@ async fn run(backend: Backend) {
     };
     let events = env_number("OMNIBOX_BENCH_EVENTS", 100_000);
     let conversations = env_number("OMNIBOX_BENCH_CONVERSATIONS", 1_000_000);
-    let owner = omnibox_api::bootstrap::bootstrap(&app, "Bench", "owner@example.com")
+    let owner = omnibox_app::services::bootstrap::bootstrap(&app, "Bench", "owner@example.com")
         .await
         .expect("bootstrap");
     history(&app, owner.org_id, events).await;
@@ -295,9 +295,10 @@ async fn sealing_cost(backend: Backend) {
             let Some((_database, app)) = open(backend).await else {
                 return;
             };
-            let owner = omnibox_api::bootstrap::bootstrap(&app, "Bench", "owner@example.com")
-                .await
-                .expect("bootstrap");
+            let owner =
+                omnibox_app::services::bootstrap::bootstrap(&app, "Bench", "owner@example.com")
+                    .await
+                    .expect("bootstrap");
             history_sealed(&app, owner.org_id, events, seal).await;
             let inbox = app
                 .projections

@@ -67,7 +67,7 @@ fn webhook(seq: usize) -> (String, String) {
 
 /// An organization with its page connected; answers the owner's token.
 async fn organization(app: &AppState, org: usize) -> String {
-    let owner = omnibox_api::bootstrap::bootstrap(
+    let owner = omnibox_app::services::bootstrap::bootstrap(
         app,
         &format!("Shop {org}"),
         &format!("owner{org}@example.com"),

@@ -47,7 +47,7 @@ async fn run(backend: Backend) {
         println!("\n{backend:?}: skipped (not reachable)");
         return;
     };
-    let owner = omnibox_api::bootstrap::bootstrap(&app, "Bench", "owner@example.com")
+    let owner = omnibox_app::services::bootstrap::bootstrap(&app, "Bench", "owner@example.com")
         .await
         .expect("bootstrap");
     support::connect_page(&app, &owner, PAGE).await;

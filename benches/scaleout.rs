@@ -186,7 +186,7 @@ async fn run(n: usize) -> Option<(f64, Vec<Duration>)> {
     let app = AppState::open(config, Arc::new(SystemClock))
         .await
         .expect("open");
-    let owner = omnibox_api::bootstrap::bootstrap(&app, "Bench", "owner@example.com")
+    let owner = omnibox_app::services::bootstrap::bootstrap(&app, "Bench", "owner@example.com")
         .await
         .expect("bootstrap");
     support::connect_page(&app, &owner, PAGE).await;

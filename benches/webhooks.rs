@@ -53,7 +53,7 @@ async fn server_with(
     env: &[(&str, &str)],
 ) -> Option<(TestDatabase, String, AppState)> {
     let (database, app) = support::open_app(backend, env).await?;
-    let owner = omnibox_api::bootstrap::bootstrap(&app, "Bench", "owner@example.com")
+    let owner = omnibox_app::services::bootstrap::bootstrap(&app, "Bench", "owner@example.com")
         .await
         .expect("bootstrap");
     // Connected directly through its command: the benchmark measures ingestion.

@@ -100,9 +100,9 @@ async fn demonstrate(
     url: &str,
     message_every: Duration,
 ) -> anyhow::Result<()> {
-    let owner = omnibox_api::bootstrap::bootstrap(app, ORGANIZATION, OWNER)
+    let owner = omnibox_app::services::bootstrap::bootstrap(app, ORGANIZATION, OWNER)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot create the demo organization: {}", e.message()))?;
+        .map_err(|e| anyhow::anyhow!("cannot create the demo organization: {e}"))?;
     let omnibox = OmniboxClient::new(url)?;
     let mut agents = Vec::with_capacity(AGENTS.len());
     for email in AGENTS {

@@ -101,7 +101,7 @@ fn config_file(
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
     let table: toml::Table =
         toml::from_str(&text).with_context(|| format!("{} is not TOML", path.display()))?;
-    let known: Vec<&str> = omnibox_api::config::VARIABLES
+    let known: Vec<&str> = omnibox_app::config::VARIABLES
         .iter()
         .map(|(name, ..)| *name)
         .collect();
@@ -144,7 +144,7 @@ fn config_file(
 fn variables_help() -> String {
     let mut text =
         String::from("Environment (a --config file may set the same, the environment wins):\n");
-    for (name, default, what, _) in omnibox_api::config::VARIABLES {
+    for (name, default, what, _) in omnibox_app::config::VARIABLES {
         text.push_str(&format!("  {name}\n      {what} [default: {default}]\n"));
     }
     #[cfg(feature = "eventstoredb")]
@@ -218,7 +218,7 @@ async fn run(command: Command, lookup: impl Fn(&str) -> Option<String>) -> anyho
     let config = Config::from_lookup(lookup)?;
     if !matches!(command, Command::Serve) {
         tracing::info!(
-            database = %omnibox_api::config::redact_url(&config.database_url),
+            database = %omnibox_app::config::redact_url(&config.database_url),
             "using this database"
         );
     }
@@ -322,9 +322,9 @@ async fn bootstrap(
     owner: &str,
 ) -> anyhow::Result<()> {
     let app = AppState::open(config, clock).await?;
-    let created = omnibox_api::bootstrap::bootstrap(&app, org_name, owner)
+    let created = omnibox_app::services::bootstrap::bootstrap(&app, org_name, owner)
         .await
-        .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("{}", serde_json::to_string(&created)?);
     Ok(())
 }
@@ -378,7 +378,8 @@ async fn export(config: Config, clock: Arc<dyn Clock>, org: uuid::Uuid) -> anyho
     let app = AppState::open(config, clock).await?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let moved =
-        omnibox_api::transfer::export(&app, omnibox_domain::ids::OrgId(org), &mut out).await?;
+        omnibox_app::services::transfer::export(&app, omnibox_domain::ids::OrgId(org), &mut out)
+            .await?;
     eprintln!(
         "exported {} events, {} secrets, {} personal-data keys, {} media files",
         moved.events, moved.secrets, moved.personal_keys, moved.media
@@ -395,7 +396,7 @@ async fn import(
         std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?,
     );
     let app = AppState::open(config, clock).await?;
-    let moved = omnibox_api::transfer::import(&app, input).await?;
+    let moved = omnibox_app::services::transfer::import(&app, input).await?;
     app.projections.catch_up().await?;
     eprintln!(
         "imported {} events, {} secrets, {} personal-data keys, {} media files",
@@ -467,7 +468,7 @@ async fn replay_all(config: Config, from: Option<&str>) -> anyhow::Result<()> {
         .transpose()?;
     let db = omnibox_store::Database::connect(&config.database_url).await?;
     db.migrate().await?;
-    let store = omnibox_api::upcasting::UpcastingStore::new(db.event_store().await?);
+    let store = omnibox_app::upcasting::UpcastingStore::new(db.event_store().await?);
     let (key, _) = omnibox_store::secrets::SecretKey::configured_or_dev(
         config.secret_key.as_deref(),
         &db.data_dir(),

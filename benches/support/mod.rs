@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use omnibox_api::bootstrap::Bootstrapped;
-use omnibox_api::commands::{execute, Actor};
 use omnibox_api::{AppState, Config};
+use omnibox_app::commands::{execute, Actor};
+use omnibox_app::services::bootstrap::Bootstrapped;
 use omnibox_domain::channel::{
     self, page_reservation_id, Channel, ChannelCommand, PageReservation, Requester, SecretRef,
 };

@@ -80,7 +80,10 @@ async fn set_available(inbox: &Inbox, token: &str, available: bool) {
 }
 
 /// Runs the assignment reactor's passes until it has nothing left to do.
-async fn assign(inbox: &Inbox, assigner: &omnibox_api::assignment::AutoAssigner) -> usize {
+async fn assign(
+    inbox: &Inbox,
+    assigner: &omnibox_app::reactors::assignment::AutoAssigner,
+) -> usize {
     inbox.app.settle().await;
     let mut total = 0;
     loop {
@@ -145,7 +148,7 @@ async fn round_robin_is_fair_as_agents_come_and_go(app: App) {
     let inbox = inbox(app, false).await;
     let agents = agents(&inbox, 5).await;
     round_robin(&inbox, None).await;
-    let assigner = omnibox_api::assignment::AutoAssigner::default();
+    let assigner = omnibox_app::reactors::assignment::AutoAssigner::default();
     let ids: Vec<&str> = agents.iter().map(|(id, _)| id.as_str()).collect();
     let mut seen = 0;
     let phases = [
@@ -200,7 +203,7 @@ async fn the_cap_queues_the_rest_oldest_first(app: App) {
     let inbox = inbox(app, false).await;
     let agents = agents(&inbox, 2).await;
     round_robin(&inbox, Some(1)).await;
-    let assigner = omnibox_api::assignment::AutoAssigner::default();
+    let assigner = omnibox_app::reactors::assignment::AutoAssigner::default();
     for customer in 0..4 {
         customer_writes(&inbox, customer, 10 + customer as i64).await;
     }
@@ -398,7 +401,7 @@ async fn a_rebuild_gives_the_same_assignees(app: App) {
     let inbox = inbox(app, false).await;
     let agents = agents(&inbox, 3).await;
     round_robin(&inbox, Some(4)).await;
-    let assigner = omnibox_api::assignment::AutoAssigner::default();
+    let assigner = omnibox_app::reactors::assignment::AutoAssigner::default();
     set_available(&inbox, &agents[2].1, false).await;
     for customer in 0..12 {
         customer_writes(&inbox, customer, customer as i64).await;
@@ -522,7 +525,7 @@ async fn qr_codes_assign_line_customers_to_their_agent(app: App) {
         .post_line(&inbox.line_channel, &body, Some(&line_signature(&body)))
         .await;
     assert_eq!(status, 200);
-    let assigner = omnibox_api::assignment::AutoAssigner::default();
+    let assigner = omnibox_app::reactors::assignment::AutoAssigner::default();
     assert_eq!(assign(&inbox, &assigner).await, 1);
     let by_code = automatic(&inbox).await;
     let (conversation, (assignee, reason)) = by_code.iter().next().expect("assigned");
@@ -606,7 +609,7 @@ async fn automatic_assignments_are_pushed_live(app: App) {
         json!({}),
     )
     .await;
-    let assigner = omnibox_api::assignment::AutoAssigner::default();
+    let assigner = omnibox_app::reactors::assignment::AutoAssigner::default();
     assert_eq!(assign(&inbox, &assigner).await, 1);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {

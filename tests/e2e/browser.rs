@@ -263,7 +263,7 @@ async fn the_web_inbox_shows_conversations_live_and_sends_replies(app: App) {
             Duration::from_secs(20),
         )
         .await;
-    let worker = omnibox_api::delivery::DeliveryWorker::with_backoff(Duration::ZERO);
+    let worker = omnibox_app::reactors::delivery::DeliveryWorker::with_backoff(Duration::ZERO);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         worker.run_once(&app.state).await.expect("delivery");

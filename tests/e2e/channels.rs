@@ -358,20 +358,20 @@ async fn tokens_expire_after_90_idle_days_exactly_once(app: App) {
     // The timer does nothing before the deadline, then expires the channel once.
     app.clock.advance(Days::days(89));
     assert_eq!(
-        omnibox_api::channels::expire_due_channels(&app.state)
+        omnibox_app::services::channels::expire_due_channels(&app.state)
             .await
             .expect("tick"),
         0
     );
     app.clock.advance(Days::days(2));
     assert_eq!(
-        omnibox_api::channels::expire_due_channels(&app.state)
+        omnibox_app::services::channels::expire_due_channels(&app.state)
             .await
             .expect("tick"),
         1
     );
     assert_eq!(
-        omnibox_api::channels::expire_due_channels(&app.state)
+        omnibox_app::services::channels::expire_due_channels(&app.state)
             .await
             .expect("tick"),
         0
@@ -379,7 +379,7 @@ async fn tokens_expire_after_90_idle_days_exactly_once(app: App) {
     // After a restart, still once.
     let restarted = app.reopen().await;
     assert_eq!(
-        omnibox_api::channels::expire_due_channels(&restarted)
+        omnibox_app::services::channels::expire_due_channels(&restarted)
             .await
             .expect("tick"),
         0
@@ -423,16 +423,22 @@ async fn a_rejected_token_expires_the_channel_at_once(app: App) {
         .expect("id")
         .to_owned();
     let channel_id = omnibox_domain::ids::ChannelId(id.parse().expect("uuid"));
-    assert!(
-        omnibox_api::channels::expire_rejected_token(&app.state, channel_id, 190, Some(463))
-            .await
-            .expect("expire")
-    );
-    assert!(
-        !omnibox_api::channels::expire_rejected_token(&app.state, channel_id, 190, Some(463))
-            .await
-            .expect("again")
-    );
+    assert!(omnibox_app::services::channels::expire_rejected_token(
+        &app.state,
+        channel_id,
+        190,
+        Some(463)
+    )
+    .await
+    .expect("expire"));
+    assert!(!omnibox_app::services::channels::expire_rejected_token(
+        &app.state,
+        channel_id,
+        190,
+        Some(463)
+    )
+    .await
+    .expect("again"));
     let now = app
         .graphql(
             &owner.token,

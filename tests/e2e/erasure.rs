@@ -48,8 +48,8 @@ pub(crate) async fn post(app: &App, psid: &str, mid: &str, text: &str, image: Op
 /// Runs the profile and media fetchers until they have nothing to do.
 async fn fetch_profiles_and_media(app: &App) {
     app.settle().await;
-    let profiles = omnibox_api::profiles::ProfileFetcher::default();
-    let media = omnibox_api::media::MediaFetcher::default();
+    let profiles = omnibox_app::reactors::profiles::ProfileFetcher::default();
+    let media = omnibox_app::reactors::media::MediaFetcher::default();
     for _ in 0..3 {
         profiles.run_once(&app.state).await.expect("profiles");
         media.run_once(&app.state).await.expect("media");
@@ -191,7 +191,8 @@ async fn an_erased_contact_is_gone_everywhere_and_only_it(app: App) {
         )
         .await;
     assert!(sent["errors"].is_null(), "{sent}");
-    let worker = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    let worker =
+        omnibox_app::reactors::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
     worker.run_once(&app.state).await.expect("delivery");
     app.settle().await;
 

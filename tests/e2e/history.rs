@@ -174,7 +174,7 @@ async fn time_travel_shows_what_was_true_then(app: App) {
     assert!(sent["errors"].is_null(), "{sent}");
     inbox.app.settle().await;
     let queued = chrono::Utc::now();
-    omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO)
+    omnibox_app::reactors::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO)
         .run_once(&inbox.app.state)
         .await
         .expect("delivery");
@@ -356,10 +356,11 @@ async fn old_event_shapes_are_upcast_when_read(app: App) {
     inbox.app.settle().await;
     // A Facebook claim older than its lease: failed as interrupted, not resent.
     inbox.app.clock.advance(chrono::Duration::minutes(5));
-    let recorded = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO)
-        .run_once(&inbox.app.state)
-        .await
-        .expect("delivery");
+    let recorded =
+        omnibox_app::reactors::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO)
+            .run_once(&inbox.app.state)
+            .await
+            .expect("delivery");
     assert_eq!(recorded, 1);
     assert!(inbox.app.platform.customer_side().is_empty(), "never sent");
     let failed = inbox
@@ -418,7 +419,7 @@ async fn an_export_imports_into_a_fresh_store_identically(app: App) {
     assert_eq!(inbox.line("line/image_message.json").await, 200);
     inbox.app.settle().await;
     // LINE prepares content: the first look answers "not ready", the second the bytes.
-    let fetcher = omnibox_api::media::MediaFetcher::default();
+    let fetcher = omnibox_app::reactors::media::MediaFetcher::default();
     for _ in 0..2 {
         fetcher.run_once(&inbox.app.state).await.expect("media");
         inbox.app.settle().await;

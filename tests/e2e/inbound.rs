@@ -447,7 +447,7 @@ async fn expired_channels_keep_receiving(app: App) {
         .expect("page channel")
         .parse()
         .expect("uuid");
-    omnibox_api::channels::expire_rejected_token(
+    omnibox_app::services::channels::expire_rejected_token(
         &inbox.app.state,
         omnibox_domain::ids::ChannelId(page),
         190,

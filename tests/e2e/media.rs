@@ -35,7 +35,7 @@ fn facebook_image(url: &str, mid: &str) -> Vec<u8> {
 
 async fn media_is_fetched_stored_and_served_to_members_only(app: App) {
     let inbox = inbox(app, false).await;
-    let fetcher = omnibox_api::media::MediaFetcher::default();
+    let fetcher = omnibox_app::reactors::media::MediaFetcher::default();
     let post = |body: Vec<u8>| {
         let url = format!("{}/webhooks/facebook", inbox.app.url);
         async move {
@@ -141,7 +141,7 @@ async fn profiles_are_looked_up_after_first_contact(app: App) {
     assert_eq!(inbox.line("line/text_message.json").await, 200);
     assert_eq!(inbox.line("line/multiple_events.json").await, 200);
     inbox.app.settle().await;
-    let fetcher = omnibox_api::profiles::ProfileFetcher::default();
+    let fetcher = omnibox_app::reactors::profiles::ProfileFetcher::default();
     let recorded = fetcher.run_once(&inbox.app.state).await.expect("pass");
     assert!(recorded >= 3, "{recorded}");
     inbox.app.settle().await;

@@ -119,7 +119,8 @@ async fn metrics_are_classic_text_with_every_family(app: App) {
         Some(1.0),
         "one bubble waits"
     );
-    let worker = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    let worker =
+        omnibox_app::reactors::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
     worker.run_once(&inbox.app.state).await.expect("delivery");
     inbox.app.settle().await;
 
@@ -369,7 +370,7 @@ fn the_command_line_explains_itself() {
     assert!(!typo.status.success());
     assert!(String::from_utf8_lossy(&typo.stderr).contains("similar subcommand exists: 'rebuild'"));
     let serve = String::from_utf8_lossy(&omnibox(&["serve", "--help"], &[]).stdout).into_owned();
-    for (name, ..) in omnibox_api::config::VARIABLES {
+    for (name, ..) in omnibox_app::config::VARIABLES {
         assert!(serve.contains(name), "{name} missing from serve --help");
     }
     let rebuild =

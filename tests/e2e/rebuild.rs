@@ -154,23 +154,25 @@ async fn a_rebuild_from_zero_equals_incremental_projection(app: App) {
         assert!(queued > 0, "no {round} reply was queued");
         if round == "delivered" {
             inbox.app.settle().await;
-            omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO)
-                .run_once(&inbox.app.state)
-                .await
-                .expect("delivery");
+            omnibox_app::reactors::delivery::DeliveryWorker::with_backoff(
+                std::time::Duration::ZERO,
+            )
+            .run_once(&inbox.app.state)
+            .await
+            .expect("delivery");
         }
     }
-    omnibox_api::media::MediaFetcher::default()
+    omnibox_app::reactors::media::MediaFetcher::default()
         .run_once(&inbox.app.state)
         .await
         .expect("media");
-    omnibox_api::profiles::ProfileFetcher::default()
+    omnibox_app::reactors::profiles::ProfileFetcher::default()
         .run_once(&inbox.app.state)
         .await
         .expect("profiles");
     // Time passes; a token idles out; a channel is disconnected.
     inbox.app.clock.advance(chrono::Duration::days(91));
-    omnibox_api::channels::expire_due_channels(&inbox.app.state)
+    omnibox_app::services::channels::expire_due_channels(&inbox.app.state)
         .await
         .expect("expiry");
     inbox
@@ -248,9 +250,10 @@ async fn a_rebuild_spanning_several_statements_per_table_loses_no_row(app: App) 
     use omnibox_store::{ExpectedRevision, Metadata, NewEvent, StreamName};
 
     const CONVERSATIONS: usize = 5_600;
-    let owner = omnibox_api::bootstrap::bootstrap(&app.state, "Big Shop", "owner@example.com")
-        .await
-        .expect("bootstrap");
+    let owner =
+        omnibox_app::services::bootstrap::bootstrap(&app.state, "Big Shop", "owner@example.com")
+            .await
+            .expect("bootstrap");
     let channel = omnibox_domain::ids::ChannelId::generate();
     let start = crate::support::start_of_test();
     let mut appends = Vec::new();

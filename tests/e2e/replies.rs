@@ -58,7 +58,7 @@ async fn send(inbox: &Inbox, input: Value) -> Value {
         .await
 }
 
-async fn deliver(inbox: &Inbox, worker: &omnibox_api::delivery::DeliveryWorker) -> usize {
+async fn deliver(inbox: &Inbox, worker: &omnibox_app::reactors::delivery::DeliveryWorker) -> usize {
     let n = worker
         .run_once(&inbox.app.state)
         .await
@@ -88,7 +88,8 @@ async fn states(inbox: &Inbox, conversation: &Value) -> Vec<(String, String)> {
 
 async fn facebook_replies_follow_the_window(app: App) {
     let (inbox, conversation) = facebook_conversation(app).await;
-    let worker = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    let worker =
+        omnibox_app::reactors::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
     let queued = send(&inbox, json!({ "conversationId": conversation, "bubbles": [{ "text": "Yes! 10% off this week" }, { "text": "Anything else?" }], "promotional": true })).await;
     let messages = queued["data"]["sendReply"]
         .as_array()
@@ -209,7 +210,8 @@ async fn facebook_replies_follow_the_window(app: App) {
 
 async fn facebook_delivery_outcomes(app: App) {
     let (inbox, conversation) = facebook_conversation(app).await;
-    let worker = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    let worker =
+        omnibox_app::reactors::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
     let platform = inbox.app.platform.clone();
 
     // Rate limited, then accepted: retried, delivered once.
@@ -341,7 +343,8 @@ async fn line_replies_use_the_token_then_push_with_a_retry_key(app: App) {
         "2026-11-23T02:20:21Z",
     )
     .await;
-    let worker = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    let worker =
+        omnibox_app::reactors::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
     let first = send(&inbox, json!({ "conversationId": conversation, "bubbles": [{ "text": "สวัสดีครับ" }, { "text": "ส่งได้ครับ" }] })).await;
     assert!(first["errors"].is_null(), "{first}");
     deliver(&inbox, &worker).await;
@@ -583,7 +586,7 @@ async fn a_crash_mid_send_never_sends_twice_on_facebook(app: App) {
         .to_owned();
     let state = inbox.app.state.clone();
     let crashed = tokio::spawn(async move {
-        omnibox_api::delivery::DeliveryWorker::default()
+        omnibox_app::reactors::delivery::DeliveryWorker::default()
             .run_once(&state)
             .await
     });
@@ -592,7 +595,8 @@ async fn a_crash_mid_send_never_sends_twice_on_facebook(app: App) {
     inbox.app.settle().await;
 
     // After the restart: nothing is sent again, whatever the passes.
-    let restarted = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    let restarted =
+        omnibox_app::reactors::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
     deliver(&inbox, &restarted).await;
     deliver(&inbox, &restarted).await;
     assert_eq!(inbox.app.platform.sent("/messages").len(), 1);
@@ -633,14 +637,15 @@ async fn a_crash_mid_push_never_sends_twice_on_line(app: App) {
     .await;
     let state = inbox.app.state.clone();
     let crashed = tokio::spawn(async move {
-        omnibox_api::delivery::DeliveryWorker::default()
+        omnibox_app::reactors::delivery::DeliveryWorker::default()
             .run_once(&state)
             .await
     });
     until_sent(&inbox, "/v2/bot/message/push", 1).await;
     crashed.abort();
     inbox.app.platform.delay_sends(std::time::Duration::ZERO);
-    let restarted = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    let restarted =
+        omnibox_app::reactors::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
     deliver(&inbox, &restarted).await;
     assert_eq!(
         inbox.app.platform.sent("/v2/bot/message/push").len(),
@@ -686,7 +691,8 @@ async fn a_facebook_timeout_is_not_sent_again(app: App) {
         .as_str()
         .expect("id")
         .to_owned();
-    let worker = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    let worker =
+        omnibox_app::reactors::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
     assert_eq!(deliver(&inbox, &worker).await, 0, "the outcome is unknown");
     assert_eq!(deliver(&inbox, &worker).await, 0);
     assert_eq!(
@@ -720,7 +726,8 @@ async fn a_line_timeout_is_retried_with_the_same_key(app: App) {
         json!({ "conversationId": conversation, "bubbles": [{ "text": "ขอโทษที่ตอบช้าครับ" }] }),
     )
     .await;
-    let worker = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    let worker =
+        omnibox_app::reactors::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
     assert_eq!(
         deliver(&inbox, &worker).await,
         0,
@@ -745,7 +752,8 @@ async fn a_line_timeout_is_retried_with_the_same_key(app: App) {
 /// the same conversation: the customer reads them in the order written.
 async fn a_retried_reply_keeps_its_place_in_the_conversation(app: App) {
     let (inbox, conversation) = facebook_conversation(app).await;
-    let worker = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    let worker =
+        omnibox_app::reactors::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
     inbox.app.platform.script_sends(vec![(
         500,
         json!({ "error": { "message": "try later", "code": 2 } }),
@@ -780,7 +788,8 @@ async fn a_retried_reply_keeps_its_place_in_the_conversation(app: App) {
 /// bubble is FAILED, saying so.
 async fn server_errors_are_retried_a_bounded_number_of_times(app: App) {
     let (inbox, conversation) = facebook_conversation(app).await;
-    let worker = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    let worker =
+        omnibox_app::reactors::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
     let unavailable =
         json!({ "error": { "message": "Service temporarily unavailable", "code": 2 } });
     inbox
@@ -841,7 +850,8 @@ async fn a_line_reply_that_times_out_is_never_pushed(app: App) {
         json!({ "conversationId": conversation, "bubbles": [{ "text": "ได้รับแล้วครับ" }, { "text": "ส่งพรุ่งนี้ครับ" }] }),
     )
     .await;
-    let worker = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    let worker =
+        omnibox_app::reactors::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
     for _ in 0..4 {
         deliver(&inbox, &worker).await;
     }
@@ -876,7 +886,8 @@ async fn a_line_reply_that_times_out_is_never_pushed(app: App) {
 /// it: the customer still reads them in the order they were queued.
 async fn a_throttled_reply_keeps_the_conversations_order(app: App) {
     let (inbox, conversation) = facebook_conversation(app).await;
-    let worker = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    let worker =
+        omnibox_app::reactors::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
     send(
         &inbox,
         json!({ "conversationId": conversation, "bubbles": [{ "text": "step 1" }] }),
@@ -930,7 +941,7 @@ async fn each_bubbles_outcome_is_recorded_when_known(app: App) {
     .await;
     let state = inbox.app.state.clone();
     let crashed = tokio::spawn(async move {
-        omnibox_api::delivery::DeliveryWorker::default()
+        omnibox_app::reactors::delivery::DeliveryWorker::default()
             .run_once(&state)
             .await
     });
@@ -943,7 +954,8 @@ async fn each_bubbles_outcome_is_recorded_when_known(app: App) {
     );
     // Long after: the second bubble's claim is abandoned and failed, the first stays delivered.
     inbox.app.clock.advance(Duration::minutes(10));
-    let restarted = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    let restarted =
+        omnibox_app::reactors::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
     deliver(&inbox, &restarted).await;
     assert_eq!(
         states(&inbox, &conversation).await,
@@ -977,7 +989,8 @@ async fn a_retried_send_with_the_same_key_queues_once(app: App) {
         1,
         "every retry answers the first reply: {answers:?}"
     );
-    let worker = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    let worker =
+        omnibox_app::reactors::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
     deliver(&inbox, &worker).await;
     let later = send(&inbox, input.clone()).await;
     assert_eq!(
@@ -1081,7 +1094,8 @@ async fn platform_faults(app: App, route: Route, fault: PlatformFault) {
         .await;
         assert!(queued["errors"].is_null(), "{queued}");
     }
-    let worker = omnibox_api::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
+    let worker =
+        omnibox_app::reactors::delivery::DeliveryWorker::with_backoff(std::time::Duration::ZERO);
     let mut outbound = Vec::new();
     for _ in 0..10 {
         deliver(&inbox, &worker).await;

@@ -101,7 +101,7 @@ async fn payload_urls_never_reach_internal_services(app: App) {
         post_facebook_attachment(&inbox.app, &format!("m_ssrf_{n}"), "image", url, n as i64).await;
     }
     inbox.app.settle().await;
-    let fetcher = omnibox_api::media::MediaFetcher::default();
+    let fetcher = omnibox_app::reactors::media::MediaFetcher::default();
     let recorded = fetcher.run_once(&inbox.app.state).await.expect("pass");
     assert_eq!(
         recorded,
@@ -374,7 +374,7 @@ async fn media_and_metrics_headers(app: App) {
         post_facebook_attachment(&inbox.app, &format!("m_headers_{n}"), kind, &url, n as i64).await;
     }
     inbox.app.settle().await;
-    omnibox_api::media::MediaFetcher::default()
+    omnibox_app::reactors::media::MediaFetcher::default()
         .run_once(&inbox.app.state)
         .await
         .expect("pass");
@@ -468,8 +468,8 @@ async fn data_files_are_private() {
         }
     }
     assert_eq!(mode(&dir.join("omnibox.db")), 0o600);
-    use omnibox_api::media::MediaStore;
-    let media = omnibox_api::media::LocalMediaStore::new(root.join("media"));
+    use omnibox_app::media_store::MediaStore;
+    let media = omnibox_app::media_store::LocalMediaStore::new(root.join("media"));
     media.put("abc-0", b"bytes").await.expect("put");
     assert_eq!(mode(&root.join("media")), 0o700);
     assert_eq!(mode(&root.join("media").join("abc-0")), 0o600);

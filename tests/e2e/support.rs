@@ -350,7 +350,7 @@ impl App {
     }
 
     pub async fn bootstrap(&self, org: &str, owner: &str) -> Bootstrapped {
-        let created = omnibox_api::bootstrap::bootstrap(&self.state, org, owner)
+        let created = omnibox_app::services::bootstrap::bootstrap(&self.state, org, owner)
             .await
             .expect("bootstrap");
         Bootstrapped {

@@ -1,42 +1,26 @@
-//! Omnibox's HTTP server.
+//! Omnibox's HTTP and GraphQL layer.
 //!
 //! Everything a client or a platform talks to enters here: GraphQL (queries,
-//! mutations, subscriptions over WebSocket), health and metrics, and (in
-//! later modules) the platforms' webhooks. Handlers turn requests into
-//! commands for the domain, append the resulting events, and answer from
-//! the read models; no handler writes a read model itself.
+//! mutations, subscriptions over WebSocket), the platforms' webhooks, media,
+//! the web pages, health and metrics. This crate only adapts: a handler or
+//! resolver extracts what the request carries, calls the application
+//! (`omnibox_app`), and turns its answer or its error into HTTP or GraphQL
+//! (the codes in one place, [`error`]). No handler writes a read model.
 //!
-//! [`server::router`] shows a request's whole life: the layers it passes
-//! and the routes it can reach.
+//! - [`server`]: every route and layer, and the server's life (connections,
+//!   timeouts, shutdown).
+//! - [`http`]: the route handlers other than GraphQL's resolvers.
+//! - [`graphql`]: the schema and its resolvers, live updates, the cost guard.
+//! - [`state`]: what handlers share ([`AppState`]).
+//! - [`simulator`]: the fake platforms `omnibox demo` runs.
 
-pub mod assignment;
-pub mod auth;
-pub mod bootstrap;
-pub mod channels;
-pub mod commands;
-pub mod config;
-pub mod delivery;
-pub mod directory;
-pub mod erasure;
-mod error;
-pub mod faults;
+pub mod error;
 pub mod graphql;
-pub mod inbound;
-pub mod leadership;
-pub mod live;
-pub mod media;
-pub mod metrics;
-pub mod profiles;
-pub mod qr;
+pub mod http;
 pub mod server;
 pub mod simulator;
-mod state;
-pub mod templates;
-pub mod transfer;
-pub mod upcasting;
-pub mod web;
-pub mod webhooks;
+pub mod state;
 
-pub use config::Config;
 pub use error::ApiError;
+pub use omnibox_app::Config;
 pub use state::AppState;

@@ -18,9 +18,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
 use crate::channel::{AssignmentMode, ChannelEvent};
+pub use crate::conversation::AutoAssignment;
 use crate::conversation::ConversationEvent;
 use crate::ids::{ChannelId, ConversationId, MemberId, OrgId};
 use crate::org::{OrgEvent, Role};
@@ -29,20 +29,6 @@ use crate::qr::QrEvent;
 /// The strategies an automatic assignment names.
 pub const ROUND_ROBIN: &str = "ROUND_ROBIN";
 pub const QR_CODE: &str = "QR_CODE";
-
-/// Why automatic assignment chose a member: recorded in the event, so
-/// history explains every assignment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AutoAssignment {
-    /// [`ROUND_ROBIN`] or [`QR_CODE`].
-    pub strategy: String,
-    /// The chosen agent's place (from 0) in the channel's rotation of
-    /// eligible agents at that moment, and how many were eligible.
-    pub position: u32,
-    pub eligible: u32,
-    /// How long the conversation waited unassigned, in seconds.
-    pub waited_seconds: i64,
-}
 
 /// One assignment to make.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -71,7 +71,27 @@ pub enum PlatformError {
     UnexpectedAnswer { status: u16, reason: String },
     /// A payload URL Omnibox will not fetch (see [`crate::untrusted`]).
     #[error("refused to fetch it: {0}")]
-    Refused(crate::untrusted::Refused),
+    Refused(Refused),
+}
+
+/// Redirect hops followed when fetching a payload URL, each checked like
+/// the first URL.
+pub const MAX_REDIRECTS: usize = 3;
+
+/// Why a payload URL was not fetched (see [`crate::untrusted`], which
+/// re-exports it).
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("not a URL: {0}")]
+    Malformed(String),
+    #[error("only https URLs are fetched, not {0}")]
+    Scheme(String),
+    #[error("{0} is not a public address")]
+    Address(std::net::IpAddr),
+    #[error("{host} resolves to no public address")]
+    Host { host: String },
+    #[error("more than {MAX_REDIRECTS} redirects")]
+    Redirects,
 }
 
 impl PlatformError {

@@ -22,24 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::{read_limited, Download, PlatformError};
-
-/// Redirect hops followed, each checked like the first URL.
-pub const MAX_REDIRECTS: usize = 3;
-
-/// Why a payload URL was not fetched.
-#[derive(Debug, thiserror::Error)]
-pub enum Refused {
-    #[error("not a URL: {0}")]
-    Malformed(String),
-    #[error("only https URLs are fetched, not {0}")]
-    Scheme(String),
-    #[error("{0} is not a public address")]
-    Address(IpAddr),
-    #[error("{host} resolves to no public address")]
-    Host { host: String },
-    #[error("more than {MAX_REDIRECTS} redirects")]
-    Redirects,
-}
+pub use crate::client::{Refused, MAX_REDIRECTS};
 
 /// Whether `ip` is an address on the public internet.
 pub fn is_public(ip: IpAddr) -> bool {

@@ -3,6 +3,8 @@
 use async_graphql::{Context, Enum, InputObject, Object, Subscription};
 use chrono::{DateTime, Utc};
 use futures_util::stream::Stream;
+use omnibox_app::services::channels::{self as service, ConnectRequest};
+use omnibox_app::AppError;
 use omnibox_domain::channel::{self as domain, ChannelStatus as DomainStatus};
 use omnibox_domain::ids::ChannelId;
 use omnibox_projections::channels::{self as read, ChannelRow};
@@ -10,8 +12,7 @@ use omnibox_projections::Change;
 use uuid::Uuid;
 
 use super::{session, state};
-use crate::channels::{self as service, ConnectRequest};
-use crate::ApiError;
+use crate::error::ApiError;
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum ChannelKind {
@@ -180,7 +181,10 @@ impl ChannelsQuery {
             .map_err(ApiError::from)?;
         match row {
             Some(row) => Ok(Some(Channel::now(row))),
-            None => Err(ApiError::NotFound("no such channel in your organization".into()).into()),
+            None => Err(ApiError::App(AppError::NotFound(
+                "no such channel in your organization".into(),
+            ))
+            .into()),
         }
     }
 
@@ -194,10 +198,13 @@ impl ChannelsQuery {
     ) -> async_graphql::Result<Option<Channel>> {
         let me = &session(ctx)?.member;
         let app = state(ctx)?;
-        let then =
-            crate::commands::load_as_of::<omnibox_domain::channel::Channel>(&*app.store, id, at)
-                .await
-                .map_err(|e| ApiError::internal(format!("{e:?}")))?;
+        let then = omnibox_app::commands::load_as_of::<omnibox_domain::channel::Channel>(
+            &*app.store,
+            id,
+            at,
+        )
+        .await
+        .map_err(|e| ApiError::internal(format!("{e:?}")))?;
         if then.org_id != Some(me.org_id) {
             return Ok(None);
         }
@@ -237,7 +244,8 @@ impl ChannelsQuery {
     ) -> async_graphql::Result<Vec<Channel>> {
         let me = &session(ctx)?.member;
         let app = state(ctx)?;
-        let until = service::watch_until(as_of.unwrap_or_else(|| app.clock.now()), within_days)?;
+        let until = service::watch_until(as_of.unwrap_or_else(|| app.clock.now()), within_days)
+            .map_err(ApiError::from)?;
         let rows = read::expiring(&app.db, me.org_id, until)
             .await
             .map_err(ApiError::from)?;
@@ -266,7 +274,9 @@ impl ChannelsMutation {
             channel_secret: input.channel_secret,
         };
         Ok(Channel::now(
-            service::connect(state(ctx)?, session(ctx)?, request).await?,
+            service::connect(state(ctx)?, session(ctx)?, request)
+                .await
+                .map_err(ApiError::from)?,
         ))
     }
 
@@ -279,7 +289,9 @@ impl ChannelsMutation {
         access_token: String,
     ) -> async_graphql::Result<Channel> {
         Ok(Channel::now(
-            service::reauthorize(state(ctx)?, session(ctx)?, ChannelId(id), &access_token).await?,
+            service::reauthorize(state(ctx)?, session(ctx)?, ChannelId(id), &access_token)
+                .await
+                .map_err(ApiError::from)?,
         ))
     }
 
@@ -290,7 +302,9 @@ impl ChannelsMutation {
         id: Uuid,
     ) -> async_graphql::Result<Channel> {
         Ok(Channel::now(
-            service::disconnect(state(ctx)?, session(ctx)?, ChannelId(id)).await?,
+            service::disconnect(state(ctx)?, session(ctx)?, ChannelId(id))
+                .await
+                .map_err(ApiError::from)?,
         ))
     }
 
@@ -312,7 +326,8 @@ impl ChannelsMutation {
             mode.into(),
             max_open_per_agent,
         )
-        .await?;
+        .await
+        .map_err(ApiError::from)?;
         Ok(Channel::now(row))
     }
 }
@@ -332,6 +347,7 @@ impl ChannelsSubscription {
         let org = session(ctx)?.member.org_id;
         Ok(super::live_rows(
             state(ctx)?.clone(),
+            super::hub(ctx)?,
             org,
             |change| match change {
                 Change::Channel(id) => Some(*id),

@@ -7,8 +7,11 @@ use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, Object, SimpleObject, Subscription};
 use chrono::{DateTime, Utc};
 use futures_util::stream::{Stream, StreamExt};
+use omnibox_app::services::conversations as service;
+use omnibox_app::services::erasure::erase_contact_by_member;
+use omnibox_app::AppError;
 use omnibox_domain::conversation::{
-    self as domain, AttachmentKind as DomainAttachmentKind, ConversationCommand, ConversationError,
+    self as domain, AttachmentKind as DomainAttachmentKind, ConversationCommand,
 };
 use omnibox_domain::ids::{ChannelId, ConversationId, MemberId, OrgId};
 use omnibox_domain::policy::{self, WindowPhase as DomainPhase};
@@ -23,8 +26,8 @@ use uuid::Uuid;
 use super::channels::{Channel, ChannelKind};
 use super::members::Member;
 use super::{session, state};
-use crate::commands::{execute, Actor, CommandError};
-use crate::{ApiError, AppState};
+use crate::error::ApiError;
+use crate::state::AppState;
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum ConversationStatus {
@@ -268,7 +271,11 @@ fn cursor(at: DateTime<Utc>, id: Uuid) -> String {
 }
 
 fn parse_cursor(text: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
-    let invalid = || ApiError::Validation(format!("{text:?} is not a cursor from this list"));
+    let invalid = || {
+        ApiError::App(AppError::Validation(format!(
+            "{text:?} is not a cursor from this list"
+        )))
+    };
     let (micros, id) = text.split_once(':').ok_or_else(invalid)?;
     let at = micros
         .parse::<i64>()
@@ -283,9 +290,9 @@ const MAX_PAGE: i32 = 200;
 fn page_size(value: Option<i32>, default: i32) -> Result<usize, ApiError> {
     let n = value.unwrap_or(default);
     if !(1..=MAX_PAGE).contains(&n) {
-        return Err(ApiError::Validation(format!(
+        return Err(ApiError::App(AppError::Validation(format!(
             "page size must be between 1 and {MAX_PAGE}"
-        )));
+        ))));
     }
     Ok(n as usize)
 }
@@ -522,10 +529,10 @@ async fn missed_conversations(
         scanned += page.len();
         let limit = app.config.max_replay_events;
         if scanned > limit {
-            return Err(ApiError::Validation(format!(
+            return Err(ApiError::App(AppError::Validation(format!(
                 "`after` is more than {limit} events behind the log: \
                  query `conversations` again and subscribe without `after`"
-            )));
+            ))));
         }
         for event in page.iter().filter(|e| {
             e.stream.category() == ConversationId::CATEGORY && e.data.contains(&org_text)
@@ -576,13 +583,16 @@ async fn dress(
 }
 
 async fn load(app: &AppState, org: OrgId, id: ConversationId) -> Result<Conversation, ApiError> {
-    let row = read::conversation(&app.db, org, id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("no such conversation in your organization".into()))?;
-    dress(app, org, vec![row])
-        .await?
-        .pop()
-        .ok_or_else(|| ApiError::NotFound("no such conversation in your organization".into()))
+    let row = read::conversation(&app.db, org, id).await?.ok_or_else(|| {
+        ApiError::App(AppError::NotFound(
+            "no such conversation in your organization".into(),
+        ))
+    })?;
+    dress(app, org, vec![row]).await?.pop().ok_or_else(|| {
+        ApiError::App(AppError::NotFound(
+            "no such conversation in your organization".into(),
+        ))
+    })
 }
 
 #[derive(Default)]
@@ -601,7 +611,7 @@ impl ConversationsQuery {
     ) -> async_graphql::Result<Option<Conversation>> {
         let me = &session(ctx)?.member;
         let app = state(ctx)?;
-        let until = crate::commands::read_stream_until;
+        let until = omnibox_app::commands::read_stream_until;
         let stream = omnibox_store::StreamName::new(ConversationId::CATEGORY, id)
             .map_err(ApiError::internal)?;
         let mut events = until(&*app.store, &stream, at).await?;
@@ -697,6 +707,7 @@ impl ConversationsQuery {
     }
 }
 
+/// Runs a conversation command for the caller; answers the conversation.
 async fn command(
     ctx: &Context<'_>,
     id: Uuid,
@@ -704,29 +715,10 @@ async fn command(
 ) -> async_graphql::Result<Conversation> {
     let me = &session(ctx)?.member;
     let app = state(ctx)?;
-    let now = app.clock.now();
-    let org = me.org_id;
-    let executed = execute::<domain::Conversation, _>(&*app.store, id, &Actor::member(me), |c| {
-        domain::decide(c, org, command.clone(), now)
-    })
-    .await
-    .map_err(|e| match e {
-        CommandError::Rejected(ConversationError::NotFound) => {
-            ApiError::NotFound("no such conversation in your organization".into())
-        }
-        CommandError::Rejected(error @ ConversationError::AgentsTakeOnlyForThemselves) => {
-            ApiError::Forbidden(error.to_string())
-        }
-        CommandError::Rejected(error @ ConversationError::AssignedMeanwhile) => {
-            ApiError::Conflict(error.to_string())
-        }
-        CommandError::Contended => {
-            ApiError::Conflict("the conversation kept changing; try again".into())
-        }
-        other => ApiError::internal(other),
-    })?;
-    app.read_your_writes(executed.position).await;
-    Ok(load(app, org, ConversationId(id)).await?)
+    service::run(app, me, ConversationId(id), command)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(load(app, me.org_id, ConversationId(id)).await?)
 }
 
 #[derive(Default)]
@@ -754,31 +746,11 @@ impl ConversationsMutation {
     ) -> async_graphql::Result<Conversation> {
         let me = &session(ctx)?.member;
         let app = state(ctx)?;
-        // Membership from the organization's events, not a read model.
-        let (org, _) =
-            crate::commands::load::<omnibox_domain::org::Organization>(&*app.store, me.org_id.0)
-                .await
-                .map_err(|e| ApiError::internal(format!("{e:?}")))?;
-        if org.member(MemberId(agent_id)).is_none() {
-            return Err(ApiError::NotFound("no such member in your organization".into()).into());
-        }
-        // What the caller decides on: the assignee as it is now; if another
-        // assignment lands first, this one answers CONFLICT.
-        let (current, _) =
-            crate::commands::load::<domain::Conversation>(&*app.store, conversation_id)
-                .await
-                .map_err(|e| ApiError::internal(format!("{e:?}")))?;
-        command(
-            ctx,
-            conversation_id,
-            ConversationCommand::AssignByHand {
-                assignee: MemberId(agent_id),
-                by: me.id,
-                role: me.role,
-                seen: current.assignee,
-            },
-        )
-        .await
+        let id = ConversationId(conversation_id);
+        service::assign(app, me, id, MemberId(agent_id))
+            .await
+            .map_err(ApiError::from)?;
+        Ok(load(app, me.org_id, id).await?)
     }
 
     async fn unassign_conversation(
@@ -819,19 +791,18 @@ impl ConversationsMutation {
         contact_id: Uuid,
     ) -> async_graphql::Result<Contact> {
         let me = &session(ctx)?.member;
-        if !me.role.can_administer() {
-            return Err(ApiError::Forbidden(
-                "only an OWNER or PRIMARY_ADMIN may erase a contact".into(),
-            )
-            .into());
-        }
         let app = state(ctx)?;
         let contact = omnibox_domain::ids::ContactId(contact_id);
-        crate::erasure::erase_contact(app, me.org_id, contact, Some(me.id), "erased by a member")
-            .await?;
+        erase_contact_by_member(app, me, contact)
+            .await
+            .map_err(ApiError::from)?;
         let row = read::contact(&app.db, me.org_id, contact)
             .await?
-            .ok_or_else(|| ApiError::NotFound("no such contact in your organization".into()))?;
+            .ok_or_else(|| {
+                ApiError::App(AppError::NotFound(
+                    "no such contact in your organization".into(),
+                ))
+            })?;
         Ok(Contact {
             id: contact_id,
             display_name: None,
@@ -864,11 +835,11 @@ impl ConversationsSubscription {
         let after = after
             .map(|p| {
                 p.parse::<omnibox_store::Position>()
-                    .map_err(|e| ApiError::Validation(e.to_string()))
+                    .map_err(|e| ApiError::App(AppError::Validation(e.to_string())))
             })
             .transpose()?;
         // Listen first, then replay, so nothing falls between the two.
-        let live = super::org_updates(&app, org);
+        let live = super::org_updates(super::hub(ctx)?, org);
         let (missed, replayed_to) = match after {
             Some(after) => missed_conversations(&app, org, after).await?,
             None => (Vec::new(), None),
@@ -929,6 +900,7 @@ impl ConversationsSubscription {
         let wanted = ConversationId(conversation_id);
         Ok(super::live_rows(
             app,
+            super::hub(ctx)?,
             org,
             move |change| match change {
                 Change::Message {

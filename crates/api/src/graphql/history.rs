@@ -3,12 +3,14 @@
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
+use omnibox_app::AppError;
 use omnibox_domain::ids::{ChannelId, ConversationId, OrgId};
 use omnibox_projections::{channels, inbox};
 use omnibox_store::{Direction, StreamName};
 
 use super::{session, state};
-use crate::{ApiError, AppState};
+use crate::error::ApiError;
+use crate::state::AppState;
 
 /// One event as the log holds it.
 #[derive(SimpleObject)]
@@ -48,17 +50,22 @@ impl HistoryQuery {
         if stream == "$all" {
             return Ok(whole_history(ctx, after, first.unwrap_or(100)).await?);
         }
-        let not_found = || ApiError::NotFound(format!("no stream {stream:?} in your organization"));
-        let name = StreamName::parse(&stream).map_err(|e| ApiError::Validation(e.to_string()))?;
+        let not_found = || {
+            ApiError::App(AppError::NotFound(format!(
+                "no stream {stream:?} in your organization"
+            )))
+        };
+        let name = StreamName::parse(&stream)
+            .map_err(|e| ApiError::App(AppError::Validation(e.to_string())))?;
         let app = state(ctx)?;
         // A stream is readable when the read models say it is the caller's organization's.
         let visible = match name.category() {
             // Member events name people and their roles: administrators only.
             OrgId::CATEGORY if name.id() == me.org_id.0 => {
                 if !me.role.can_administer() {
-                    return Err(ApiError::Forbidden(
+                    return Err(ApiError::App(AppError::Forbidden(
                         "only an OWNER or PRIMARY_ADMIN may read the organization's history".into(),
-                    )
+                    ))
                     .into());
                 }
                 true
@@ -80,15 +87,18 @@ impl HistoryQuery {
         }
         let first = first.unwrap_or(100);
         if !(1..=MAX_PAGE).contains(&first) {
-            return Err(
-                ApiError::Validation(format!("first must be between 1 and {MAX_PAGE}")).into(),
-            );
+            return Err(ApiError::App(AppError::Validation(format!(
+                "first must be between 1 and {MAX_PAGE}"
+            )))
+            .into());
         }
         let from = match after {
             Some(cursor) => cursor
                 .parse::<u64>()
                 .map_err(|_| {
-                    ApiError::Validation(format!("{cursor:?} is not a cursor from this stream"))
+                    ApiError::App(AppError::Validation(format!(
+                        "{cursor:?} is not a cursor from this stream"
+                    )))
                 })?
                 .saturating_add(1),
             None => 0,
@@ -127,21 +137,24 @@ async fn whole_history(
 ) -> Result<Connection<String, Event>, ApiError> {
     let me = &session(ctx)?.member;
     if me.role != omnibox_domain::org::Role::Owner {
-        return Err(ApiError::Forbidden(
+        return Err(ApiError::App(AppError::Forbidden(
             "only the OWNER may read the organization's whole history".into(),
-        ));
+        )));
     }
     if !(1..=MAX_PAGE).contains(&first) {
-        return Err(ApiError::Validation(format!(
+        return Err(ApiError::App(AppError::Validation(format!(
             "first must be between 1 and {MAX_PAGE}"
-        )));
+        ))));
     }
     let app = state(ctx)?;
     let mut cursor = after
         .as_deref()
         .map(|c| {
-            c.parse::<omnibox_store::Position>()
-                .map_err(|_| ApiError::Validation(format!("{c:?} is not a cursor of $all")))
+            c.parse::<omnibox_store::Position>().map_err(|_| {
+                ApiError::App(AppError::Validation(format!(
+                    "{c:?} is not a cursor of $all"
+                )))
+            })
         })
         .transpose()?;
     let mut edges = Vec::new();
@@ -155,7 +168,7 @@ async fn whole_history(
         for event in page {
             scanned += 1;
             cursor = Some(event.position);
-            let data = crate::commands::organization_data(&event, me.org_id)
+            let data = omnibox_app::commands::organization_data(&event, me.org_id)
                 .map_err(ApiError::internal)?;
             if let Some(data) = data {
                 edges.push(to_edge(app, event, data).await?);

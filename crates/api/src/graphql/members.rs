@@ -2,16 +2,15 @@
 
 use async_graphql::{Context, Enum, Object, SimpleObject, Subscription};
 use futures_util::stream::Stream;
-use omnibox_domain::ids::{MemberId, OrgId};
-use omnibox_domain::org::{self, Email, NewMember, OrgCommand, OrgError, Organization};
+use omnibox_app::services::members as service;
+use omnibox_domain::ids::MemberId;
+use omnibox_domain::org;
 use omnibox_projections::members::{self as read, MemberRow};
 use omnibox_projections::Change;
 use uuid::Uuid;
 
 use super::{session, state};
-use crate::auth::issue_token;
-use crate::commands::{execute, Actor, CommandError};
-use crate::ApiError;
+use crate::error::ApiError;
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 #[graphql(name = "Role")]
@@ -72,6 +71,15 @@ pub struct MemberWithToken {
     pub token: String,
 }
 
+impl From<service::MemberWithToken> for MemberWithToken {
+    fn from(issued: service::MemberWithToken) -> Self {
+        Self {
+            member: issued.member.into(),
+            token: issued.token,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct MembersQuery;
 
@@ -95,49 +103,6 @@ impl MembersQuery {
 #[derive(Default)]
 pub struct MembersMutation;
 
-fn org_error(error: CommandError<OrgError>) -> ApiError {
-    match error {
-        CommandError::Rejected(
-            error @ (OrgError::Forbidden(_)
-            | OrgError::RemoveForbidden(_)
-            | OrgError::OwnerCannotBeRemoved),
-        ) => ApiError::Forbidden(error.to_string()),
-        CommandError::Rejected(error @ OrgError::EmailTaken(_)) => {
-            ApiError::Conflict(error.to_string())
-        }
-        CommandError::Rejected(OrgError::NotFound | OrgError::MemberNotFound) => {
-            ApiError::NotFound("no such member in your organization".into())
-        }
-        CommandError::Rejected(error) => ApiError::Validation(error.to_string()),
-        CommandError::Contended => {
-            ApiError::Conflict(CommandError::<OrgError>::Contended.to_string())
-        }
-        other => ApiError::internal(other),
-    }
-}
-
-/// Runs an organization command for the session's member.
-async fn run(ctx: &Context<'_>, command: OrgCommand) -> Result<(OrgId, MemberId), ApiError> {
-    let me = &session(ctx)?.member;
-    let app = state(ctx)?;
-    let now = app.clock.now();
-    let actor = Actor::member(me);
-    let executed = execute::<Organization, _>(&*app.store, me.org_id.0, &actor, |org| {
-        org::decide(org, command.clone(), now)
-    })
-    .await
-    .map_err(org_error)?;
-    app.read_your_writes(executed.position).await;
-    Ok((me.org_id, me.id))
-}
-
-async fn member_row(ctx: &Context<'_>, org: OrgId, id: MemberId) -> Result<Member, ApiError> {
-    read::member(&state(ctx)?.db, org, id)
-        .await?
-        .map(Member::from)
-        .ok_or_else(|| ApiError::NotFound("no such member in your organization".into()))
-}
-
 #[Object]
 impl MembersMutation {
     /// Adds a member to the caller's organization (OWNER or PRIMARY_ADMIN
@@ -149,34 +114,10 @@ impl MembersMutation {
         role: Role,
     ) -> async_graphql::Result<MemberWithToken> {
         let me = &session(ctx)?.member;
-        if !me.role.can_administer() {
-            return Err(ApiError::Forbidden(format!(
-                "only an OWNER or PRIMARY_ADMIN may add members; you are {}",
-                me.role.as_str()
-            ))
-            .into());
-        }
-        let email = Email::parse(&email).map_err(|e| ApiError::Validation(e.to_string()))?;
-        let issued = issue_token();
-        let member_id = MemberId::generate();
-        let new_member = NewMember {
-            member_id,
-            email,
-            role: role.into(),
-            token_sha256: issued.hash,
-        };
-        let (org, _) = run(
-            ctx,
-            OrgCommand::AddMember {
-                by: me.id,
-                member: new_member,
-            },
-        )
-        .await?;
-        Ok(MemberWithToken {
-            member: member_row(ctx, org, member_id).await?,
-            token: issued.token,
-        })
+        let added = service::add_member(state(ctx)?, me, &email, role.into())
+            .await
+            .map_err(ApiError::from)?;
+        Ok(added.into())
     }
 
     /// Removes a member from the caller's organization (OWNER or
@@ -185,36 +126,21 @@ impl MembersMutation {
     /// the member as they were.
     async fn remove_member(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Member> {
         let me = &session(ctx)?.member;
-        let removed = member_row(ctx, me.org_id, MemberId(id)).await?;
-        run(
-            ctx,
-            OrgCommand::RemoveMember {
-                by: me.id,
-                member_id: MemberId(id),
-            },
-        )
-        .await?;
-        Ok(removed)
+        let removed = service::remove_member(state(ctx)?, me, MemberId(id))
+            .await
+            .map_err(ApiError::from)?;
+        Ok(removed.into())
     }
 
     /// Replaces the caller's token: the answer carries the new one (shown
     /// only here), and the old one stops working at once, on HTTP and on
     /// open WebSockets.
     async fn rotate_token(&self, ctx: &Context<'_>) -> async_graphql::Result<MemberWithToken> {
-        let me = session(ctx)?.member.id;
-        let issued = issue_token();
-        let (org, me) = run(
-            ctx,
-            OrgCommand::RotateToken {
-                member_id: me,
-                token_sha256: issued.hash,
-            },
-        )
-        .await?;
-        Ok(MemberWithToken {
-            member: member_row(ctx, org, me).await?,
-            token: issued.token,
-        })
+        let me = &session(ctx)?.member;
+        let rotated = service::rotate_token(state(ctx)?, me)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(rotated.into())
     }
 
     /// Says whether the caller may be given new conversations automatically.
@@ -223,16 +149,11 @@ impl MembersMutation {
         ctx: &Context<'_>,
         available: bool,
     ) -> async_graphql::Result<Member> {
-        let me = session(ctx)?.member.id;
-        let (org, me) = run(
-            ctx,
-            OrgCommand::SetAvailability {
-                member_id: me,
-                available,
-            },
-        )
-        .await?;
-        Ok(member_row(ctx, org, me).await?)
+        let me = &session(ctx)?.member;
+        let member = service::set_availability(state(ctx)?, me, available)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(member.into())
     }
 }
 
@@ -250,6 +171,7 @@ impl MembersSubscription {
         let org = session(ctx)?.member.org_id;
         Ok(super::live_rows(
             state(ctx)?.clone(),
+            super::hub(ctx)?,
             org,
             |change| match change {
                 Change::Member(id) => Some(*id),

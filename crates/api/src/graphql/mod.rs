@@ -1,15 +1,18 @@
 //! The GraphQL API: one schema, split by concern.
 //!
 //! Resolvers find the request's [`Session`] (set by the HTTP layer from the
-//! bearer token, or by the WebSocket's `connection_init`) and the
-//! [`AppState`] in the context. A member only ever sees its own
-//! organization: every read is scoped by the session's org id, and another
-//! organization's ids answer NOT_FOUND.
+//! bearer token, or by the WebSocket's `connection_init`), the
+//! [`AppState`] and the live hub in the context. Queries read the read
+//! models; anything that decides or records goes through `omnibox_app`'s
+//! services, whose errors reach the client through `ApiError::from`. A
+//! member only ever sees its own organization: every read is scoped by the
+//! session's org id, and another organization's ids answer NOT_FOUND.
 
 mod channels;
 mod conversations;
 pub mod guard;
 mod history;
+pub mod live;
 mod members;
 mod qr;
 mod replies;
@@ -18,9 +21,12 @@ mod templates;
 use std::sync::Arc;
 
 use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
+use omnibox_app::auth::Session;
+use omnibox_app::AppError;
 
-use crate::auth::Session;
-use crate::{ApiError, AppState};
+use self::live::LiveHub;
+use crate::error::ApiError;
+use crate::state::AppState;
 
 pub(crate) use conversations::{Conversation, Message};
 pub use members::Member;
@@ -86,7 +92,11 @@ pub fn schema(state: Option<AppState>) -> OmniboxSchema {
     .limit_complexity(guard::MAX_COST)
     .extension(guard::QueryGuard);
     match state {
-        Some(state) => builder.data(state).finish(),
+        // The bus's updates per organization, for subscriptions.
+        Some(state) => builder
+            .data(LiveHub::new(state.bus.clone()))
+            .data(state)
+            .finish(),
         None => builder.finish(),
     }
 }
@@ -98,17 +108,17 @@ pub fn sdl() -> String {
 
 /// The member making the request, or UNAUTHENTICATED.
 pub(crate) fn session<'a>(ctx: &'a Context<'_>) -> Result<&'a Session, ApiError> {
-    ctx.data_opt::<Session>().ok_or(ApiError::Unauthenticated)
+    ctx.data_opt::<Session>()
+        .ok_or(ApiError::App(AppError::Unauthenticated))
 }
 
 /// `org`'s live updates. A subscriber that falls further behind than the
 /// hub holds is not allowed to slow the others or to grow memory: it gets
 /// one RESYNC error ("re-query what you show"), then continues live.
 pub(crate) fn org_updates(
-    app: &AppState,
+    hub: &LiveHub,
     org: omnibox_domain::ids::OrgId,
-) -> impl futures_util::Stream<Item = Result<Arc<crate::live::Shared>, async_graphql::Error>> + use<>
-{
+) -> impl futures_util::Stream<Item = Result<Arc<live::Shared>, async_graphql::Error>> + use<> {
     use futures_util::StreamExt;
     let resync = |missed: u64| {
         ApiError::Resync(format!(
@@ -116,15 +126,13 @@ pub(crate) fn org_updates(
         ))
         .into()
     };
-    tokio_stream::wrappers::BroadcastStream::new(app.live.subscribe(org)).map(
-        move |item| match item {
-            Ok(crate::live::Item::Update(shared)) => Ok(shared),
-            Ok(crate::live::Item::Missed(missed))
-            | Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(missed)) => {
-                Err(resync(missed))
-            }
-        },
-    )
+    tokio_stream::wrappers::BroadcastStream::new(hub.subscribe(org)).map(move |item| match item {
+        Ok(live::Item::Update(shared)) => Ok(shared),
+        Ok(live::Item::Missed(missed))
+        | Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(missed)) => {
+            Err(resync(missed))
+        }
+    })
 }
 
 /// A subscription's stream: the organization's changes that `pick` selects,
@@ -132,9 +140,10 @@ pub(crate) fn org_updates(
 /// skipped), with RESYNC errors passed through.
 pub(crate) fn live_rows<K, T, Fut>(
     app: AppState,
+    hub: &LiveHub,
     org: omnibox_domain::ids::OrgId,
     pick: impl Fn(&omnibox_projections::Change) -> Option<K> + Send + 'static,
-    load: impl Fn(AppState, Arc<crate::live::Shared>, K) -> Fut + Send + Sync + Clone + 'static,
+    load: impl Fn(AppState, Arc<live::Shared>, K) -> Fut + Send + Sync + Clone + 'static,
 ) -> impl futures_util::Stream<Item = async_graphql::Result<T>>
 where
     K: Send + 'static,
@@ -142,7 +151,7 @@ where
     Fut: std::future::Future<Output = Option<T>> + Send,
 {
     use futures_util::StreamExt;
-    org_updates(&app, org)
+    org_updates(hub, org)
         .filter_map(move |update| {
             std::future::ready(match update {
                 Ok(shared) => pick(&shared.update.change).map(|key| Ok((shared, key))),
@@ -159,6 +168,12 @@ where
             }
         })
         .filter_map(std::future::ready)
+}
+
+/// The schema's fan-out of live updates.
+pub(crate) fn hub<'a>(ctx: &'a Context<'_>) -> Result<&'a LiveHub, ApiError> {
+    ctx.data::<LiveHub>()
+        .map_err(|e| ApiError::internal(e.message))
 }
 
 pub(crate) fn state<'a>(ctx: &'a Context<'_>) -> Result<&'a AppState, ApiError> {

@@ -1,6 +1,7 @@
 //! QR assignment codes (LINE): list, create, revoke.
 
 use async_graphql::{Context, Object};
+use omnibox_app::AppError;
 use omnibox_domain::ids::{ChannelId, MemberId, OrgId};
 use omnibox_domain::qr::QrCode;
 use omnibox_projections::channels as channel_read;
@@ -10,7 +11,7 @@ use uuid::Uuid;
 
 use super::channels::Channel;
 use super::{session, state, Member};
-use crate::ApiError;
+use crate::error::ApiError;
 
 /// A printable code that assigns LINE customers who send it to `agent`.
 pub struct QrAssignmentCode {
@@ -35,7 +36,9 @@ impl QrAssignmentCode {
                 line_url: code.line_url,
                 revoked: code.revoked,
             }),
-            _ => Err(ApiError::NotFound("no such QR assignment code".into())),
+            _ => Err(ApiError::App(AppError::NotFound(
+                "no such QR assignment code".into(),
+            ))),
         }
     }
 }
@@ -55,7 +58,9 @@ impl QrAssignmentCode {
         let row = channel_read::channel(&state(ctx)?.db, self.org, self.channel)
             .await
             .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::NotFound("the code's channel is gone".into()))?;
+            .ok_or_else(|| {
+                ApiError::App(AppError::NotFound("the code's channel is gone".into()))
+            })?;
         Ok(Channel::now(row))
     }
 
@@ -63,7 +68,11 @@ impl QrAssignmentCode {
         let row = member_read::member(&state(ctx)?.db, self.org, self.agent)
             .await
             .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::NotFound("the code's agent is no longer a member".into()))?;
+            .ok_or_else(|| {
+                ApiError::App(AppError::NotFound(
+                    "the code's agent is no longer a member".into(),
+                ))
+            })?;
         Ok(row.into())
     }
 
@@ -136,13 +145,14 @@ impl QrMutation {
         agent_id: Uuid,
     ) -> async_graphql::Result<QrAssignmentCode> {
         let session = session(ctx)?;
-        let code = crate::qr::create(
+        let code = omnibox_app::services::qr::create(
             state(ctx)?,
             session,
             ChannelId(channel_id),
             MemberId(agent_id),
         )
-        .await?;
+        .await
+        .map_err(ApiError::from)?;
         Ok(QrAssignmentCode::from_state(code, session.member.org_id)?)
     }
 
@@ -153,7 +163,9 @@ impl QrMutation {
         id: Uuid,
     ) -> async_graphql::Result<QrAssignmentCode> {
         let session = session(ctx)?;
-        let code = crate::qr::revoke(state(ctx)?, session, id).await?;
+        let code = omnibox_app::services::qr::revoke(state(ctx)?, session, id)
+            .await
+            .map_err(ApiError::from)?;
         Ok(QrAssignmentCode::from_state(code, session.member.org_id)?)
     }
 }

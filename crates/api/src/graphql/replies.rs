@@ -1,16 +1,19 @@
-//! Replying: every policy rule is checked before anything is queued; the
-//! delivery worker then sends and records the outcome.
+//! Replying: the `sendReply` mutation. The rules are checked by the
+//! replies service; the delivery worker then sends and records the outcome.
 
 use async_graphql::{Context, InputObject, Object};
-use omnibox_domain::conversation::{self as domain, reply_message_id, ReplyError, ReplyRequest};
+use omnibox_app::services::replies::{
+    keyed_reply_id, queue_reply, AttachmentDraft, BubbleDraft, NewReply,
+};
+use omnibox_domain::conversation::reply_message_id;
 use omnibox_domain::ids::{ConversationId, OrgId};
-use omnibox_domain::policy::{AttachmentRef, Bubble, BubbleRefused, ReplyRefused, Sender};
+use omnibox_domain::policy::Sender;
 use uuid::Uuid;
 
 use super::conversations::Message;
 use super::{session, state};
-use crate::commands::{execute_identified, load, Actor, CommandError};
-use crate::ApiError;
+use crate::error::ApiError;
+use crate::state::AppState;
 
 #[derive(InputObject)]
 pub struct AttachmentInput {
@@ -45,25 +48,9 @@ pub struct SendReplyInput {
     pub idempotency_key: Option<String>,
 }
 
-/// Namespace of reply ids derived from idempotency keys.
-const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6f6d_6e69_626f_7852_6570_6c79_4b65_7973);
-
-/// The reply id a client's idempotency key stands for in `org`.
-fn keyed_reply_id(org: OrgId, key: &str) -> Result<Uuid, ApiError> {
-    let length = key.chars().count();
-    if !(1..=200).contains(&length) {
-        return Err(ApiError::Validation(
-            "idempotencyKey must be 1 to 200 characters".into(),
-        ));
-    }
-    let mut name = org.0.as_bytes().to_vec();
-    name.extend_from_slice(key.as_bytes());
-    Ok(Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, &name))
-}
-
 /// The messages of reply `reply_id`, as the read model shows them.
 async fn reply_messages(
-    app: &crate::AppState,
+    app: &AppState,
     org: OrgId,
     reply_id: Uuid,
 ) -> Result<Vec<Message>, ApiError> {
@@ -87,44 +74,16 @@ pub struct SenderInput {
     pub icon_url: Option<String>,
 }
 
-pub(crate) fn parse_bubble(input: BubbleInput, index: usize) -> Result<Bubble, ApiError> {
-    match (input.text, input.attachment) {
-        (Some(text), None) => Ok(Bubble::Text(text)),
-        (None, Some(a)) => Ok(Bubble::Attachment(AttachmentRef {
-            url: a.url,
-            file_name: a.file_name,
-            size_bytes: u64::try_from(a.size_bytes).map_err(|_| {
-                ApiError::Validation(format!(
-                    "bubble {}: sizeBytes cannot be negative",
-                    index + 1
-                ))
-            })?,
-        })),
-        _ => Err(ApiError::Validation(format!(
-            "bubble {} must have either text or an attachment",
-            index + 1
-        ))),
-    }
-}
-
-pub(crate) fn reply_error(error: ReplyError) -> ApiError {
-    match error {
-        ReplyError::NotFound => {
-            ApiError::NotFound("no such conversation in your organization".into())
+impl From<BubbleInput> for BubbleDraft {
+    fn from(input: BubbleInput) -> Self {
+        BubbleDraft {
+            text: input.text,
+            attachment: input.attachment.map(|a| AttachmentDraft {
+                url: a.url,
+                file_name: a.file_name,
+                size_bytes: a.size_bytes,
+            }),
         }
-        ReplyError::ChannelNotConnected(message) => ApiError::ChannelNotConnected(message),
-        ReplyError::Window(refused @ ReplyRefused::WindowClosed { .. }) => {
-            ApiError::WindowClosed(refused.to_string())
-        }
-        ReplyError::Window(refused @ ReplyRefused::PromotionalNotAllowed { .. }) => {
-            ApiError::PromotionalNotAllowed(refused.to_string())
-        }
-        ReplyError::Window(refused) => ApiError::Forbidden(refused.to_string()),
-        ReplyError::Bubbles(refused @ BubbleRefused::Attachment { .. }) => {
-            ApiError::AttachmentNotAllowed(refused.to_string())
-        }
-        ReplyError::Bubbles(refused) => ApiError::Validation(refused.to_string()),
-        ReplyError::Sender(refused) => ApiError::Validation(refused.to_string()),
     }
 }
 
@@ -146,7 +105,7 @@ impl RepliesMutation {
         let app = state(ctx)?;
         let org: OrgId = me.org_id;
         let reply_id = match &input.idempotency_key {
-            Some(key) => keyed_reply_id(org, key)?,
+            Some(key) => keyed_reply_id(org, key).map_err(ApiError::from)?,
             None => Uuid::now_v7(),
         };
         if input.idempotency_key.is_some() {
@@ -155,99 +114,20 @@ impl RepliesMutation {
                 return Ok(earlier);
             }
         }
-        // Decided from the conversation's and the channel's events, not
-        // from read models.
-        let conversation_id = ConversationId(input.conversation_id);
-        let not_found = || ApiError::NotFound("no such conversation in your organization".into());
-        let (conversation, _) = load::<domain::Conversation>(&*app.store, conversation_id.0)
-            .await
-            .map_err(|e| ApiError::internal(format!("{e:?}")))?;
-        let (Some(channel_id), Some(kind)) = (conversation.channel_id, conversation.channel_kind)
-        else {
-            return Err(not_found().into());
-        };
-        if conversation.org_id != Some(org) {
-            return Err(not_found().into());
-        }
-        let channel = app
-            .directory
-            .by_id(&*app.store, channel_id)
-            .await
-            .map_err(ApiError::internal)?
-            .filter(|c| c.org_id == org)
-            .ok_or_else(|| ApiError::NotFound("no such channel in your organization".into()))?;
-        let mut bubbles = Vec::with_capacity(input.bubbles.len());
-        for (index, b) in input.bubbles.into_iter().enumerate() {
-            bubbles.push(parse_bubble(b, index)?);
-        }
-        let template_id = match input.template_id {
-            Some(id) => {
-                let template = crate::templates::template_bubbles(app, org, id, kind).await?;
-                if bubbles.is_empty() {
-                    bubbles = template;
-                }
-                Some(omnibox_domain::ids::TemplateId(id))
-            }
-            None => None,
-        };
-        let now = app.clock.now();
-        let status = channel
-            .state
-            .status_at(now)
-            .unwrap_or(omnibox_domain::channel::ChannelStatus::Disconnected);
-        let request = ReplyRequest {
-            reply_id,
-            author: me.id,
-            bubbles,
+        let reply = NewReply {
+            conversation_id: ConversationId(input.conversation_id),
+            bubbles: input.bubbles.into_iter().map(BubbleDraft::from).collect(),
             promotional: input.promotional,
-            template_id,
+            template_id: input.template_id,
             sender: input.sender.map(|s| Sender {
                 name: s.name,
                 icon_url: s.icon_url,
             }),
+            keyed: input.idempotency_key.is_some(),
         };
-        // What is said to the customer is sealed under their key.
-        let owner = conversation
-            .thread
-            .as_ref()
-            .map(|thread| domain::contact_id(channel_id, thread.platform_id()))
-            .ok_or_else(not_found)?;
-        let key = app
-            .personal
-            .for_contact(org.0, owner.0)
+        queue_reply(app, me, reply_id, reply)
             .await
-            .map_err(ApiError::internal)?;
-        let keyed = input.idempotency_key.is_some();
-        // A keyed reply's event has an id derived from the key: the log
-        // holds it once, whichever request (or conversation) came first.
-        let executed = execute_identified::<domain::Conversation, _>(
-            &*app.store,
-            conversation_id.0,
-            &Actor::member(me),
-            |event| match event {
-                domain::ConversationEvent::ReplyQueued { reply_id, .. } if keyed => {
-                    Some(Uuid::new_v5(reply_id, b"ReplyQueued"))
-                }
-                _ => None,
-            },
-            |c| {
-                domain::decide_reply(c, org, status, request.clone(), now).map(|mut events| {
-                    for event in &mut events {
-                        event.seal_personal(|text| key.seal(text));
-                    }
-                    events
-                })
-            },
-        )
-        .await
-        .map_err(|e| match e {
-            CommandError::Rejected(error) => reply_error(error),
-            CommandError::Contended => ApiError::Conflict(
-                "the conversation kept changing while the reply was decided; send it again".into(),
-            ),
-            other => ApiError::internal(other),
-        })?;
-        app.read_your_writes(executed.position).await;
+            .map_err(ApiError::from)?;
         let messages = reply_messages(app, org, reply_id).await?;
         Ok(messages)
     }

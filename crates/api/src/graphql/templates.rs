@@ -1,17 +1,15 @@
 //! Reply templates through GraphQL.
 
 use async_graphql::{Context, InputObject, Object, SimpleObject};
-use omnibox_domain::ids::TemplateId;
+use omnibox_app::services::templates::create_template;
 use omnibox_domain::policy::Bubble;
-use omnibox_domain::template::{self, Template, TemplateError};
 use omnibox_projections::templates::{self as read, TemplateRow};
 use uuid::Uuid;
 
 use super::channels::ChannelKind;
 use super::replies::BubbleInput;
 use super::{session, state};
-use crate::commands::{execute, Actor, CommandError};
-use crate::ApiError;
+use crate::error::ApiError;
 
 #[derive(InputObject)]
 pub struct ReplyTemplateInput {
@@ -101,32 +99,10 @@ impl TemplatesMutation {
         input: ReplyTemplateInput,
     ) -> async_graphql::Result<ReplyTemplate> {
         let me = &session(ctx)?.member;
-        let app = state(ctx)?;
-        let mut bubbles = Vec::with_capacity(input.bubbles.len());
-        for (index, bubble) in input.bubbles.into_iter().enumerate() {
-            bubbles.push(super::replies::parse_bubble(bubble, index)?);
-        }
-        let id = TemplateId::generate();
-        let (org, kind, now) = (me.org_id, input.kind.into(), app.clock.now());
-        let executed = execute::<Template, _>(&*app.store, id.0, &Actor::member(me), |t| {
-            template::create(t, id, org, kind, &input.name, bubbles.clone(), me.id, now)
-        })
-        .await
-        .map_err(|e| match e {
-            CommandError::Rejected(error @ TemplateError::Refused(_))
-            | CommandError::Rejected(error @ TemplateError::InvalidName) => {
-                ApiError::Validation(error.to_string())
-            }
-            CommandError::Rejected(error) => ApiError::Conflict(error.to_string()),
-            other => ApiError::internal(other),
-        })?;
-        app.read_your_writes(executed.position).await;
-        let row = read::templates(&app.db, org, None)
+        let bubbles = input.bubbles.into_iter().map(Into::into).collect();
+        let row = create_template(state(ctx)?, me, input.kind.into(), &input.name, bubbles)
             .await
-            .map_err(ApiError::from)?
-            .into_iter()
-            .find(|t| t.id == id)
-            .ok_or_else(|| ApiError::internal("a created template is not in the read model"))?;
+            .map_err(ApiError::from)?;
         Ok(row.into())
     }
 }

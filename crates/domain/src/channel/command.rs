@@ -82,6 +82,9 @@ fn own<'a>(channel: &'a Channel, by: &Requester) -> Result<&'a Channel, ChannelE
 }
 
 /// Decides what a command does to `channel` at `now`.
+///
+/// One match arm per command, each a few checks and the events: kept as
+/// one table of the channel's rules rather than split, hence the length.
 pub fn decide(
     channel: &Channel,
     command: ChannelCommand,

@@ -83,6 +83,20 @@ pub struct Postback {
     pub payload: Option<String>,
 }
 
+/// Why automatic assignment chose a member: recorded in the event, so
+/// history explains every assignment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoAssignment {
+    /// [`crate::assignment::ROUND_ROBIN`] or [`crate::assignment::QR_CODE`].
+    pub strategy: String,
+    /// The chosen agent's place (from 0) in the channel's rotation of
+    /// eligible agents at that moment, and how many were eligible.
+    pub position: u32,
+    pub eligible: u32,
+    /// How long the conversation waited unassigned, in seconds.
+    pub waited_seconds: i64,
+}
+
 /// What happened in a conversation (`conversation-<id>`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -162,7 +176,7 @@ pub enum ConversationEvent {
         /// Why automatic assignment chose this member (absent when a member
         /// assigned by hand).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        reason: Option<crate::assignment::AutoAssignment>,
+        reason: Option<AutoAssignment>,
         at: DateTime<Utc>,
     },
     ConversationUnassigned {

@@ -14,8 +14,8 @@ mod reply;
 mod state;
 
 pub use event::{
-    AttachmentKind, ContactEvent, ConversationEvent, InboundAttachment, InboundEvent, MediaSource,
-    Postback, Thread,
+    AttachmentKind, AutoAssignment, ContactEvent, ConversationEvent, InboundAttachment,
+    InboundEvent, MediaSource, Postback, Thread,
 };
 pub use ids::{contact_id, conversation_id, inbound_event_id};
 pub use outbox::{

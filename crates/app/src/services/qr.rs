@@ -1,9 +1,6 @@
 //! QR assignment codes (LINE only): creating and revoking them, and their
 //! PNG, served publicly by unguessable id (codes are meant to be printed).
 
-use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
 use omnibox_domain::ids::{ChannelId, MemberId};
 use omnibox_domain::org::{Organization, Role};
 use omnibox_domain::qr::{self, QrCode, QrEvent};
@@ -13,7 +10,8 @@ use uuid::Uuid;
 
 use crate::auth::Session;
 use crate::commands::{execute, load, Actor, CommandError};
-use crate::{ApiError, AppState};
+use crate::context::AppContext;
+use crate::error::AppError;
 
 impl crate::commands::Aggregate for QrCode {
     type Event = QrEvent;
@@ -30,10 +28,10 @@ impl crate::commands::Aggregate for QrCode {
 const MODULE_PIXELS: usize = 8;
 const QUIET_MODULES: usize = 4;
 
-fn require_manager(session: &Session) -> Result<(), ApiError> {
+fn require_manager(session: &Session) -> Result<(), AppError> {
     match session.member.role {
         Role::Owner | Role::PrimaryAdmin | Role::Admin => Ok(()),
-        Role::Agent => Err(ApiError::Forbidden(
+        Role::Agent => Err(AppError::Forbidden(
             "only an OWNER, PRIMARY_ADMIN or ADMIN manages QR assignment codes".into(),
         )),
     }
@@ -43,49 +41,49 @@ fn require_manager(session: &Session) -> Result<(), ApiError> {
 /// `agent_id`. The link opens the official account's chat with the code
 /// pre-filled, so LINE's basic id is asked of LINE now.
 pub async fn create(
-    app: &AppState,
+    app: &AppContext,
     session: &Session,
     channel_id: ChannelId,
     agent_id: MemberId,
-) -> Result<QrCode, ApiError> {
+) -> Result<QrCode, AppError> {
     require_manager(session)?;
     let org = session.member.org_id;
     let channel = app
         .directory
         .by_id(&*app.store, channel_id)
         .await
-        .map_err(ApiError::internal)?
+        .map_err(AppError::internal)?
         .filter(|c| c.org_id == org)
-        .ok_or_else(|| ApiError::NotFound("no such channel in your organization".into()))?;
+        .ok_or_else(|| AppError::NotFound("no such channel in your organization".into()))?;
     if channel.kind != ChannelKind::Line {
-        return Err(ApiError::NotSupportedOnChannel(
+        return Err(AppError::NotSupportedOnChannel(
             "QR assignment codes exist for LINE channels only: a Facebook customer arriving through a link cannot be told apart".into(),
         ));
     }
     let (organization, _) = load::<Organization>(&*app.store, org.0)
         .await
-        .map_err(|e| ApiError::internal(format!("{e:?}")))?;
+        .map_err(|e| AppError::internal(format!("{e:?}")))?;
     if organization.member(agent_id).is_none() {
-        return Err(ApiError::NotFound(
+        return Err(AppError::NotFound(
             "no such member in your organization".into(),
         ));
     }
     let token =
         channel.state.access_token.as_ref().ok_or_else(|| {
-            ApiError::ChannelNotConnected("the channel has no access token".into())
+            AppError::ChannelNotConnected("the channel has no access token".into())
         })?;
     let token = app
         .secrets
         .get(token.id)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(AppError::internal)?;
     let bot = app
         .line
         .bot_info(token.expose())
         .await
-        .map_err(|e| crate::channels::platform_error("LINE", e))?;
+        .map_err(|e| crate::services::channels::platform_error("LINE", e))?;
     let basic_id = bot.basic_id.ok_or_else(|| {
-        ApiError::Validation("LINE did not tell this official account's basic id".into())
+        AppError::Validation("LINE did not tell this official account's basic id".into())
     })?;
     let mut random = [0u8; 6];
     rand::rngs::OsRng.fill_bytes(&mut random);
@@ -108,7 +106,7 @@ pub async fn create(
         |_| Ok::<_, std::convert::Infallible>(vec![created.clone()]),
     )
     .await
-    .map_err(|e| ApiError::internal(format!("{e:?}")))?;
+    .map_err(|e| AppError::internal(format!("{e:?}")))?;
     app.read_your_writes(executed.position).await;
     let mut state = QrCode::default();
     state.evolve(&created);
@@ -116,7 +114,11 @@ pub async fn create(
 }
 
 /// Revokes a code: customers who send it later are no longer assigned by it.
-pub async fn revoke(app: &AppState, session: &Session, code_id: Uuid) -> Result<QrCode, ApiError> {
+pub async fn revoke(
+    app: &AppContext,
+    session: &Session,
+    code_id: Uuid,
+) -> Result<QrCode, AppError> {
     require_manager(session)?;
     let org = session.member.org_id;
     let now = app.clock.now();
@@ -127,7 +129,7 @@ pub async fn revoke(app: &AppState, session: &Session, code_id: Uuid) -> Result<
         &Actor::member(&session.member),
         |code| {
             if code.org_id != Some(org) {
-                return Err(ApiError::NotFound(
+                return Err(AppError::NotFound(
                     "no such QR assignment code in your organization".into(),
                 ));
             }
@@ -145,18 +147,18 @@ pub async fn revoke(app: &AppState, session: &Session, code_id: Uuid) -> Result<
     .await
     .map_err(|e| match e {
         CommandError::Rejected(error) => error,
-        other => ApiError::internal(format!("{other:?}")),
+        other => AppError::internal(format!("{other:?}")),
     })?;
     app.read_your_writes(executed.position).await;
     let (code, _) = load::<QrCode>(&*app.store, code_id)
         .await
-        .map_err(|e| ApiError::internal(format!("{e:?}")))?;
+        .map_err(|e| AppError::internal(format!("{e:?}")))?;
     Ok(code)
 }
 
 /// The PNG of `text` as a QR code: black modules on white, with a quiet zone.
-pub fn png(text: &str) -> Result<Vec<u8>, ApiError> {
-    let symbol = qrcode::QrCode::new(text.as_bytes()).map_err(ApiError::internal)?;
+pub fn png(text: &str) -> Result<Vec<u8>, AppError> {
+    let symbol = qrcode::QrCode::new(text.as_bytes()).map_err(AppError::internal)?;
     let width = symbol.width();
     let colors = symbol.to_colors();
     let side = (width + 2 * QUIET_MODULES) * MODULE_PIXELS;
@@ -171,46 +173,14 @@ pub fn png(text: &str) -> Result<Vec<u8>, ApiError> {
     }
     let mut bytes = Vec::new();
     {
-        let side = u32::try_from(side).map_err(ApiError::internal)?;
+        let side = u32::try_from(side).map_err(AppError::internal)?;
         let mut encoder = png::Encoder::new(&mut bytes, side, side);
         encoder.set_color(png::ColorType::Grayscale);
         encoder.set_depth(png::BitDepth::Eight);
-        let mut writer = encoder.write_header().map_err(ApiError::internal)?;
+        let mut writer = encoder.write_header().map_err(AppError::internal)?;
         writer
             .write_image_data(&pixels)
-            .map_err(ApiError::internal)?;
+            .map_err(AppError::internal)?;
     }
     Ok(bytes)
-}
-
-/// `GET /qr/{codeId}.png`: public, by unguessable id; 404 for a revoked or
-/// unknown code.
-pub async fn serve_png(State(app): State<AppState>, Path(file): Path<String>) -> Response {
-    let Some(id) = file
-        .strip_suffix(".png")
-        .and_then(|id| Uuid::parse_str(id).ok())
-    else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let code = match load::<QrCode>(&*app.store, id).await {
-        Ok((code, _)) => code,
-        Err(error) => {
-            tracing::error!(?error, "QR code lookup failed");
-            return StatusCode::SERVICE_UNAVAILABLE.into_response();
-        }
-    };
-    if !code.live() {
-        return StatusCode::NOT_FOUND.into_response();
-    }
-    match png(&code.line_url) {
-        Ok(bytes) => (
-            [
-                (header::CONTENT_TYPE, "image/png"),
-                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            ],
-            bytes,
-        )
-            .into_response(),
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    }
 }

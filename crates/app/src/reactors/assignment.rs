@@ -23,7 +23,8 @@ use omnibox_domain::org::OrgEvent;
 use omnibox_store::{Position, RecordedEvent};
 
 use crate::commands::{execute, Actor, CommandError};
-use crate::{ApiError, AppState};
+use crate::context::AppContext;
+use crate::error::AppError;
 
 /// Events read per page while catching up with the log.
 const PAGE: usize = 2_000;
@@ -39,7 +40,7 @@ pub struct AutoAssigner {
 impl AutoAssigner {
     /// Reads what the log gained since the last pass, then makes every
     /// assignment due; returns how many it appended.
-    pub async fn run_once(&self, app: &AppState) -> Result<usize, ApiError> {
+    pub async fn run_once(&self, app: &AppContext) -> Result<usize, AppError> {
         let decisions = loop {
             let after = self.state.lock().unwrap_or_else(|p| p.into_inner()).1;
             let events = app.store.read_all(after, PAGE).await?;
@@ -57,7 +58,7 @@ impl AutoAssigner {
         // Each decision is its own conversation's append: they go out
         // together (on PostgreSQL each is a few round trips).
         let app = app.clone();
-        let outcomes: Vec<Result<bool, ApiError>> = futures_util::stream::iter(decisions)
+        let outcomes: Vec<Result<bool, AppError>> = futures_util::stream::iter(decisions)
             .map(|decision| {
                 let app = app.clone();
                 async move { assign(&app, &decision).await }
@@ -101,7 +102,7 @@ fn fold(assigner: &mut Assigner, event: &RecordedEvent) {
 
 /// Appends `decision` if it still applies: round robin only to an open,
 /// unassigned conversation; a QR code's agent unless already assigned.
-async fn assign(app: &AppState, decision: &Decision) -> Result<bool, ApiError> {
+async fn assign(app: &AppContext, decision: &Decision) -> Result<bool, AppError> {
     let now = app.clock.now();
     let executed = execute::<domain::Conversation, _>(
         &*app.store,
@@ -129,13 +130,13 @@ async fn assign(app: &AppState, decision: &Decision) -> Result<bool, ApiError> {
     .await
     .map_err(|error| match error {
         CommandError::Rejected(never) => match never {},
-        other => ApiError::internal(format!("{other:?}")),
+        other => AppError::internal(format!("{other:?}")),
     })?;
     Ok(executed.position.is_some())
 }
 
 /// Runs passes until shutdown: after every change, and every second.
-pub async fn run_auto_assigner(app: AppState) {
+pub async fn run_auto_assigner(app: AppContext) {
     let assigner = AutoAssigner::default();
     let mut updates = app.bus.subscribe();
     loop {

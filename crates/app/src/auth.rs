@@ -12,7 +12,7 @@ use omnibox_store::Database;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::ApiError;
+use crate::error::AppError;
 
 /// The prefix makes leaked tokens easy to recognise in scanners and logs.
 const TOKEN_PREFIX: &str = "obx_";
@@ -35,13 +35,6 @@ pub fn hash_token(token: &str) -> TokenHash {
     TokenHash(hex::encode(Sha256::digest(token.as_bytes())))
 }
 
-/// The token in an `Authorization: Bearer <token>` value.
-pub fn bearer(authorization: &str) -> Option<&str> {
-    let (scheme, token) = authorization.trim().split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
 /// The member a request acts as.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -49,11 +42,11 @@ pub struct Session {
 }
 
 /// Looks up the member holding `token`.
-pub async fn authenticate(db: &Database, token: &str) -> Result<Session, ApiError> {
+pub async fn authenticate(db: &Database, token: &str) -> Result<Session, AppError> {
     members::member_by_token(db, &hash_token(token))
         .await?
         .map(|member| Session { member })
-        .ok_or(ApiError::Unauthenticated)
+        .ok_or(AppError::Unauthenticated)
 }
 
 #[cfg(test)]
@@ -68,14 +61,5 @@ mod tests {
         assert!(a.token.starts_with(TOKEN_PREFIX) && a.token.len() > 40);
         assert_eq!(hash_token(&a.token), a.hash);
         assert!(!a.hash.0.contains(&a.token));
-    }
-
-    #[test]
-    fn bearer_headers_are_parsed_strictly() {
-        assert_eq!(bearer("Bearer obx_abc"), Some("obx_abc"));
-        assert_eq!(bearer("bearer   obx_abc "), Some("obx_abc"));
-        assert_eq!(bearer("Basic dXNlcjpwYXNz"), None);
-        assert_eq!(bearer("Bearer "), None);
-        assert_eq!(bearer("obx_abc"), None);
     }
 }

@@ -4,9 +4,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
 use omnibox_store::{
     AppendOutcome, Direction, EventStore, ExpectedRevision, NewEvent, Position, RecordedEvent,
     StoreError, StreamName,
@@ -57,6 +54,8 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Registers every family (one statement each, kept together so the
+    /// registry's contents read as one list, hence the length).
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("omnibox");
         let http_requests = Family::<Labels, Counter>::default();
@@ -267,6 +266,21 @@ impl Metrics {
             .set(i64::from(running));
     }
 
+    /// One HTTP request answered: its method, route template and status,
+    /// and how long it took.
+    pub fn http_request(&self, method: String, route: String, status: String, seconds: f64) {
+        self.http_requests
+            .get_or_create(&vec![
+                ("method", method),
+                ("route", route.clone()),
+                ("status", status),
+            ])
+            .inc();
+        self.http_duration
+            .get_or_create(&vec![("route", route)])
+            .observe(seconds);
+    }
+
     pub fn webhook_for_unknown_target(&self, platform: &'static str) {
         self.webhooks_unknown_target
             .get_or_create(&vec![("platform", platform.to_owned())])
@@ -300,41 +314,6 @@ fn classic(openmetrics: &str) -> String {
         text.push('\n');
     }
     text
-}
-
-/// Counts and times every request by its route template (not its raw path,
-/// which would make one series per id).
-pub async fn track_requests(
-    State(metrics): State<Arc<Metrics>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    // Any other method would be a new label value per request.
-    let method = match request.method().as_str() {
-        known @ ("GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS") => known,
-        _ => "other",
-    }
-    .to_owned();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics
-        .http_requests
-        .get_or_create(&vec![
-            ("method", method),
-            ("route", route.clone()),
-            ("status", status),
-        ])
-        .inc();
-    metrics
-        .http_duration
-        .get_or_create(&vec![("route", route)])
-        .observe(started.elapsed().as_secs_f64());
-    response
 }
 
 /// An event store that reports its appends to [`Metrics`].

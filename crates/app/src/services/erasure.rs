@@ -8,25 +8,25 @@
 //! rebuild of them) show the contact as erased. Run again, it finishes what
 //! an interrupted run left undone.
 //!
-//! Meta's user data deletion callback (`POST /webhooks/facebook/data-deletion`)
-//! erases every Facebook contact with the user id it names.
+//! Meta's user data deletion callback (`POST /webhooks/facebook/data-deletion`,
+//! answered in the HTTP layer) erases every Facebook contact with the user
+//! id it names.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::Form;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Mac, SimpleHmac};
 use omnibox_domain::conversation::ContactEvent;
 use omnibox_domain::ids::{ContactId, MemberId, OrgId};
 use omnibox_projections::inbox as read;
-use omnibox_store::{Direction, ExpectedRevision, Metadata, NewEvent, StreamName};
+use omnibox_projections::members::MemberRow;
+use omnibox_store::{ExpectedRevision, Metadata, NewEvent, StreamName};
 use serde::Deserialize;
 use sha2::Sha256;
 use uuid::Uuid;
 
-use crate::{ApiError, AppState};
+use crate::context::AppContext;
+use crate::error::AppError;
+use crate::media_store::storage_key;
 
 /// What an erasure did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,16 +36,31 @@ pub struct Erasure {
     pub media_files_deleted: u64,
 }
 
+/// Member `me` erases contact `contact` of their organization (OWNER or
+/// PRIMARY_ADMIN only).
+pub async fn erase_contact_by_member(
+    app: &AppContext,
+    me: &MemberRow,
+    contact: ContactId,
+) -> Result<Erasure, AppError> {
+    if !me.role.can_administer() {
+        return Err(AppError::Forbidden(
+            "only an OWNER or PRIMARY_ADMIN may erase a contact".into(),
+        ));
+    }
+    erase_contact(app, me.org_id, contact, Some(me.id), "erased by a member").await
+}
+
 /// Erases contact `contact` of `org`: keys, media files, then the event.
 pub async fn erase_contact(
-    app: &AppState,
+    app: &AppContext,
     org: OrgId,
     contact: ContactId,
     by: Option<MemberId>,
     reason: &str,
-) -> Result<Erasure, ApiError> {
+) -> Result<Erasure, AppError> {
     if read::contact_erased(&app.db, org, contact).await?.is_none() {
-        return Err(ApiError::NotFound(
+        return Err(AppError::NotFound(
             "no such contact in your organization".into(),
         ));
     }
@@ -53,11 +68,11 @@ pub async fn erase_contact(
         .personal
         .erase(contact.0)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(AppError::internal)?;
     let mut media_files_deleted = 0;
     for (message_id, index) in read::contact_media(&app.db, contact).await? {
-        let key = crate::media::storage_key(message_id, index);
-        if app.media.delete(&key).await.map_err(ApiError::internal)? {
+        let key = storage_key(message_id, index);
+        if app.media.delete(&key).await.map_err(AppError::internal)? {
             media_files_deleted += 1;
         }
     }
@@ -68,7 +83,7 @@ pub async fn erase_contact(
         reason: reason.to_owned(),
         at: app.clock.now(),
     };
-    let stream = StreamName::new(ContactId::CATEGORY, contact.0).map_err(ApiError::internal)?;
+    let stream = StreamName::new(ContactId::CATEGORY, contact.0).map_err(AppError::internal)?;
     let appended = app
         .store
         .append(
@@ -77,7 +92,7 @@ pub async fn erase_contact(
             vec![NewEvent {
                 id: Uuid::now_v7(),
                 event_type: event.event_type().to_owned(),
-                data: serde_json::to_string(&event).map_err(ApiError::internal)?,
+                data: serde_json::to_string(&event).map_err(AppError::internal)?,
                 metadata: Metadata {
                     correlation_id: Uuid::now_v7(),
                     causation_id: None,
@@ -103,23 +118,17 @@ pub async fn erase_contact(
     })
 }
 
-/// The form Meta posts.
-#[derive(Deserialize)]
-pub struct DeletionForm {
-    signed_request: Option<String>,
-}
-
 /// What a verified `signed_request` says.
 #[derive(Deserialize)]
-struct DeletionRequest {
-    user_id: String,
+pub struct DeletionRequest {
+    pub user_id: String,
     #[serde(default)]
     algorithm: Option<String>,
 }
 
 /// Checks a `signed_request` (`<signature>.<payload>`, both base64url, the
 /// signature an HMAC-SHA256 of the payload's text under the app secret).
-fn verify_signed_request(secret: &str, signed: &str) -> Result<DeletionRequest, String> {
+pub fn verify_signed_request(secret: &str, signed: &str) -> Result<DeletionRequest, String> {
     let (signature, payload) = signed
         .split_once('.')
         .ok_or("signed_request is not <signature>.<payload>")?;
@@ -139,129 +148,9 @@ fn verify_signed_request(secret: &str, signed: &str) -> Result<DeletionRequest, 
     }
 }
 
-fn unavailable(error: impl std::fmt::Debug) -> Response {
-    tracing::error!(
-        ?error,
-        "a data deletion request could not be completed; Meta may retry"
-    );
-    (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
-}
-
 /// The stream that records one deletion request, by its confirmation code.
-fn request_stream(code: Uuid) -> Option<StreamName> {
+pub fn request_stream(code: Uuid) -> Option<StreamName> {
     StreamName::new("data_deletion", code).ok()
-}
-
-/// `POST /webhooks/facebook/data-deletion`.
-pub async fn facebook_data_deletion(
-    State(app): State<AppState>,
-    Form(form): Form<DeletionForm>,
-) -> Response {
-    let Some(secret) = app.config.facebook_app_secret.as_deref() else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "OMNIBOX_FACEBOOK_APP_SECRET is not set: deletion requests cannot be checked",
-        )
-            .into_response();
-    };
-    let Some(signed) = form.signed_request else {
-        return (StatusCode::BAD_REQUEST, "signed_request is missing").into_response();
-    };
-    let request = match verify_signed_request(secret, &signed) {
-        Ok(request) => request,
-        Err(reason) => {
-            tracing::info!(%reason, "data deletion request refused");
-            return (StatusCode::UNAUTHORIZED, reason).into_response();
-        }
-    };
-    // One code per user: Meta may send the same request again.
-    let code = Uuid::new_v5(
-        &Uuid::NAMESPACE_OID,
-        format!("fb-deletion:{}", request.user_id).as_bytes(),
-    );
-    let contacts = match read::facebook_contacts(&app.db, &request.user_id).await {
-        Ok(contacts) => contacts,
-        Err(error) => return unavailable(error),
-    };
-    let mut erased = 0u64;
-    for (org, contact) in &contacts {
-        if let Err(error) =
-            erase_contact(&app, *org, *contact, None, "Facebook data deletion request").await
-        {
-            return unavailable(error);
-        }
-        erased += 1;
-    }
-    let recorded = serde_json::json!({
-        "type": "DataDeletionCompleted",
-        "contacts_erased": erased,
-        "at": app.clock.now(),
-    });
-    if let Some(stream) = request_stream(code) {
-        let event = NewEvent {
-            id: Uuid::now_v7(),
-            event_type: "DataDeletionCompleted".into(),
-            data: recorded.to_string(),
-            metadata: Metadata {
-                correlation_id: Uuid::now_v7(),
-                causation_id: None,
-                actor: Some("system:data-deletion".into()),
-            },
-        };
-        if let Err(error) = app
-            .store
-            .append(&stream, ExpectedRevision::Any, vec![event])
-            .await
-        {
-            return unavailable(error);
-        }
-    }
-    let code = code.simple().to_string();
-    axum::Json(serde_json::json!({
-        "url": format!("{}/data-deletion/{code}", app.config.public_url),
-        "confirmation_code": code,
-    }))
-    .into_response()
-}
-
-/// `GET /data-deletion/{code}`: what became of a deletion request, in words.
-pub async fn deletion_status(State(app): State<AppState>, Path(code): Path<String>) -> Response {
-    let unknown = || {
-        (
-            StatusCode::NOT_FOUND,
-            "No data deletion request has this confirmation code.",
-        )
-            .into_response()
-    };
-    let Some(stream) = Uuid::try_parse(&code).ok().and_then(request_stream) else {
-        return unknown();
-    };
-    let events = match app
-        .store
-        .read_stream(&stream, 0, Direction::Backwards, 1)
-        .await
-    {
-        Ok(events) => events,
-        Err(error) => return unavailable(error),
-    };
-    let Some(last) = events.first() else {
-        return unknown();
-    };
-    let data: serde_json::Value = serde_json::from_str(&last.data).unwrap_or_default();
-    let erased = data["contacts_erased"].as_u64().unwrap_or(0);
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; charset=utf-8",
-        )],
-        format!(
-            "Data deletion request {code}: completed on {}.\n\
-             {erased} conversation contact(s) were erased: their names, pictures, messages \
-             and files can no longer be read by anyone, and their media files are deleted.\n",
-            last.recorded_at.format("%Y-%m-%d %H:%M UTC"),
-        ),
-    )
-        .into_response()
 }
 
 #[cfg(test)]

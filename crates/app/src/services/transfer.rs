@@ -22,7 +22,7 @@ use omnibox_store::{ExpectedRevision, Metadata, NewEvent, StreamName};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::AppState;
+use crate::context::AppContext;
 
 const FORMAT: u32 = 1;
 
@@ -84,7 +84,7 @@ fn write_line(out: &mut impl Write, line: &Line) -> Result<(), TransferError> {
 
 /// Writes organization `org`'s whole history to `out`.
 pub async fn export(
-    app: &AppState,
+    app: &AppContext,
     org: OrgId,
     out: &mut impl Write,
 ) -> Result<Moved, TransferError> {
@@ -171,7 +171,7 @@ pub async fn export(
 }
 
 /// Appends an export into this (empty) store.
-pub async fn import(app: &AppState, input: impl BufRead) -> Result<Moved, TransferError> {
+pub async fn import(app: &AppContext, input: impl BufRead) -> Result<Moved, TransferError> {
     if !app.store.read_all(None, 1).await?.is_empty() {
         return Err(TransferError::NotEmpty);
     }

@@ -47,9 +47,10 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::commands::{execute_on, Actor, CommandError, Known};
+use crate::context::AppContext;
 use crate::directory::KnownChannel;
+use crate::error::AppError;
 use crate::faults::crash_point;
-use crate::{ApiError, AppState};
 
 /// Attempts for a bubble that keeps meeting throttling or server errors.
 const MAX_ATTEMPTS: u32 = 6;
@@ -111,12 +112,12 @@ impl DeliveryWorker {
 
     /// One pass over the conversations with unsettled bubbles; returns how
     /// many bubble outcomes (delivered or failed) it recorded.
-    pub async fn run_once(&self, app: &AppState) -> Result<usize, ApiError> {
+    pub async fn run_once(&self, app: &AppContext) -> Result<usize, AppError> {
         self.forget_old_retries();
         let conversations =
             read::conversations_with_deliveries(&app.db, CONVERSATIONS_PER_PASS).await?;
         let used_channels = Mutex::new(HashSet::new());
-        let outcomes: Vec<Result<usize, ApiError>> = futures_util::stream::iter(conversations)
+        let outcomes: Vec<Result<usize, AppError>> = futures_util::stream::iter(conversations)
             .map(|conversation| self.deliver_conversation(app, conversation, &used_channels))
             .buffer_unordered(CONCURRENT_CONVERSATIONS)
             .collect()
@@ -130,7 +131,7 @@ impl DeliveryWorker {
             .unwrap_or_else(|p| p.into_inner());
         for channel in used_channels {
             // A successful send restarts the page token's 90 days.
-            crate::channels::record_token_use(app, channel).await?;
+            crate::services::channels::record_token_use(app, channel).await?;
         }
         Ok(recorded)
     }
@@ -139,10 +140,10 @@ impl DeliveryWorker {
     /// outcomes recorded.
     async fn deliver_conversation(
         &self,
-        app: &AppState,
+        app: &AppContext,
         id: ConversationId,
         used_channels: &Mutex<HashSet<ChannelId>>,
-    ) -> Result<usize, ApiError> {
+    ) -> Result<usize, AppError> {
         let mut recorded = 0;
         let lease = app.config.delivery_lease;
         // Read once, then only what is appended since.
@@ -151,7 +152,7 @@ impl DeliveryWorker {
             known
                 .catch_up(&*app.store, id.0)
                 .await
-                .map_err(|e| ApiError::internal(format!("{e:?}")))?;
+                .map_err(|e| AppError::internal(format!("{e:?}")))?;
             let conversation = known.state.clone();
             let (Some(org_id), Some(kind)) = (conversation.org_id, conversation.channel_kind)
             else {
@@ -180,81 +181,112 @@ impl DeliveryWorker {
                     recorded += settled(&events);
                 }
                 Some(NextDelivery::Send { reply, indexes }) => {
-                    if !self.due(reply.reply_id) {
-                        return Ok(recorded);
-                    }
-                    let Some(channel) = app
-                        .directory
-                        .by_id(&*app.store, reply.channel_id)
-                        .await
-                        .map_err(ApiError::internal)?
-                    else {
-                        return Ok(recorded);
+                    let next = Next {
+                        place,
+                        kind,
+                        now,
+                        reply,
+                        indexes,
                     };
-                    let status = channel.state.status_at(now);
-                    if status == Some(ChannelStatus::Expired) {
-                        // Replies wait for reauthorization.
-                        return Ok(recorded);
-                    }
-                    let route = match kind {
-                        ChannelKind::Facebook => SendRoute::FacebookSend,
-                        ChannelKind::Line => reply.line_route(),
-                    };
-                    crash_point("delivery:before-claim");
-                    // The claim: only one worker anywhere gets past this.
-                    let claimed = step(app, id, &mut known, |c| {
-                        decide_claim(&c.outbox, place, reply.reply_id, &indexes, route, now)
-                    })
-                    .await?;
-                    if claimed.is_empty() {
-                        return Ok(recorded);
-                    }
-                    crash_point("delivery:after-claim");
-                    let answer = if status == Some(ChannelStatus::Disconnected) {
-                        Answer::Settled(Outcome::Failed {
-                            code: Some("CHANNEL_NOT_CONNECTED".into()),
-                            reason: "the channel was disconnected".into(),
-                        })
-                    } else {
-                        let started = std::time::Instant::now();
-                        let answer = self
-                            .send(app, &channel, &conversation, &reply, &indexes, route)
-                            .await;
-                        record_attempt(app, route, &reply, started.elapsed(), &answer);
-                        answer
-                    };
-                    crash_point("delivery:after-send");
-                    let Some(outcome) = self.outcome(&reply, route, answer) else {
-                        // Claimed and maybe sent: the echo or the lease decides.
-                        return Ok(recorded);
-                    };
-                    if matches!(outcome, Outcome::Delivered(_)) {
-                        used_channels
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(channel.id);
-                    }
-                    let deferred = matches!(outcome, Outcome::Deferred { .. });
-                    let events = step(app, id, &mut known, |c| {
-                        decide_outcome(
-                            &c.outbox,
-                            place,
-                            reply.reply_id,
-                            &indexes,
-                            now,
-                            &outcome,
-                            app.clock.now(),
-                        )
-                    })
-                    .await?;
-                    recorded += settled(&events);
-                    if deferred {
+                    let (settled, go_on) =
+                        self.send_next(app, &mut known, next, used_channels).await?;
+                    recorded += settled;
+                    if !go_on {
                         return Ok(recorded);
                     }
                 }
             }
         }
         Ok(recorded)
+    }
+
+    /// Claims, sends and records the outbox's next bubbles (`next`);
+    /// returns the outcomes recorded, and whether the conversation's
+    /// outbox may go on now.
+    async fn send_next(
+        &self,
+        app: &AppContext,
+        known: &mut Known<Conversation>,
+        next: Next,
+        used_channels: &Mutex<HashSet<ChannelId>>,
+    ) -> Result<(usize, bool), AppError> {
+        let Next {
+            place,
+            kind,
+            now,
+            reply,
+            indexes,
+        } = next;
+        let id = place.conversation_id;
+        let conversation = known.state.clone();
+        if !self.due(reply.reply_id) {
+            return Ok((0, false));
+        }
+        let Some(channel) = app
+            .directory
+            .by_id(&*app.store, reply.channel_id)
+            .await
+            .map_err(AppError::internal)?
+        else {
+            return Ok((0, false));
+        };
+        let status = channel.state.status_at(now);
+        if status == Some(ChannelStatus::Expired) {
+            // Replies wait for reauthorization.
+            return Ok((0, false));
+        }
+        let route = match kind {
+            ChannelKind::Facebook => SendRoute::FacebookSend,
+            ChannelKind::Line => reply.line_route(),
+        };
+        crash_point("delivery:before-claim");
+        // The claim: only one worker anywhere gets past this.
+        let claimed = step(app, id, known, |c| {
+            decide_claim(&c.outbox, place, reply.reply_id, &indexes, route, now)
+        })
+        .await?;
+        if claimed.is_empty() {
+            return Ok((0, false));
+        }
+        crash_point("delivery:after-claim");
+        let answer = if status == Some(ChannelStatus::Disconnected) {
+            Answer::Settled(Outcome::Failed {
+                code: Some("CHANNEL_NOT_CONNECTED".into()),
+                reason: "the channel was disconnected".into(),
+            })
+        } else {
+            let started = std::time::Instant::now();
+            let answer = self
+                .send(app, &channel, &conversation, &reply, &indexes, route)
+                .await;
+            record_attempt(app, route, &reply, started.elapsed(), &answer);
+            answer
+        };
+        crash_point("delivery:after-send");
+        let Some(outcome) = self.outcome(&reply, route, answer) else {
+            // Claimed and maybe sent: the echo or the lease decides.
+            return Ok((0, false));
+        };
+        if matches!(outcome, Outcome::Delivered(_)) {
+            used_channels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(channel.id);
+        }
+        let deferred = matches!(outcome, Outcome::Deferred { .. });
+        let events = step(app, id, known, |c| {
+            decide_outcome(
+                &c.outbox,
+                place,
+                reply.reply_id,
+                &indexes,
+                now,
+                &outcome,
+                app.clock.now(),
+            )
+        })
+        .await?;
+        Ok((settled(&events), !deferred))
     }
 
     /// Turns a platform's answer into the outcome to record, counting
@@ -370,7 +402,7 @@ impl DeliveryWorker {
     /// Makes the platform call for claimed bubbles `indexes` of `reply`.
     async fn send(
         &self,
-        app: &AppState,
+        app: &AppContext,
         channel: &KnownChannel,
         conversation: &Conversation,
         reply: &OutboundReply,
@@ -412,7 +444,8 @@ impl DeliveryWorker {
                 let answer = send_line(app, reply, &bubbles, route, token.expose()).await;
                 if matches!(answer, Answer::Wait(_)) {
                     if let Err(error) =
-                        crate::channels::expire_rejected_token(app, channel.id, 401, None).await
+                        crate::services::channels::expire_rejected_token(app, channel.id, 401, None)
+                            .await
                     {
                         tracing::warn!(?error, "could not expire the channel");
                     }
@@ -426,7 +459,7 @@ impl DeliveryWorker {
 /// Counts and logs one platform call of the delivery worker (ids and
 /// outcome only, never the text).
 fn record_attempt(
-    app: &AppState,
+    app: &AppContext,
     route: SendRoute,
     reply: &OutboundReply,
     took: std::time::Duration,
@@ -461,7 +494,7 @@ fn record_attempt(
 /// A bubble as the platform must see it: its text opened (texts are
 /// sealed under the customer's key in the log). Once the customer is
 /// erased, there is nothing left to send.
-async fn open_bubble(app: &AppState, bubble: &CheckedBubble) -> Result<CheckedBubble, Answer> {
+async fn open_bubble(app: &AppContext, bubble: &CheckedBubble) -> Result<CheckedBubble, Answer> {
     let CheckedBubble::Text(text) = bubble else {
         return Ok(bubble.clone());
     };
@@ -493,22 +526,31 @@ fn settled(events: &[ConversationEvent]) -> usize {
 /// appends it at the revision it was decided on (re-deciding on conflict).
 /// A step the state has moved past (another worker took it) appends
 /// nothing and returns no events.
+/// The bubbles a conversation's outbox sends next, and where and when.
+struct Next {
+    place: Place,
+    kind: ChannelKind,
+    now: chrono::DateTime<chrono::Utc>,
+    reply: OutboundReply,
+    indexes: Vec<u32>,
+}
+
 async fn step(
-    app: &AppState,
+    app: &AppContext,
     id: ConversationId,
     known: &mut Known<Conversation>,
     decide: impl Fn(&Conversation) -> Result<Vec<ConversationEvent>, StaleStep>,
-) -> Result<Vec<ConversationEvent>, ApiError> {
+) -> Result<Vec<ConversationEvent>, AppError> {
     let actor = Actor::system("system:delivery");
     match execute_on(&*app.store, id.0, &actor, known, |_| None, decide).await {
         Ok(executed) => Ok(executed.events),
         Err(CommandError::Rejected(_)) => Ok(Vec::new()),
-        Err(error) => Err(ApiError::internal(format!("{error:?}"))),
+        Err(error) => Err(AppError::internal(format!("{error:?}"))),
     }
 }
 
 async fn send_facebook(
-    app: &AppState,
+    app: &AppContext,
     channel: &KnownChannel,
     conversation: &Conversation,
     reply: &OutboundReply,
@@ -573,7 +615,7 @@ async fn send_facebook(
     }
 }
 
-async fn facebook_answer(app: &AppState, channel: &KnownChannel, error: PlatformError) -> Answer {
+async fn facebook_answer(app: &AppContext, channel: &KnownChannel, error: PlatformError) -> Answer {
     let failed = |code: String, reason: String| {
         Answer::Settled(Outcome::Failed {
             code: Some(code),
@@ -584,7 +626,8 @@ async fn facebook_answer(app: &AppState, channel: &KnownChannel, error: Platform
         PlatformError::Facebook { error, .. } => match (error.code, error.error_subcode) {
             (190, subcode) => {
                 if let Err(error) =
-                    crate::channels::expire_rejected_token(app, channel.id, 190, subcode).await
+                    crate::services::channels::expire_rejected_token(app, channel.id, 190, subcode)
+                        .await
                 {
                     tracing::warn!(?error, "could not expire the channel");
                 }
@@ -657,7 +700,7 @@ fn line_message(bubble: &CheckedBubble, sender: Option<&policy::Sender>) -> Valu
 }
 
 async fn send_line(
-    app: &AppState,
+    app: &AppContext,
     reply: &OutboundReply,
     bubbles: &[(u32, &CheckedBubble)],
     route: SendRoute,
@@ -738,7 +781,7 @@ fn line_answer(error: PlatformError, on_reply: bool) -> Answer {
 }
 
 /// Runs passes until the process stops: after every change, and every second.
-pub async fn run_delivery_worker(app: AppState) {
+pub async fn run_delivery_worker(app: AppContext) {
     let worker = DeliveryWorker::default();
     let mut updates = app.bus.subscribe();
     loop {

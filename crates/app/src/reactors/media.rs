@@ -9,14 +9,9 @@
 //! the webhook acknowledgement never waits for a download.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, StreamExt};
 use omnibox_domain::conversation::{ConversationEvent, MediaSource};
 use omnibox_domain::ids::ConversationId;
@@ -27,8 +22,9 @@ use omnibox_projections::inbox::{self as read, PendingMedia};
 use omnibox_store::{ExpectedRevision, Metadata, NewEvent, StreamName};
 use uuid::Uuid;
 
-use crate::auth::{authenticate, bearer};
-use crate::AppState;
+use crate::context::AppContext;
+use crate::error::AppError;
+use crate::media_store::storage_key;
 
 /// The largest inbound file Omnibox keeps from LINE's content API.
 pub const MAX_MEDIA_BYTES: usize = 50 * 1024 * 1024;
@@ -40,90 +36,6 @@ const CONCURRENCY: usize = 8;
 /// Attempts while LINE answers "not ready yet" (202) or the network fails,
 /// one per pass (passes run every few seconds and on every new message).
 const MAX_ATTEMPTS: u32 = 20;
-
-/// Where media bytes live. Local files by default; an object store can
-/// implement the same two calls.
-#[async_trait]
-pub trait MediaStore: Send + Sync + 'static {
-    async fn put(&self, key: &str, bytes: &[u8]) -> std::io::Result<()>;
-    async fn get(&self, key: &str) -> std::io::Result<Option<Vec<u8>>>;
-    /// Removes `key`'s bytes; `false` when there were none.
-    async fn delete(&self, key: &str) -> std::io::Result<bool>;
-}
-
-/// Media as files in a folder, written atomically (temporary file, then rename).
-pub struct LocalMediaStore {
-    dir: PathBuf,
-}
-
-impl LocalMediaStore {
-    pub fn new(dir: PathBuf) -> Self {
-        Self { dir }
-    }
-
-    fn path(&self, key: &str) -> std::io::Result<PathBuf> {
-        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "invalid media key",
-            ));
-        }
-        Ok(self.dir.join(key))
-    }
-}
-
-#[async_trait]
-impl MediaStore for LocalMediaStore {
-    async fn put(&self, key: &str, bytes: &[u8]) -> std::io::Result<()> {
-        let path = self.path(key)?;
-        let (dir, temporary) = (
-            self.dir.clone(),
-            self.dir.join(format!(".{key}.{}", Uuid::new_v4().simple())),
-        );
-        let bytes = bytes.to_vec();
-        // Customers' files: readable by this user only.
-        tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            omnibox_store::database::create_private_dir(&dir)?;
-            let mut file = omnibox_store::database::create_private_file(&temporary)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&temporary, &path)
-        })
-        .await
-        .map_err(std::io::Error::other)?
-    }
-
-    async fn get(&self, key: &str) -> std::io::Result<Option<Vec<u8>>> {
-        match tokio::fs::read(self.path(key)?).await {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(error),
-        }
-    }
-
-    async fn delete(&self, key: &str) -> std::io::Result<bool> {
-        match tokio::fs::remove_file(self.path(key)?).await {
-            Ok(()) => Ok(true),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(error) => Err(error),
-        }
-    }
-}
-
-/// Creates `dir` if needed and proves a file can be written there, so a
-/// read-only or mistyped media folder stops start-up instead of every fetch.
-pub fn check_writable(dir: &std::path::Path) -> std::io::Result<()> {
-    omnibox_store::database::create_private_dir(dir)?;
-    let probe = dir.join(format!(".write-check-{}", Uuid::new_v4().simple()));
-    omnibox_store::database::create_private_file(&probe)?;
-    std::fs::remove_file(&probe)
-}
-
-/// Where attachment `index` of message `message_id` is kept.
-pub fn storage_key(message_id: Uuid, index: u32) -> String {
-    format!("{}-{index}", message_id.simple())
-}
 
 /// Remembers how often each pending item was tried, and what it recorded
 /// that the read model may not show yet, across passes.
@@ -142,7 +54,7 @@ enum Outcome {
 
 impl MediaFetcher {
     /// One pass over the pending media; returns how many outcomes it recorded.
-    pub async fn run_once(&self, app: &AppState) -> Result<usize, crate::ApiError> {
+    pub async fn run_once(&self, app: &AppContext) -> Result<usize, AppError> {
         let pending = read::pending_media(&app.db, 64).await?;
         let pending = {
             let mut recorded = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
@@ -227,7 +139,7 @@ impl MediaFetcher {
     }
 }
 
-fn failed(item: &PendingMedia, reason: String, app: &AppState) -> ConversationEvent {
+fn failed(item: &PendingMedia, reason: String, app: &AppContext) -> ConversationEvent {
     // The reason names what happened (expired, too large, refused), never a URL's secrets.
     tracing::info!(
         message = %item.message_id,
@@ -246,20 +158,20 @@ fn failed(item: &PendingMedia, reason: String, app: &AppState) -> ConversationEv
 }
 
 async fn record(
-    app: &AppState,
+    app: &AppContext,
     conversation: ConversationId,
     message_id: Uuid,
     index: u32,
     event: &ConversationEvent,
-) -> Result<(), crate::ApiError> {
-    let stream = StreamName::new(ConversationId::CATEGORY, conversation.0)
-        .map_err(crate::ApiError::internal)?;
+) -> Result<(), AppError> {
+    let stream =
+        StreamName::new(ConversationId::CATEGORY, conversation.0).map_err(AppError::internal)?;
     // One outcome per attachment, whichever server records it first.
     let id = Uuid::new_v5(&message_id, format!("media:{index}").as_bytes());
     let event = NewEvent {
         id,
         event_type: event.event_type().to_owned(),
-        data: serde_json::to_string(event).map_err(crate::ApiError::internal)?,
+        data: serde_json::to_string(event).map_err(AppError::internal)?,
         metadata: Metadata {
             correlation_id: Uuid::now_v7(),
             causation_id: Some(message_id),
@@ -272,7 +184,7 @@ async fn record(
     Ok(())
 }
 
-async fn fetch(app: &AppState, item: &PendingMedia) -> Outcome {
+async fn fetch(app: &AppContext, item: &PendingMedia) -> Outcome {
     let result = match &item.source {
         // The URL came in a payload: public https addresses only.
         MediaSource::Url { url } => app
@@ -300,7 +212,7 @@ async fn fetch(app: &AppState, item: &PendingMedia) -> Outcome {
     }
 }
 
-async fn channel_token(app: &AppState, item: &PendingMedia) -> Result<String, String> {
+async fn channel_token(app: &AppContext, item: &PendingMedia) -> Result<String, String> {
     let channel = channel_read::channel_by_id(&app.db, item.channel_id)
         .await
         .map_err(|e| e.to_string())?
@@ -315,7 +227,7 @@ async fn channel_token(app: &AppState, item: &PendingMedia) -> Result<String, St
 
 /// Runs passes until the process stops: after every new message, and every
 /// few seconds for retries.
-pub async fn run_media_fetcher(app: AppState) {
+pub async fn run_media_fetcher(app: AppContext) {
     let fetcher = MediaFetcher::default();
     let mut updates = app.bus.subscribe();
     loop {
@@ -324,93 +236,6 @@ pub async fn run_media_fetcher(app: AppState) {
         }
         if !app.next_pass(&mut updates, Duration::from_secs(3)).await {
             return;
-        }
-    }
-}
-
-/// Media types a browser may show in place: pictures, video and sound of
-/// the kinds the platforms send.
-fn shown_inline(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    matches!(
-        essence.as_str(),
-        "image/png"
-            | "image/jpeg"
-            | "image/gif"
-            | "image/webp"
-            | "video/mp4"
-            | "video/quicktime"
-            | "audio/mpeg"
-            | "audio/mp4"
-            | "audio/aac"
-            | "audio/x-m4a"
-    )
-}
-
-/// `GET /media/{messageId}/{index}`: a stored attachment, to members of its
-/// organization (bearer token); 404 for anything else.
-pub async fn serve_media(
-    State(app): State<AppState>,
-    Path((message_id, index)): Path<(String, u32)>,
-    headers: HeaderMap,
-) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer);
-    let Some(token) = token else {
-        return (StatusCode::UNAUTHORIZED, "a bearer token is required").into_response();
-    };
-    let Ok(session) = authenticate(&app.db, token).await else {
-        return (StatusCode::UNAUTHORIZED, "a valid bearer token is required").into_response();
-    };
-    let Ok(message_id) = Uuid::parse_str(&message_id) else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let media = match read::media(&app.db, session.member.org_id, message_id).await {
-        Ok(media) => media,
-        Err(error) => {
-            tracing::error!(%error, "media lookup failed");
-            return StatusCode::SERVICE_UNAVAILABLE.into_response();
-        }
-    };
-    let Some((key, content_type)) = media
-        .into_iter()
-        .find(|m| m.index == index && m.state == "STORED")
-        .and_then(|m| m.storage_key.map(|k| (k, m.content_type)))
-    else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    match app.media.get(&key).await {
-        Ok(Some(bytes)) => {
-            let content_type = content_type.unwrap_or_else(|| "application/octet-stream".into());
-            // The type came from a platform's (or a tenant's) server: never
-            // let a browser sniff another, and show inline only the media
-            // types a chat shows; anything else (HTML, SVG, PDF, …) downloads.
-            let disposition = if shown_inline(&content_type) {
-                "inline"
-            } else {
-                "attachment"
-            };
-            (
-                [
-                    (header::CONTENT_TYPE, content_type),
-                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
-                    (header::CONTENT_DISPOSITION, disposition.to_owned()),
-                ],
-                bytes,
-            )
-                .into_response()
-        }
-        Ok(None) => StatusCode::NOT_FOUND.into_response(),
-        Err(error) => {
-            tracing::error!(%error, "media store read failed");
-            StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
     }
 }

@@ -34,8 +34,8 @@ pub enum Item {
 /// An update, with the rows subscriptions load for it, loaded once.
 pub struct Shared {
     pub update: LiveUpdate,
-    conversation: OnceCell<Option<crate::graphql::Conversation>>,
-    message: OnceCell<Option<crate::graphql::Message>>,
+    conversation: OnceCell<Option<super::Conversation>>,
+    message: OnceCell<Option<super::Message>>,
 }
 
 impl Shared {
@@ -51,20 +51,17 @@ impl Shared {
     pub(crate) async fn conversation<F>(
         &self,
         load: impl FnOnce() -> F,
-    ) -> Option<crate::graphql::Conversation>
+    ) -> Option<super::Conversation>
     where
-        F: Future<Output = Option<crate::graphql::Conversation>>,
+        F: Future<Output = Option<super::Conversation>>,
     {
         self.conversation.get_or_init(load).await.clone()
     }
 
     /// The message row this update left, loaded by the first caller.
-    pub(crate) async fn message<F>(
-        &self,
-        load: impl FnOnce() -> F,
-    ) -> Option<crate::graphql::Message>
+    pub(crate) async fn message<F>(&self, load: impl FnOnce() -> F) -> Option<super::Message>
     where
-        F: Future<Output = Option<crate::graphql::Message>>,
+        F: Future<Output = Option<super::Message>>,
     {
         self.message.get_or_init(load).await.clone()
     }

@@ -21,7 +21,8 @@ use omnibox_store::secrets::Secret;
 
 use crate::auth::Session;
 use crate::commands::{execute, Actor, CommandError};
-use crate::{ApiError, AppState};
+use crate::context::AppContext;
+use crate::error::AppError;
 
 /// What a member asks to connect.
 pub struct ConnectRequest {
@@ -40,7 +41,7 @@ fn requester(session: &Session) -> Requester {
     }
 }
 
-fn require_admin(session: &Session) -> Result<(), ApiError> {
+fn require_admin(session: &Session) -> Result<(), AppError> {
     if session.member.role.can_administer() {
         Ok(())
     } else {
@@ -48,45 +49,45 @@ fn require_admin(session: &Session) -> Result<(), ApiError> {
     }
 }
 
-pub(crate) fn channel_error(error: ChannelError) -> ApiError {
+pub(crate) fn channel_error(error: ChannelError) -> AppError {
     match error {
         ChannelError::Forbidden(_) | ChannelError::AgentsCannotConfigure => {
-            ApiError::Forbidden(error.to_string())
+            AppError::Forbidden(error.to_string())
         }
-        ChannelError::NotFound => ApiError::NotFound("no such channel in your organization".into()),
-        ChannelError::PageTaken => ApiError::PageTaken(error.to_string()),
-        ChannelError::Disconnected => ApiError::ChannelNotConnected(error.to_string()),
+        ChannelError::NotFound => AppError::NotFound("no such channel in your organization".into()),
+        ChannelError::PageTaken => AppError::PageTaken(error.to_string()),
+        ChannelError::Disconnected => AppError::ChannelNotConnected(error.to_string()),
     }
 }
 
-fn command_error(error: CommandError<ChannelError>) -> ApiError {
+fn command_error(error: CommandError<ChannelError>) -> AppError {
     match error {
         CommandError::Rejected(error) => channel_error(error),
-        CommandError::Contended => ApiError::Conflict(error.to_string()),
-        other => ApiError::internal(other),
+        CommandError::Contended => AppError::Conflict(error.to_string()),
+        other => AppError::internal(other),
     }
 }
 
 /// A platform's refusal, as a person can act on it. Only the platform's
 /// own words and codes are shown, never the token.
-pub(crate) fn platform_error(platform: &str, error: PlatformError) -> ApiError {
+pub(crate) fn platform_error(platform: &str, error: PlatformError) -> AppError {
     match error {
         // Transient on Facebook's side (unknown error, service down, throttled).
         PlatformError::Facebook { ref error, .. }
             if matches!(error.code, 1 | 2 | 4 | 17 | 32 | 613) =>
         {
-            ApiError::PlatformUnavailable(format!(
+            AppError::PlatformUnavailable(format!(
                 "{platform} could not check this token now, try again: {}",
                 error.message
             ))
         }
         PlatformError::Line { status, ref error } if status >= 500 || status == 429 => {
-            ApiError::PlatformUnavailable(format!(
+            AppError::PlatformUnavailable(format!(
                 "{platform} could not check this token now (HTTP {status}), try again: {}",
                 error.message
             ))
         }
-        PlatformError::Facebook { error, .. } => ApiError::Validation(format!(
+        PlatformError::Facebook { error, .. } => AppError::Validation(format!(
             "{platform} refused this token: {} (code {}{})",
             error.message,
             error.code,
@@ -95,7 +96,7 @@ pub(crate) fn platform_error(platform: &str, error: PlatformError) -> ApiError {
                 .map(|s| format!(", subcode {s}"))
                 .unwrap_or_default()
         )),
-        PlatformError::Line { status, error } => ApiError::Validation(format!(
+        PlatformError::Line { status, error } => AppError::Validation(format!(
             "{platform} refused this token: {} (HTTP {status})",
             error.message
         )),
@@ -103,29 +104,29 @@ pub(crate) fn platform_error(platform: &str, error: PlatformError) -> ApiError {
         // token (5xx, garbage): the token may be fine, so not VALIDATION.
         other => {
             tracing::info!(platform, error = %other, "platform unavailable while checking a token");
-            ApiError::PlatformUnavailable(format!(
+            AppError::PlatformUnavailable(format!(
                 "{platform} could not be reached to check this token, try again: {other}"
             ))
         }
     }
 }
 
-fn text(field: &str, value: &str, max: usize) -> Result<String, ApiError> {
+fn text(field: &str, value: &str, max: usize) -> Result<String, AppError> {
     let value = value.trim();
     if value.is_empty() || value.chars().count() > max {
-        return Err(ApiError::Validation(format!(
+        return Err(AppError::Validation(format!(
             "{field} must be 1 to {max} characters"
         )));
     }
     Ok(value.to_owned())
 }
 
-async fn seal(app: &AppState, purpose: &str, value: &str) -> Result<SecretRef, ApiError> {
+async fn seal(app: &AppContext, purpose: &str, value: &str) -> Result<SecretRef, AppError> {
     let sealed = app
         .secrets
         .put(purpose, &Secret::new(value))
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(AppError::internal)?;
     Ok(SecretRef {
         id: sealed.id,
         fingerprint: sealed.fingerprint,
@@ -133,11 +134,11 @@ async fn seal(app: &AppState, purpose: &str, value: &str) -> Result<SecretRef, A
 }
 
 async fn run(
-    app: &AppState,
+    app: &AppContext,
     actor: &Actor,
     id: ChannelId,
     command: ChannelCommand,
-) -> Result<(), ApiError> {
+) -> Result<(), AppError> {
     let now = app.clock.now();
     let executed = execute::<Channel, _>(&*app.store, id.0, actor, |state| {
         channel::decide(state, command.clone(), now)
@@ -149,7 +150,7 @@ async fn run(
     Ok(())
 }
 
-async fn row(app: &AppState, session: &Session, id: ChannelId) -> Result<ChannelRow, ApiError> {
+async fn row(app: &AppContext, session: &Session, id: ChannelId) -> Result<ChannelRow, AppError> {
     read::channel(&app.db, session.member.org_id, id)
         .await?
         .ok_or_else(|| channel_error(ChannelError::NotFound))
@@ -157,10 +158,10 @@ async fn row(app: &AppState, session: &Session, id: ChannelId) -> Result<Channel
 
 /// Connects (or reconnects) a channel to the caller's organization.
 pub async fn connect(
-    app: &AppState,
+    app: &AppContext,
     session: &Session,
     request: ConnectRequest,
-) -> Result<ChannelRow, ApiError> {
+) -> Result<ChannelRow, AppError> {
     require_admin(session)?;
     let name = text("name", &request.name, 200)?;
     let token = text("accessToken", &request.access_token, 4096)?;
@@ -170,7 +171,7 @@ pub async fn connect(
     let (channel_id, external_id, channel_secret) = match request.kind {
         ChannelKind::Facebook => {
             if !external_id.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(ApiError::Validation(format!(
+                return Err(AppError::Validation(format!(
                     "{external_id:?} is not a Facebook page id (digits only)"
                 )));
             }
@@ -180,7 +181,7 @@ pub async fn connect(
                 .await
                 .map_err(|e| platform_error("Facebook", e))?;
             if page.id != external_id {
-                return Err(ApiError::Validation(format!(
+                return Err(AppError::Validation(format!(
                     "this token belongs to page {}, not {external_id}",
                     page.id
                 )));
@@ -199,7 +200,7 @@ pub async fn connect(
                 .map(|s| text("channelSecret", s, 200))
                 .transpose()?
                 .ok_or_else(|| {
-                    ApiError::Validation(
+                    AppError::Validation(
                         "a LINE channel needs its channelSecret (to check webhook signatures)"
                             .into(),
                     )
@@ -242,7 +243,7 @@ pub async fn connect(
 
 /// Claims a Facebook page for the caller's organization; the channel id it
 /// already has there, or a new one.
-async fn claim(app: &AppState, actor: &Actor, page_id: &str) -> Result<ChannelId, ApiError> {
+async fn claim(app: &AppContext, actor: &Actor, page_id: &str) -> Result<ChannelId, AppError> {
     let org = actor_org(actor)?;
     let now = app.clock.now();
     let fresh = ChannelId::generate();
@@ -257,19 +258,19 @@ async fn claim(app: &AppState, actor: &Actor, page_id: &str) -> Result<ChannelId
     Ok(chosen.into_inner().unwrap_or_else(|p| p.into_inner()))
 }
 
-fn actor_org(actor: &Actor) -> Result<omnibox_domain::ids::OrgId, ApiError> {
+fn actor_org(actor: &Actor) -> Result<omnibox_domain::ids::OrgId, AppError> {
     actor
         .org
-        .ok_or_else(|| ApiError::internal("a channel command without an organization"))
+        .ok_or_else(|| AppError::internal("a channel command without an organization"))
 }
 
 /// Replaces a channel's token after checking it; restarts the 90 days.
 pub async fn reauthorize(
-    app: &AppState,
+    app: &AppContext,
     session: &Session,
     id: ChannelId,
     access_token: &str,
-) -> Result<ChannelRow, ApiError> {
+) -> Result<ChannelRow, AppError> {
     require_admin(session)?;
     let token = text("accessToken", access_token, 4096)?;
     let current = row(app, session, id).await?;
@@ -281,7 +282,7 @@ pub async fn reauthorize(
                 .await
                 .map_err(|e| platform_error("Facebook", e))?;
             if page.id != current.external_id {
-                return Err(ApiError::Validation(format!(
+                return Err(AppError::Validation(format!(
                     "this token belongs to page {}, not {}",
                     page.id, current.external_id
                 )));
@@ -299,7 +300,7 @@ pub async fn reauthorize(
                 .await
                 .map_err(|e| platform_error("LINE", e))?;
             if bot.user_id != current.external_id {
-                return Err(ApiError::Validation(
+                return Err(AppError::Validation(
                     "this token belongs to another LINE bot".into(),
                 ));
             }
@@ -327,10 +328,10 @@ pub async fn reauthorize(
 
 /// Stops receiving and sending on a channel; its history stays.
 pub async fn disconnect(
-    app: &AppState,
+    app: &AppContext,
     session: &Session,
     id: ChannelId,
-) -> Result<ChannelRow, ApiError> {
+) -> Result<ChannelRow, AppError> {
     require_admin(session)?;
     let current = row(app, session, id).await?;
     let actor = Actor::member(&session.member);
@@ -368,19 +369,19 @@ pub async fn disconnect(
 }
 
 pub async fn set_assignment_mode(
-    app: &AppState,
+    app: &AppContext,
     session: &Session,
     id: ChannelId,
     mode: AssignmentMode,
     max_open_per_agent: Option<i32>,
-) -> Result<ChannelRow, ApiError> {
+) -> Result<ChannelRow, AppError> {
     let max_open_per_agent = max_open_per_agent
         .map(|cap| {
             u32::try_from(cap)
                 .ok()
                 .filter(|cap| (1..=10_000).contains(cap))
                 .ok_or_else(|| {
-                    ApiError::Validation(
+                    AppError::Validation(
                         "maxOpenPerAgent must be between 1 and 10000 (or null for no cap)".into(),
                     )
                 })
@@ -405,7 +406,7 @@ pub async fn set_assignment_mode(
 /// The expiry timer's tick: expires every channel whose idle deadline has
 /// passed at the clock's `now`. Safe to run from several processes and
 /// after restarts: the channel decides, so each deadline expires once.
-pub async fn expire_due_channels(app: &AppState) -> Result<usize, ApiError> {
+pub async fn expire_due_channels(app: &AppContext) -> Result<usize, AppError> {
     let now = app.clock.now();
     let due = read::due_for_expiry(&app.db, now).await?;
     let actor = Actor::system("system:expiry-timer");
@@ -439,11 +440,11 @@ pub async fn expire_due_channels(app: &AppState) -> Result<usize, ApiError> {
 /// The platform rejected a channel's token (Facebook OAuth error 190):
 /// the channel is EXPIRED at once, until reauthorized.
 pub async fn expire_rejected_token(
-    app: &AppState,
+    app: &AppContext,
     id: ChannelId,
     code: i64,
     subcode: Option<i64>,
-) -> Result<bool, ApiError> {
+) -> Result<bool, AppError> {
     let now = app.clock.now();
     let reason = ExpiryReason::TokenRejected { code, subcode };
     let executed = execute::<Channel, _>(
@@ -468,7 +469,7 @@ pub async fn expire_rejected_token(
 }
 
 /// A send succeeded with the channel's token: its 90 days start again.
-pub async fn record_token_use(app: &AppState, id: ChannelId) -> Result<(), ApiError> {
+pub async fn record_token_use(app: &AppContext, id: ChannelId) -> Result<(), AppError> {
     let now = app.clock.now();
     let executed = execute::<Channel, _>(
         &*app.store,
@@ -482,30 +483,10 @@ pub async fn record_token_use(app: &AppState, id: ChannelId) -> Result<(), ApiEr
     Ok(())
 }
 
-/// How often the expiry timer looks, in production.
-pub const EXPIRY_TICK: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Runs the expiry timer until the process stops.
-pub async fn run_expiry_timer(app: AppState) {
-    let mut tick = tokio::time::interval(EXPIRY_TICK);
-    loop {
-        tokio::select! {
-            _ = app.stopping() => return,
-            _ = tick.tick() => {}
-        }
-        if let Err(error) = expire_due_channels(&app).await {
-            tracing::warn!(
-                ?error,
-                "expiry timer tick failed; trying again at the next tick"
-            );
-        }
-    }
-}
-
 /// The instant `within_days` after `as_of`, for the watchlist.
-pub fn watch_until(as_of: DateTime<Utc>, within_days: i32) -> Result<DateTime<Utc>, ApiError> {
+pub fn watch_until(as_of: DateTime<Utc>, within_days: i32) -> Result<DateTime<Utc>, AppError> {
     if !(0..=3650).contains(&within_days) {
-        return Err(ApiError::Validation(
+        return Err(AppError::Validation(
             "withinDays must be between 0 and 3650".into(),
         ));
     }

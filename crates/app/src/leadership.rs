@@ -18,16 +18,16 @@ use std::time::Duration;
 use omnibox_store::Database;
 use sqlx::Connection;
 
-use crate::AppState;
+use crate::context::AppContext;
 
 /// How often a follower asks for the lock, and the leader checks it still holds it.
 pub const RETRY: Duration = Duration::from_secs(1);
 
 /// Runs `reactor` while this server leads `role`, until shutdown; starts
 /// it again each time leadership is won back.
-pub async fn run_as_leader<F, Fut>(app: AppState, role: &'static str, reactor: F)
+pub async fn run_as_leader<F, Fut>(app: AppContext, role: &'static str, reactor: F)
 where
-    F: Fn(AppState) -> Fut,
+    F: Fn(AppContext) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let Database::Postgres { pool } = &app.db else {

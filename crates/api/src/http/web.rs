@@ -7,32 +7,32 @@ use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-const INBOX_HTML: &str = include_str!("../assets/inbox/index.html");
-const INBOX_JS: &str = include_str!("../assets/inbox/inbox.js");
-const INBOX_CSS: &str = include_str!("../assets/inbox/inbox.css");
-const GRAPHIQL_HTML: &str = include_str!("../assets/graphiql/index.html");
+const INBOX_HTML: &str = include_str!("../../assets/inbox/index.html");
+const INBOX_JS: &str = include_str!("../../assets/inbox/inbox.js");
+const INBOX_CSS: &str = include_str!("../../assets/inbox/inbox.css");
+const GRAPHIQL_HTML: &str = include_str!("../../assets/graphiql/index.html");
 
 /// The vendored GraphiQL files by name, with their content types.
 const GRAPHIQL_ASSETS: &[(&str, &str, &[u8])] = &[
     (
         "graphiql.min.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../assets/graphiql/graphiql.min.js"),
+        include_bytes!("../../assets/graphiql/graphiql.min.js"),
     ),
     (
         "graphiql.min.css",
         "text/css; charset=utf-8",
-        include_bytes!("../assets/graphiql/graphiql.min.css"),
+        include_bytes!("../../assets/graphiql/graphiql.min.css"),
     ),
     (
         "react.production.min.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../assets/graphiql/react.production.min.js"),
+        include_bytes!("../../assets/graphiql/react.production.min.js"),
     ),
     (
         "react-dom.production.min.js",
         "text/javascript; charset=utf-8",
-        include_bytes!("../assets/graphiql/react-dom.production.min.js"),
+        include_bytes!("../../assets/graphiql/react-dom.production.min.js"),
     ),
 ];
 

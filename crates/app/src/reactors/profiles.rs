@@ -18,7 +18,8 @@ use omnibox_projections::inbox::{self as read, PendingProfile};
 use omnibox_store::{ExpectedRevision, Metadata, NewEvent, StreamName};
 use uuid::Uuid;
 
-use crate::{ApiError, AppState};
+use crate::context::AppContext;
+use crate::error::AppError;
 
 /// Passes a failing look-up is retried before the profile counts as unavailable.
 const MAX_ATTEMPTS: u32 = 5;
@@ -32,7 +33,7 @@ pub struct ProfileFetcher {
 
 impl ProfileFetcher {
     /// One pass over the contacts waiting for a profile.
-    pub async fn run_once(&self, app: &AppState) -> Result<usize, ApiError> {
+    pub async fn run_once(&self, app: &AppContext) -> Result<usize, AppError> {
         let mut recorded = 0;
         let pending = read::pending_profiles(&app.db, 32).await?;
         let pending = {
@@ -74,14 +75,14 @@ impl ProfileFetcher {
                 .personal
                 .for_contact(contact.org_id.0, contact.contact_id.0)
                 .await
-                .map_err(ApiError::internal)?;
+                .map_err(AppError::internal)?;
             event.seal_personal(|text| key.seal(text));
             let stream = StreamName::new(ContactId::CATEGORY, contact.contact_id.0)
-                .map_err(ApiError::internal)?;
+                .map_err(AppError::internal)?;
             let new_event = NewEvent {
                 id: Uuid::new_v5(&contact.contact_id.0, b"profile"),
                 event_type: event.event_type().to_owned(),
-                data: serde_json::to_string(&event).map_err(ApiError::internal)?,
+                data: serde_json::to_string(&event).map_err(AppError::internal)?,
                 metadata: Metadata {
                     correlation_id: Uuid::now_v7(),
                     causation_id: None,
@@ -101,7 +102,7 @@ impl ProfileFetcher {
     }
 }
 
-fn unavailable(app: &AppState, contact: &PendingProfile, reason: String) -> ContactEvent {
+fn unavailable(app: &AppContext, contact: &PendingProfile, reason: String) -> ContactEvent {
     ContactEvent::ContactProfileUnavailable {
         contact_id: contact.contact_id,
         org_id: contact.org_id,
@@ -116,7 +117,7 @@ enum Failure {
 }
 
 async fn look_up(
-    app: &AppState,
+    app: &AppContext,
     contact: &PendingProfile,
 ) -> Result<(Option<String>, Option<String>), Failure> {
     let channel = channel_read::channel_by_id(&app.db, contact.channel_id)
@@ -164,7 +165,7 @@ async fn look_up(
 }
 
 /// Runs passes until the process stops: after every change, and every few seconds.
-pub async fn run_profile_fetcher(app: AppState) {
+pub async fn run_profile_fetcher(app: AppContext) {
     let fetcher = ProfileFetcher::default();
     let mut updates = app.bus.subscribe();
     loop {

@@ -1,17 +1,20 @@
 //! From parsed webhook items to events: one append per item, each with an
 //! id derived from the item's platform id, so redeliveries store nothing new.
 
-use crate::directory::KnownChannel;
 use chrono::{DateTime, Utc};
+use futures_util::future::join_all;
 use omnibox_domain::conversation::{
     contact_id, conversation_id, inbound_event_id, AttachmentKind, ContactEvent, ConversationEvent,
     InboundAttachment, InboundEvent, MediaSource, Postback, Thread,
 };
 use omnibox_domain::ids::ConversationId;
 use omnibox_platforms::{facebook, line};
-use omnibox_store::{Metadata, NewEvent, StreamName};
+use omnibox_store::{ExpectedRevision, Metadata, NewEvent, StreamName};
 use serde::Serialize;
 use uuid::Uuid;
+
+use crate::context::AppContext;
+use crate::directory::KnownChannel;
 
 /// One event to append to one stream.
 #[derive(Debug)]
@@ -20,6 +23,45 @@ pub struct Append {
     pub event: NewEvent,
     /// An event with personal fields: its `data` is written by [`seal`].
     unsealed: Option<Box<ConversationEvent>>,
+}
+
+/// What storing a webhook's appends did.
+#[derive(Debug, Clone, Copy)]
+pub struct Stored {
+    pub items: usize,
+    /// How many were customers' messages (`MessageReceived`).
+    pub messages: usize,
+}
+
+/// Why a webhook's appends could not all be stored (the platform retries,
+/// which the derived ids make harmless).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreFailed {
+    #[error(transparent)]
+    Seal(#[from] omnibox_store::personal::PersonalError),
+    #[error(transparent)]
+    Store(#[from] omnibox_store::StoreError),
+}
+
+/// Seals `appends` and appends every one concurrently (they share group
+/// commits); answers once all are durable.
+pub async fn store(app: &AppContext, mut appends: Vec<Append>) -> Result<Stored, StoreFailed> {
+    seal(&mut appends, &app.personal).await?;
+    let messages = appends
+        .iter()
+        .filter(|a| a.event.event_type == "MessageReceived")
+        .count();
+    let items = appends.len();
+    let results = join_all(appends.into_iter().map(|append| async move {
+        app.store
+            .append(&append.stream, ExpectedRevision::Any, vec![append.event])
+            .await
+    }))
+    .await;
+    match results.into_iter().find_map(Result::err) {
+        None => Ok(Stored { items, messages }),
+        Some(error) => Err(error.into()),
+    }
 }
 
 /// Seals the personal fields of `appends` with their contacts' keys and
@@ -217,6 +259,9 @@ impl Received {
 }
 
 /// Facebook items for one page (its channel), as appends.
+///
+/// Longer than most functions on purpose: one match arm per kind of item,
+/// read as one table from the platform's kinds to our events.
 pub fn facebook_events(
     channel: &KnownChannel,
     events: Vec<facebook::Event>,
@@ -409,6 +454,9 @@ fn facebook_attachment(attachment: facebook::Attachment) -> InboundAttachment {
 }
 
 /// LINE events for one channel, as appends.
+///
+/// Longer than most functions on purpose: one match arm per kind of event
+/// and source, read as one table from the platform's kinds to our events.
 pub fn line_events(
     channel: &KnownChannel,
     events: Vec<line::Event>,

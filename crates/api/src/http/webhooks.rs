@@ -1,11 +1,12 @@
-//! The platforms' webhooks: verify, parse, append, then answer.
+//! The platforms' webhooks: verify, parse, store (`omnibox_app::inbound`),
+//! then answer.
 //!
 //! A webhook is answered 200 only after its events are durably appended (the
 //! store answers after the commit). A bad signature is 401 and nothing is
 //! stored; an unreadable body 400; a page or channel no organization has
 //! connected (or one that is disconnected) 200 with nothing stored, counted
 //! in /metrics, so the platform does not retry for ever. Whether a target is
-//! connected is decided from the log ([`crate::directory`]), never from a
+//! connected is decided from the log ([`omnibox_app::directory`]), never from a
 //! read model a rebuild may have emptied; when it cannot be decided the
 //! answer is 503 and the platform retries. Many concurrent webhooks share
 //! group commits.
@@ -14,17 +15,15 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::future::join_all;
+use omnibox_app::inbound::{facebook_events, line_events, Append, Stored};
 use omnibox_domain::ids::ChannelId;
 use omnibox_domain::ChannelKind;
 use omnibox_platforms::{
     facebook, facebook_handshake, line, verify_facebook_signature, verify_line_signature,
 };
-use omnibox_store::ExpectedRevision;
 use uuid::Uuid;
 
-use crate::inbound::{facebook_events, line_events, Append};
-use crate::AppState;
+use crate::state::AppState;
 
 /// Larger bodies are refused with 413 before they are read.
 pub const MAX_WEBHOOK_BODY: usize = 4 * 1024 * 1024;
@@ -207,36 +206,22 @@ fn unavailable(app: &AppState, platform: &'static str, error: impl std::fmt::Dis
     (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
 }
 
-/// Appends every item concurrently (they share group commits) and answers
-/// 200 once all are durable; any failure answers 503 so the platform
-/// retries, which the derived ids make harmless.
+/// Stores every item (see [`omnibox_app::inbound::store`]) and answers 200
+/// once all are durable; any failure answers 503 so the platform retries,
+/// which the derived ids make harmless.
 async fn store(
     app: &AppState,
     platform: &'static str,
     channel: &str,
-    mut appends: Vec<Append>,
+    appends: Vec<Append>,
 ) -> Response {
-    if let Err(error) = crate::inbound::seal(&mut appends, &app.personal).await {
-        return unavailable(app, platform, error);
-    }
-    let messages = appends
-        .iter()
-        .filter(|a| a.event.event_type == "MessageReceived")
-        .count();
-    let items = appends.len();
-    let results = join_all(appends.into_iter().map(|append| async move {
-        app.store
-            .append(&append.stream, ExpectedRevision::Any, vec![append.event])
-            .await
-    }))
-    .await;
-    match results.into_iter().find_map(Result::err) {
-        None => {
+    match omnibox_app::inbound::store(app, appends).await {
+        Ok(Stored { items, messages }) => {
             app.metrics.webhook(platform, "accepted");
             app.metrics.messages_received(platform, messages as u64);
             tracing::info!(platform, channel, items, messages, "webhook accepted");
             StatusCode::OK.into_response()
         }
-        Some(error) => unavailable(app, platform, error),
+        Err(error) => unavailable(app, platform, error),
     }
 }

@@ -475,10 +475,6 @@ impl Config {
             },
         })
     }
-
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@ use omnibox_domain::org::{self, Email, NewMember, OrgCommand, Organization, Role
 
 use crate::auth::issue_token;
 use crate::commands::{execute, Actor};
-use crate::{ApiError, AppState};
+use crate::context::AppContext;
+use crate::error::AppError;
 
 /// What `bootstrap` prints: the new organization, its owner, and the
 /// owner's token (shown this once).
@@ -20,11 +21,11 @@ pub struct Bootstrapped {
 /// Creates an organization and its OWNER, and brings the read models up to
 /// date so the token works at once, even before a server catches up.
 pub async fn bootstrap(
-    app: &AppState,
+    app: &AppContext,
     org_name: &str,
     owner_email: &str,
-) -> Result<Bootstrapped, ApiError> {
-    let email = Email::parse(owner_email).map_err(|e| ApiError::Validation(e.to_string()))?;
+) -> Result<Bootstrapped, AppError> {
+    let email = Email::parse(owner_email).map_err(|e| AppError::Validation(e.to_string()))?;
     let org_id = OrgId::generate();
     let issued = issue_token();
     let owner = NewMember {
@@ -47,13 +48,13 @@ pub async fn bootstrap(
         |state| org::decide(state, command.clone(), now),
     )
     .await
-    .map_err(|e| ApiError::Validation(e.to_string()))?;
+    .map_err(|e| AppError::Validation(e.to_string()))?;
     if let Some(position) = executed.position {
         let caught_up = app
             .projections
             .catch_up_to(position, std::time::Duration::from_secs(30))
             .await
-            .map_err(ApiError::internal)?;
+            .map_err(AppError::internal)?;
         if !caught_up {
             tracing::warn!(
                 "read models are still behind; the token works once a server catches up"
