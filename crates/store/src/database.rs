@@ -14,11 +14,11 @@ use sqlx::sqlite::{
 };
 
 use crate::postgres::PgEventStore;
-use crate::sqlite::SqliteEventStore;
+pub use crate::sqlite::SQLITE_BUSY_TIMEOUT;
+use crate::sqlite::{SqliteEventStore, LOG_PAGE_SIZE};
 use crate::{EventStore, StoreError};
 
-/// Names an EventStoreDB / KurrentDB server to keep the log in.
-pub const EVENTSTORE_URL_VARIABLE: &str = "OMNIBOX_EVENTSTORE_URL";
+pub use crate::EVENTSTORE_URL_VARIABLE;
 
 /// The EventStoreDB / KurrentDB log `OMNIBOX_EVENTSTORE_URL` names, if any.
 #[cfg(feature = "eventstoredb")]
@@ -85,9 +85,6 @@ pub enum Database {
     /// PostgreSQL: one database for everything.
     Postgres { pool: PgPool },
 }
-
-/// How long a statement waits for SQLite's write lock before giving up.
-pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Database {
     /// Connects to `sqlite://file.db` (created if missing) or `postgres://…`.
@@ -232,17 +229,6 @@ impl Database {
     }
 }
 
-/// The page size of the SQLite log files Omnibox creates (files created
-/// earlier keep theirs).
-///
-/// Every commit writes each page it dirtied to the WAL in full, and a group
-/// commit of the webhook shape (one event in each of ~100 streams) dirties
-/// one leaf of the (stream, revision) index per stream: halving the page
-/// from SQLite's default 4 KiB took that shape from ~34k to ~45k events/s
-/// on the benchmark machine. 1 KiB pages wrote no faster but made `$all`
-/// reads a third slower (deeper trees, more pages per row).
-pub(crate) const LOG_PAGE_SIZE: u32 = 2048;
-
 /// The read-model file keeps SQLite's default page size: with 2 KiB pages
 /// an inbox rebuild ran at ~29k events/s instead of ~38k (its B-trees are
 /// wide and deep; 8 KiB measured the same as 4).
@@ -261,8 +247,6 @@ pub(crate) fn sqlite_options(path: &Path, page_size: u32) -> SqliteConnectOption
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(SQLITE_BUSY_TIMEOUT)
 }
-
-pub(crate) const SQLITE_BUSY_TIMEOUT_MS: u64 = SQLITE_BUSY_TIMEOUT.as_millis() as u64;
 
 /// Plain SQLite connections to the read-model file, kept for reuse.
 ///

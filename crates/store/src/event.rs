@@ -198,20 +198,6 @@ pub struct AppendOutcome {
     pub duplicate: bool,
 }
 
-/// Checks an append's events before any backend sees them.
-pub(crate) fn check_new_events(events: &[NewEvent]) -> Result<(), crate::StoreError> {
-    if events.is_empty() {
-        return Err(crate::StoreError::EmptyAppend);
-    }
-    let mut seen = std::collections::HashSet::with_capacity(events.len());
-    for event in events {
-        if !seen.insert(event.id) {
-            return Err(crate::StoreError::DuplicateIdInAppend(event.id));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

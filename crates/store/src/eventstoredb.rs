@@ -66,14 +66,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::event::check_new_events;
 use crate::{
-    AppendOutcome, Direction, EventStore, ExpectedRevision, Metadata, NewEvent, Position,
-    RecordedEvent, StoreError, StreamName,
+    check_new_events, AppendOutcome, Direction, EventStore, ExpectedRevision, Metadata, NewEvent,
+    Position, RecordedEvent, StoreError, StreamName,
 };
 
 /// The variable that moves the log to an EventStoreDB / KurrentDB server.
-pub const URL_VARIABLE: &str = crate::database::EVENTSTORE_URL_VARIABLE;
+pub const URL_VARIABLE: &str = crate::EVENTSTORE_URL_VARIABLE;
 
 /// How many of a stream's newest events an append searches for its ids.
 pub const ID_WINDOW: usize = 128;

@@ -43,6 +43,24 @@ pub use subscription::Subscription;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
+/// Names an EventStoreDB / KurrentDB server to keep the log in (the
+/// `eventstoredb` feature); SQL keeps everything else.
+pub const EVENTSTORE_URL_VARIABLE: &str = "OMNIBOX_EVENTSTORE_URL";
+
+/// Checks an append's events before any backend sees them.
+pub(crate) fn check_new_events(events: &[NewEvent]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Err(StoreError::EmptyAppend);
+    }
+    let mut seen = std::collections::HashSet::with_capacity(events.len());
+    for event in events {
+        if !seen.insert(event.id) {
+            return Err(StoreError::DuplicateIdInAppend(event.id));
+        }
+    }
+    Ok(())
+}
+
 /// An append-only log of events in named streams, totally ordered in `$all`.
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {

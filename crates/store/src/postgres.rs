@@ -28,10 +28,10 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::event::{
-    check_new_events, AppendOutcome, Direction, ExpectedRevision, Metadata, NewEvent, Position,
-    RecordedEvent, StreamName,
+    AppendOutcome, Direction, ExpectedRevision, Metadata, NewEvent, Position, RecordedEvent,
+    StreamName,
 };
-use crate::{EventStore, StoreError};
+use crate::{check_new_events, EventStore, StoreError};
 
 const WRITERS: usize = 2;
 const MAX_BATCH_APPENDS: usize = 512;
