@@ -213,6 +213,8 @@ fn message_changed(org: OrgId, conversation: ConversationId, message: Uuid) -> (
     )
 }
 
+/// Applies one conversation event: each family of events has its own
+/// function below.
 async fn apply_conversation(
     rows: &mut impl InboxRows,
     event_id: Uuid,
@@ -221,118 +223,191 @@ async fn apply_conversation(
 ) -> Result<(), ApplyError> {
     let (conversation, org) = (event.conversation_id(), event.org_id());
     match event {
-        ConversationEvent::MessageReceived {
-            channel_id,
-            channel_kind,
-            contact_id,
-            thread,
-            author,
-            platform_message_id,
-            sent_at,
-            text,
-            attachments,
-            ..
-        } => {
-            let shown = preview(text.as_deref(), &attachments);
-            let contact = NewContact {
-                contact_id: contact_id.0,
-                org_id: org.0,
-                channel_id: channel_id.0,
-                platform_user_id: author.as_deref().unwrap_or(thread.platform_id()),
-            };
-            let landing = Inbound {
-                conversation_id: conversation.0,
-                org_id: org.0,
-                channel_id: channel_id.0,
-                channel_kind: channel_kind.as_str(),
-                contact_id: contact_id.0,
-                thread_kind: match &thread {
-                    Thread::User(_) => "USER",
-                    Thread::Group(_) => "GROUP",
-                    Thread::Room(_) => "ROOM",
-                },
-                thread_id: thread.platform_id(),
-                sent_at: micros(sent_at),
-                preview: &shown,
-            };
-            let message = NewMessage {
-                message_id: event_id,
-                conversation_id: conversation.0,
-                org_id: org.0,
-                direction: "INBOUND",
-                platform_message_id: Some(platform_message_id),
-                sent_at: micros(sent_at),
-                text,
-                attachments: serde_json::to_string(&attachments)?,
-                delivery_state: None,
-                author_id: None,
-            };
-            rows.receive(contact, landing, message).await?;
-            for (index, attachment) in attachments.iter().enumerate() {
-                if matches!(attachment.source, MediaSource::None) {
-                    continue;
-                }
-                rows.insert_media(NewMedia {
-                    message_id: event_id,
-                    index: index as i32,
-                    org_id: org.0,
-                    conversation_id: conversation.0,
-                    channel_id: channel_id.0,
-                    source: serde_json::to_string(&attachment.source)?,
-                })
-                .await?;
-            }
-            changes.push(message_changed(org, conversation, event_id));
+        event @ ConversationEvent::MessageReceived { .. } => {
+            apply_received(rows, event_id, conversation, org, event, changes).await
         }
-        ConversationEvent::MessageEchoed {
-            platform_message_id,
-            sent_at,
-            text,
-            attachments,
-            metadata,
-            ..
-        } => {
-            // Our own reply, echoed: the metadata names our message.
-            let ours = metadata
-                .as_deref()
-                .and_then(|m| m.strip_prefix("omnibox:msg:"))
-                .and_then(|id| Uuid::parse_str(id).ok());
-            if let Some(ours) = ours {
-                if rows
-                    .echo_of_ours(ours, conversation.0, &platform_message_id)
-                    .await?
-                {
-                    rows.delivery_step(ours, DeliveryStep::Done).await?;
-                    changes.push(message_changed(org, conversation, ours));
-                    return Ok(());
-                }
-            }
-            if rows
-                .message_exists(conversation.0, &platform_message_id)
-                .await?
-            {
-                rows.delivered_by_platform_id(conversation.0, &platform_message_id, false)
-                    .await?;
-            } else if rows.conversation_exists(conversation.0).await? {
-                // An echo can only join a conversation the customer started.
-                let shown = preview(text.as_deref(), &attachments);
-                rows.insert_message(NewMessage {
-                    message_id: event_id,
-                    conversation_id: conversation.0,
-                    org_id: org.0,
-                    direction: "OUTBOUND",
-                    platform_message_id: Some(platform_message_id),
-                    sent_at: micros(sent_at),
-                    text,
-                    attachments: serde_json::to_string(&attachments)?,
-                    delivery_state: Some("DELIVERED"),
-                    author_id: None,
-                })
-                .await?;
-                rows.touch(conversation.0, micros(sent_at), &shown).await?;
-            }
-            changes.push(message_changed(org, conversation, event_id));
+        event @ ConversationEvent::MessageEchoed { .. } => {
+            apply_echo(rows, event_id, conversation, org, event, changes).await
         }
+        event @ (ConversationEvent::MessagesDelivered { .. }
+        | ConversationEvent::MessagesRead { .. }
+        | ConversationEvent::MessageUnsent { .. }) => {
+            apply_receipt(rows, conversation, org, event, changes).await
+        }
+        event @ (ConversationEvent::MediaStored { .. }
+        | ConversationEvent::MediaFetchFailed { .. }) => {
+            apply_media(rows, conversation, org, event, changes).await
+        }
+        event @ ConversationEvent::ReplyQueued { .. } => {
+            apply_reply_queued(rows, conversation, org, event, changes).await
+        }
+        event @ (ConversationEvent::ReplyBubbleDeferred { .. }
+        | ConversationEvent::ReplyBubbleSending { .. }
+        | ConversationEvent::ReplyBubbleDelivered { .. }
+        | ConversationEvent::ReplyBubbleFailed { .. }) => {
+            apply_bubble_step(rows, conversation, org, event, changes).await
+        }
+        event @ (ConversationEvent::ConversationMarkedRead { .. }
+        | ConversationEvent::ConversationAssigned { .. }
+        | ConversationEvent::ConversationUnassigned { .. }
+        | ConversationEvent::ConversationResolved { .. }
+        | ConversationEvent::ConversationReopened { .. }) => {
+            apply_status(rows, conversation, org, event, changes).await
+        }
+    }
+}
+
+/// A customer's message: its contact, conversation, message and media rows.
+async fn apply_received(
+    rows: &mut impl InboxRows,
+    event_id: Uuid,
+    conversation: ConversationId,
+    org: OrgId,
+    event: ConversationEvent,
+    changes: &mut Vec<(OrgId, Change)>,
+) -> Result<(), ApplyError> {
+    let ConversationEvent::MessageReceived {
+        channel_id,
+        channel_kind,
+        contact_id,
+        thread,
+        author,
+        platform_message_id,
+        sent_at,
+        text,
+        attachments,
+        ..
+    } = event
+    else {
+        // Other families have their own functions.
+        return Ok(());
+    };
+    let shown = preview(text.as_deref(), &attachments);
+    let contact = NewContact {
+        contact_id: contact_id.0,
+        org_id: org.0,
+        channel_id: channel_id.0,
+        platform_user_id: author.as_deref().unwrap_or(thread.platform_id()),
+    };
+    let landing = Inbound {
+        conversation_id: conversation.0,
+        org_id: org.0,
+        channel_id: channel_id.0,
+        channel_kind: channel_kind.as_str(),
+        contact_id: contact_id.0,
+        thread_kind: match &thread {
+            Thread::User(_) => "USER",
+            Thread::Group(_) => "GROUP",
+            Thread::Room(_) => "ROOM",
+        },
+        thread_id: thread.platform_id(),
+        sent_at: micros(sent_at),
+        preview: &shown,
+    };
+    let message = NewMessage {
+        message_id: event_id,
+        conversation_id: conversation.0,
+        org_id: org.0,
+        direction: "INBOUND",
+        platform_message_id: Some(platform_message_id),
+        sent_at: micros(sent_at),
+        text,
+        attachments: serde_json::to_string(&attachments)?,
+        delivery_state: None,
+        author_id: None,
+    };
+    rows.receive(contact, landing, message).await?;
+    for (index, attachment) in attachments.iter().enumerate() {
+        if matches!(attachment.source, MediaSource::None) {
+            continue;
+        }
+        rows.insert_media(NewMedia {
+            message_id: event_id,
+            index: index as i32,
+            org_id: org.0,
+            conversation_id: conversation.0,
+            channel_id: channel_id.0,
+            source: serde_json::to_string(&attachment.source)?,
+        })
+        .await?;
+    }
+    changes.push(message_changed(org, conversation, event_id));
+    Ok(())
+}
+
+/// A message the page sent, echoed back: one of our replies, or one sent elsewhere.
+async fn apply_echo(
+    rows: &mut impl InboxRows,
+    event_id: Uuid,
+    conversation: ConversationId,
+    org: OrgId,
+    event: ConversationEvent,
+    changes: &mut Vec<(OrgId, Change)>,
+) -> Result<(), ApplyError> {
+    let ConversationEvent::MessageEchoed {
+        platform_message_id,
+        sent_at,
+        text,
+        attachments,
+        metadata,
+        ..
+    } = event
+    else {
+        // Other families have their own functions.
+        return Ok(());
+    };
+    // Our own reply, echoed: the metadata names our message.
+    let ours = metadata
+        .as_deref()
+        .and_then(|m| m.strip_prefix("omnibox:msg:"))
+        .and_then(|id| Uuid::parse_str(id).ok());
+    if let Some(ours) = ours {
+        if rows
+            .echo_of_ours(ours, conversation.0, &platform_message_id)
+            .await?
+        {
+            rows.delivery_step(ours, DeliveryStep::Done).await?;
+            changes.push(message_changed(org, conversation, ours));
+            return Ok(());
+        }
+    }
+    if rows
+        .message_exists(conversation.0, &platform_message_id)
+        .await?
+    {
+        rows.delivered_by_platform_id(conversation.0, &platform_message_id, false)
+            .await?;
+    } else if rows.conversation_exists(conversation.0).await? {
+        // An echo can only join a conversation the customer started.
+        let shown = preview(text.as_deref(), &attachments);
+        rows.insert_message(NewMessage {
+            message_id: event_id,
+            conversation_id: conversation.0,
+            org_id: org.0,
+            direction: "OUTBOUND",
+            platform_message_id: Some(platform_message_id),
+            sent_at: micros(sent_at),
+            text,
+            attachments: serde_json::to_string(&attachments)?,
+            delivery_state: Some("DELIVERED"),
+            author_id: None,
+        })
+        .await?;
+        rows.touch(conversation.0, micros(sent_at), &shown).await?;
+    }
+    changes.push(message_changed(org, conversation, event_id));
+    Ok(())
+}
+
+/// What the platform says happened to messages already shown.
+async fn apply_receipt(
+    rows: &mut impl InboxRows,
+    conversation: ConversationId,
+    org: OrgId,
+    event: ConversationEvent,
+    changes: &mut Vec<(OrgId, Change)>,
+) -> Result<(), ApplyError> {
+    match event {
         ConversationEvent::MessagesDelivered {
             watermark,
             platform_message_ids,
@@ -354,6 +429,21 @@ async fn apply_conversation(
             rows.unsent(conversation.0, &platform_message_id).await?;
             changes.push((org, Change::Conversation(conversation)));
         }
+        // Other families have their own functions.
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A received attachment's download, stored or failed.
+async fn apply_media(
+    rows: &mut impl InboxRows,
+    conversation: ConversationId,
+    org: OrgId,
+    event: ConversationEvent,
+    changes: &mut Vec<(OrgId, Change)>,
+) -> Result<(), ApplyError> {
+    match event {
         ConversationEvent::MediaStored {
             message_id,
             index,
@@ -384,84 +474,113 @@ async fn apply_conversation(
                 .await?;
             changes.push(message_changed(org, conversation, message_id));
         }
-        ConversationEvent::ReplyQueued {
-            channel_id,
+        // Other families have their own functions.
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A reply queued: one outbound message and one delivery row per bubble.
+async fn apply_reply_queued(
+    rows: &mut impl InboxRows,
+    conversation: ConversationId,
+    org: OrgId,
+    event: ConversationEvent,
+    changes: &mut Vec<(OrgId, Change)>,
+) -> Result<(), ApplyError> {
+    let ConversationEvent::ReplyQueued {
+        channel_id,
+        reply_id,
+        recipient,
+        bubbles,
+        evidence,
+        author,
+        reply_token,
+        sender,
+        queued_at,
+        ..
+    } = event
+    else {
+        // Other families have their own functions.
+        return Ok(());
+    };
+    let mut shown = String::new();
+    for (index, bubble) in bubbles.iter().enumerate() {
+        let index = index as u32;
+        let id = omnibox_domain::conversation::reply_message_id(reply_id, index);
+        let (text, attachments) = match bubble {
+            CheckedBubble::Text(text) => (Some(text.clone()), Vec::new()),
+            CheckedBubble::Attachment {
+                attachment,
+                attachment_kind,
+            } => (
+                None,
+                vec![InboundAttachment {
+                    kind: match attachment_kind {
+                        OutboundAttachmentKind::Image => AttachmentKind::Image,
+                        OutboundAttachmentKind::Video => AttachmentKind::Video,
+                        OutboundAttachmentKind::Audio => AttachmentKind::Audio,
+                        OutboundAttachmentKind::File => AttachmentKind::File,
+                    },
+                    source: MediaSource::None,
+                    file_name: Some(attachment.file_name.clone()),
+                    size_bytes: Some(attachment.size_bytes),
+                    title: None,
+                    reference: Some(attachment.url.clone()),
+                    latitude: None,
+                    longitude: None,
+                }],
+            ),
+        };
+        shown = preview(text.as_deref(), &attachments);
+        rows.insert_message(NewMessage {
+            message_id: id,
+            conversation_id: conversation.0,
+            org_id: org.0,
+            direction: "OUTBOUND",
+            platform_message_id: None,
+            sent_at: micros(queued_at),
+            text,
+            attachments: serde_json::to_string(&attachments)?,
+            delivery_state: Some("QUEUED"),
+            author_id: Some(author.0),
+        })
+        .await?;
+        let payload = serde_json::json!({
+            "recipient": recipient,
+            "bubble": bubble,
+            "evidence": evidence,
+            "reply_token": reply_token,
+            "sender": sender,
+            "count": bubbles.len(),
+        });
+        rows.insert_delivery(NewDelivery {
+            message_id: id,
             reply_id,
-            recipient,
-            bubbles,
-            evidence,
-            author,
-            reply_token,
-            sender,
-            queued_at,
-            ..
-        } => {
-            let mut shown = String::new();
-            for (index, bubble) in bubbles.iter().enumerate() {
-                let index = index as u32;
-                let id = omnibox_domain::conversation::reply_message_id(reply_id, index);
-                let (text, attachments) = match bubble {
-                    CheckedBubble::Text(text) => (Some(text.clone()), Vec::new()),
-                    CheckedBubble::Attachment {
-                        attachment,
-                        attachment_kind,
-                    } => (
-                        None,
-                        vec![InboundAttachment {
-                            kind: match attachment_kind {
-                                OutboundAttachmentKind::Image => AttachmentKind::Image,
-                                OutboundAttachmentKind::Video => AttachmentKind::Video,
-                                OutboundAttachmentKind::Audio => AttachmentKind::Audio,
-                                OutboundAttachmentKind::File => AttachmentKind::File,
-                            },
-                            source: MediaSource::None,
-                            file_name: Some(attachment.file_name.clone()),
-                            size_bytes: Some(attachment.size_bytes),
-                            title: None,
-                            reference: Some(attachment.url.clone()),
-                            latitude: None,
-                            longitude: None,
-                        }],
-                    ),
-                };
-                shown = preview(text.as_deref(), &attachments);
-                rows.insert_message(NewMessage {
-                    message_id: id,
-                    conversation_id: conversation.0,
-                    org_id: org.0,
-                    direction: "OUTBOUND",
-                    platform_message_id: None,
-                    sent_at: micros(queued_at),
-                    text,
-                    attachments: serde_json::to_string(&attachments)?,
-                    delivery_state: Some("QUEUED"),
-                    author_id: Some(author.0),
-                })
-                .await?;
-                let payload = serde_json::json!({
-                    "recipient": recipient,
-                    "bubble": bubble,
-                    "evidence": evidence,
-                    "reply_token": reply_token,
-                    "sender": sender,
-                    "count": bubbles.len(),
-                });
-                rows.insert_delivery(NewDelivery {
-                    message_id: id,
-                    reply_id,
-                    index: index as i32,
-                    conversation_id: conversation.0,
-                    org_id: org.0,
-                    channel_id: channel_id.0,
-                    payload: payload.to_string(),
-                    queued_at: micros(queued_at),
-                })
-                .await?;
-                changes.push(message_changed(org, conversation, id));
-            }
-            rows.touch(conversation.0, micros(queued_at), &shown)
-                .await?;
-        }
+            index: index as i32,
+            conversation_id: conversation.0,
+            org_id: org.0,
+            channel_id: channel_id.0,
+            payload: payload.to_string(),
+            queued_at: micros(queued_at),
+        })
+        .await?;
+        changes.push(message_changed(org, conversation, id));
+    }
+    rows.touch(conversation.0, micros(queued_at), &shown)
+        .await?;
+    Ok(())
+}
+
+/// A queued bubble's way to the customer.
+async fn apply_bubble_step(
+    rows: &mut impl InboxRows,
+    conversation: ConversationId,
+    org: OrgId,
+    event: ConversationEvent,
+    changes: &mut Vec<(OrgId, Change)>,
+) -> Result<(), ApplyError> {
+    match event {
         ConversationEvent::ReplyBubbleDeferred {
             reply_id, index, ..
         } => {
@@ -507,6 +626,21 @@ async fn apply_conversation(
             rows.delivery_step(id, DeliveryStep::Done).await?;
             changes.push(message_changed(org, conversation, id));
         }
+        // Other families have their own functions.
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Read, assigned, resolved: the conversation's own state.
+async fn apply_status(
+    rows: &mut impl InboxRows,
+    conversation: ConversationId,
+    org: OrgId,
+    event: ConversationEvent,
+    changes: &mut Vec<(OrgId, Change)>,
+) -> Result<(), ApplyError> {
+    match event {
         ConversationEvent::ConversationMarkedRead { .. } => {
             rows.change_conversation(conversation.0, ConversationChange::MarkedRead)
                 .await?;
@@ -535,6 +669,8 @@ async fn apply_conversation(
                 .await?;
             changes.push((org, Change::Conversation(conversation)));
         }
+        // Other families have their own functions.
+        _ => {}
     }
     Ok(())
 }
