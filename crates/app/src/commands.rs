@@ -6,69 +6,24 @@
 //! conflict, re-reads and decides again on the new state, a bounded number
 //! of times.
 
-use omnibox_domain::channel::{Channel, ChannelEvent, PageEvent, PageReservation};
-use omnibox_domain::org::{OrgEvent, Organization};
 use omnibox_store::{
     Direction, EventStore, ExpectedRevision, Metadata, NewEvent, Position, StoreError, StreamName,
 };
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use uuid::Uuid;
 
 /// Attempts before a command on a very contended stream gives up.
 const MAX_ATTEMPTS: usize = 10;
 const PAGE: usize = 512;
 
-/// An event-sourced aggregate: state folded from one stream.
-pub trait Aggregate: Default + Send {
-    type Event: Serialize + DeserializeOwned + Send + Sync;
-    const CATEGORY: &'static str;
-    fn evolve(&mut self, event: &Self::Event);
-    fn event_type(event: &Self::Event) -> &'static str;
-}
+pub use omnibox_domain::Aggregate;
 
-impl Aggregate for Organization {
-    type Event = OrgEvent;
-    const CATEGORY: &'static str = omnibox_domain::ids::OrgId::CATEGORY;
-    fn evolve(&mut self, event: &OrgEvent) {
-        Organization::evolve(self, event);
-    }
-    fn event_type(event: &OrgEvent) -> &'static str {
-        event.event_type()
-    }
-}
-
-impl Aggregate for Channel {
-    type Event = ChannelEvent;
-    const CATEGORY: &'static str = omnibox_domain::ids::ChannelId::CATEGORY;
-    fn evolve(&mut self, event: &ChannelEvent) {
-        Channel::evolve(self, event);
-    }
-    fn event_type(event: &ChannelEvent) -> &'static str {
-        event.event_type()
-    }
-}
-
-impl Aggregate for omnibox_domain::conversation::Conversation {
-    type Event = omnibox_domain::conversation::ConversationEvent;
-    const CATEGORY: &'static str = omnibox_domain::ids::ConversationId::CATEGORY;
-    fn evolve(&mut self, event: &Self::Event) {
-        omnibox_domain::conversation::Conversation::evolve(self, event);
-    }
-    fn event_type(event: &Self::Event) -> &'static str {
-        event.event_type()
-    }
-}
-
-impl Aggregate for PageReservation {
-    type Event = PageEvent;
-    const CATEGORY: &'static str = "page";
-    fn evolve(&mut self, event: &PageEvent) {
-        PageReservation::evolve(self, event);
-    }
-    fn event_type(event: &PageEvent) -> &'static str {
-        event.event_type()
-    }
+/// Whether `data`, an internally tagged event as serde writes it (the tag
+/// first), names `event_type`: the type the store files an event under and
+/// the tag it is read back by can never drift apart.
+fn tagged_as(data: &str, event_type: &str) -> bool {
+    data.strip_prefix("{\"type\":\"")
+        .and_then(|rest| rest.strip_prefix(event_type))
+        .is_some_and(|rest| rest.starts_with('"'))
 }
 
 /// Who is acting and on behalf of which request.
@@ -331,11 +286,18 @@ where
         let new_events = events
             .iter()
             .map(|event| {
+                let event_type = A::event_type(event);
+                let data = serde_json::to_string(event)
+                    .map_err(|e| CommandError::Corrupt(e.to_string()))?;
+                if !tagged_as(&data, event_type) {
+                    return Err(CommandError::Corrupt(format!(
+                        "{event_type} would be stored under another serde tag"
+                    )));
+                }
                 Ok(NewEvent {
                     id: event_id(event).unwrap_or_else(Uuid::now_v7),
-                    event_type: A::event_type(event).to_owned(),
-                    data: serde_json::to_string(event)
-                        .map_err(|e| CommandError::Corrupt(e.to_string()))?,
+                    event_type: event_type.to_owned(),
+                    data,
                     metadata: Metadata {
                         correlation_id: actor.correlation_id,
                         causation_id: None,
@@ -371,4 +333,39 @@ where
         }
     }
     Err(CommandError::Contended)
+}
+
+#[cfg(test)]
+mod tag_tests {
+    use super::tagged_as;
+
+    #[test]
+    fn an_event_type_must_be_its_serde_tag() {
+        assert!(tagged_as(
+            r#"{"type":"MessageReceived","x":1}"#,
+            "MessageReceived"
+        ));
+        assert!(!tagged_as(
+            r#"{"type":"MessageReceivedV2"}"#,
+            "MessageReceived"
+        ));
+        assert!(!tagged_as(r#"{"type":"Other"}"#, "MessageReceived"));
+        assert!(!tagged_as(
+            r#"{"x":1,"type":"MessageReceived"}"#,
+            "MessageReceived"
+        ));
+    }
+
+    #[test]
+    fn an_organization_event_is_filed_under_its_tag() {
+        use omnibox_domain::Aggregate;
+        let event = omnibox_domain::org::OrgEvent::OrganizationCreated {
+            org_id: omnibox_domain::ids::OrgId(uuid::Uuid::nil()),
+            name: "Shop".into(),
+            created_at: chrono::DateTime::UNIX_EPOCH,
+        };
+        let data = serde_json::to_string(&event).expect("serializes");
+        let event_type = <omnibox_domain::org::Organization as Aggregate>::event_type(&event);
+        assert!(tagged_as(&data, event_type), "{data}");
+    }
 }

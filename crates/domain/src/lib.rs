@@ -7,6 +7,7 @@
 //! that knows how to ask the operating system for the time, and only the
 //! edges (server, CLI) call it.
 
+pub mod aggregate;
 pub mod assignment;
 pub mod channel;
 pub mod channel_kind;
@@ -19,5 +20,6 @@ pub mod qr;
 pub mod template;
 pub mod upcast;
 
+pub use aggregate::Aggregate;
 pub use channel_kind::ChannelKind;
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -13,17 +13,6 @@ use crate::commands::{execute, load, Actor, CommandError};
 use crate::context::AppContext;
 use crate::error::AppError;
 
-impl crate::commands::Aggregate for QrCode {
-    type Event = QrEvent;
-    const CATEGORY: &'static str = qr::CATEGORY;
-    fn evolve(&mut self, event: &QrEvent) {
-        QrCode::evolve(self, event);
-    }
-    fn event_type(event: &QrEvent) -> &'static str {
-        event.event_type()
-    }
-}
-
 /// Pixels per QR module, and the quiet zone around the symbol, in modules.
 const MODULE_PIXELS: usize = 8;
 const QUIET_MODULES: usize = 4;

@@ -2,27 +2,16 @@
 
 use omnibox_domain::ids::{OrgId, TemplateId};
 use omnibox_domain::policy::Bubble;
-use omnibox_domain::template::{self, Template, TemplateError, TemplateEvent};
+use omnibox_domain::template::{self, Template, TemplateError};
 use omnibox_domain::ChannelKind;
 use omnibox_projections::members::MemberRow;
 use omnibox_projections::templates::{self as read, TemplateRow};
 use uuid::Uuid;
 
-use crate::commands::{execute, Actor, Aggregate, CommandError};
+use crate::commands::{execute, Actor, CommandError};
 use crate::context::AppContext;
 use crate::error::AppError;
 use crate::services::replies::{parse_bubble, BubbleDraft};
-
-impl Aggregate for Template {
-    type Event = TemplateEvent;
-    const CATEGORY: &'static str = TemplateId::CATEGORY;
-    fn evolve(&mut self, event: &TemplateEvent) {
-        Template::evolve(self, event);
-    }
-    fn event_type(event: &TemplateEvent) -> &'static str {
-        event.event_type()
-    }
-}
 
 /// The bubbles of template `id` of `org`, which must be for `kind`.
 pub async fn template_bubbles(
