@@ -51,22 +51,8 @@ async fn fetch_profiles_and_media(app: &App) {
     let profiles = omnibox_app::reactors::profiles::ProfileFetcher::default();
     let media = omnibox_app::reactors::media::MediaFetcher::default();
     for _ in 0..3 {
-        // A pass that fails is run again, as the reactors' own loops do: on
-        // SQLite a read right after an erasure's WAL truncation has been
-        // seen to fail once with a short read (open; see the erasure
-        // notes in ARCHITECTURE.md).
-        let mut attempts = 0;
-        while let Err(error) = profiles.run_once(&app.state).await {
-            attempts += 1;
-            assert!(attempts < 5, "profiles: {error:?}");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        let mut attempts = 0;
-        while let Err(error) = media.run_once(&app.state).await {
-            attempts += 1;
-            assert!(attempts < 5, "media: {error:?}");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        profiles.run_once(&app.state).await.expect("profiles");
+        media.run_once(&app.state).await.expect("media");
         app.settle().await;
     }
 }
@@ -89,7 +75,8 @@ async fn raw_bytes(app: &App) -> Vec<u8> {
         } => {
             for file in [path, read_path] {
                 for suffix in ["", "-wal", "-shm", "-journal"] {
-                    if let Ok(content) = std::fs::read(format!("{}{suffix}", file.display())) {
+                    let name = format!("{}{suffix}", file.display());
+                    if let Some(content) = crate::support::read_live_sqlite_file(&name) {
                         bytes.extend_from_slice(&content);
                     }
                 }

@@ -479,6 +479,20 @@ macro_rules! on_both_backends {
 }
 pub(crate) use on_both_backends;
 
+/// The bytes of a file SQLite has open in this process, read by a child
+/// process. Closing a descriptor of the file here would drop every POSIX
+/// lock this process holds on it (SQLite's, too): a second process (an
+/// operator command) would then take itself for the only user, reset the
+/// shared WAL index and delete the WAL under the server's feet.
+pub fn read_live_sqlite_file(path: &str) -> Option<Vec<u8>> {
+    let output = std::process::Command::new("cat")
+        .arg(path)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .expect("cat");
+    output.status.success().then_some(output.stdout)
+}
+
 /// Everything the database holds, as text: the SQLite files' bytes, or every
 /// row of every table of the PostgreSQL schema.
 pub async fn database_dump(app: &App) -> String {
@@ -490,7 +504,9 @@ pub async fn database_dump(app: &App) -> String {
             let mut text = String::new();
             for file in [path, read_path] {
                 for suffix in ["", "-wal"] {
-                    if let Ok(bytes) = std::fs::read(format!("{}{suffix}", file.display())) {
+                    if let Some(bytes) =
+                        read_live_sqlite_file(&format!("{}{suffix}", file.display()))
+                    {
                         text.push_str(&String::from_utf8_lossy(&bytes));
                     }
                 }
