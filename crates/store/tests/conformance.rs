@@ -91,7 +91,7 @@ async fn eventstoredb_fixture() -> Option<Fixture> {
 /// Every event `$all` shows, once it shows at least `expected` of them.
 ///
 /// On PostgreSQL an event becomes visible in `$all` only when no older
-/// transaction is still running anywhere in the cluster (other tests', for
+/// append is still running anywhere in the cluster (other tests', for
 /// instance): a reader may briefly see less than was committed, never more
 /// and never out of order. Tests that count therefore wait for the count.
 async fn visible_all(store: &dyn EventStore, expected: usize) -> Vec<omnibox_store::RecordedEvent> {
@@ -599,6 +599,82 @@ async fn postgres_connections_never_reuse_a_plan_made_for_an_empty_table() {
     };
     assert_eq!(show("plan_cache_mode").await, "force_custom_plan");
     assert_eq!(show("jit").await, "off");
+}
+
+fn postgres_pool(f: &Fixture) -> &sqlx::PgPool {
+    match &f.log {
+        Log::Sql {
+            db: Database::Postgres { pool },
+            ..
+        } => pool,
+        _ => panic!("a PostgreSQL fixture opens a PostgreSQL database"),
+    }
+}
+
+/// A transaction that holds an id but never appends (a projector's batch,
+/// a rebuild) must not hide the events committed after it began: that held
+/// the live inbox back by as long as the slowest read-model batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_long_transaction_that_does_not_append_hides_nothing() {
+    let Some(f) = fixture(Backend::Postgres).await else {
+        return;
+    };
+    let mut bystander = postgres_pool(&f).begin().await.expect("begin");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *bystander)
+        .await
+        .expect("draw a transaction id");
+    let appended = f
+        .store
+        .append(
+            &stream("conversation"),
+            ExpectedRevision::NoStream,
+            events(3),
+        )
+        .await
+        .expect("append");
+    let seen = visible_all(&*f.store, 3).await;
+    assert_eq!(seen.len(), 3, "the open transaction hid the events");
+    assert_eq!(seen[2].position, appended.position);
+    bystander.rollback().await.expect("rollback");
+}
+
+/// An append that drew its transaction id first but commits last holds
+/// back every later one: a reader never passes it and finds it behind its
+/// cursor afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_append_in_flight_holds_back_later_ones() {
+    let Some(f) = fixture(Backend::Postgres).await else {
+        return;
+    };
+    let early = Uuid::now_v7();
+    let mut in_flight = postgres_pool(&f).begin().await.expect("begin");
+    sqlx::query(
+        "INSERT INTO events (event_id, stream, revision, event_type, data, metadata)
+         VALUES ($1, $2, 0, 'Tested', '{}', $3::json)",
+    )
+    .bind(early)
+    .bind(stream("conversation").as_str())
+    .bind(serde_json::to_string(&event(0).metadata).expect("metadata"))
+    .execute(&mut *in_flight)
+    .await
+    .expect("insert");
+    f.store
+        .append(
+            &stream("conversation"),
+            ExpectedRevision::NoStream,
+            events(1),
+        )
+        .await
+        .expect("a later append commits first");
+    assert!(
+        f.store.read_all(None, 10).await.expect("read").is_empty(),
+        "a reader passed an append still in flight"
+    );
+    in_flight.commit().await.expect("commit");
+    let seen = visible_all(&*f.store, 2).await;
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].id, early, "the earlier transaction comes first");
 }
 
 /// Two processes on one SQLite file (the server and an `omnibox` command):
