@@ -13,7 +13,50 @@ pub enum ReadTx {
     /// without a hand-off to a worker thread each (see
     /// [`omnibox_store::database::SqliteWriters`]).
     Sqlite(SqliteTx),
-    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    Postgres(PgTx),
+}
+
+/// A PostgreSQL read-model transaction, with the writes put off until its
+/// next statement or its commit.
+///
+/// Each statement is a round trip, and a live batch's task waits for each
+/// answer behind everything else the server is doing: at a thousand
+/// messages a second with a thousand subscribers, one statement per
+/// received message made a batch take seconds. The received messages of a
+/// batch (pure writes: nothing reads their result) are therefore kept here
+/// and written together by one statement, just before any other statement
+/// of the transaction runs (so the order of writes and reads is kept) or
+/// at the commit. Reach the connection only through [`execute!`],
+/// [`fetch_optional_tx!`] or after [`PgTx::flush`].
+pub struct PgTx {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    /// Received messages not written yet, in order.
+    pub(crate) receives: Vec<crate::inbox::rows::Receive>,
+}
+
+impl PgTx {
+    /// Writes what was put off. Every statement of the transaction runs
+    /// after this.
+    pub async fn flush(&mut self) -> Result<(), sqlx::Error> {
+        if self.receives.is_empty() {
+            return Ok(());
+        }
+        let receives = std::mem::take(&mut self.receives);
+        crate::inbox::rows::receive_all(&mut self.tx, &receives).await
+    }
+}
+
+impl std::ops::Deref for PgTx {
+    type Target = sqlx::PgConnection;
+    fn deref(&self) -> &sqlx::PgConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for PgTx {
+    fn deref_mut(&mut self) -> &mut sqlx::PgConnection {
+        &mut self.tx
+    }
 }
 
 /// A `BEGIN IMMEDIATE` transaction on a plain SQLite connection; rolled
@@ -297,24 +340,29 @@ impl ReadTx {
     pub async fn begin(db: &Database) -> Result<Self, sqlx::Error> {
         Ok(match db {
             Database::Sqlite { writers, .. } => ReadTx::Sqlite(SqliteTx::begin(writers).await?),
-            Database::Postgres { pool } => ReadTx::Postgres(
-                pool.begin_with("BEGIN; SET LOCAL synchronous_commit = off")
+            Database::Postgres { pool } => ReadTx::Postgres(PgTx {
+                tx: pool
+                    .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
                     .await?,
-            ),
+                receives: Vec::new(),
+            }),
         })
     }
 
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
             ReadTx::Sqlite(tx) => tx.finish("COMMIT"),
-            ReadTx::Postgres(tx) => tx.commit().await,
+            ReadTx::Postgres(mut tx) => {
+                tx.flush().await?;
+                tx.tx.commit().await
+            }
         }
     }
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
         match self {
             ReadTx::Sqlite(tx) => tx.finish("ROLLBACK"),
-            ReadTx::Postgres(tx) => tx.rollback().await,
+            ReadTx::Postgres(tx) => tx.tx.rollback().await,
         }
     }
 }
@@ -325,7 +373,10 @@ macro_rules! execute {
     ($tx:expr, $sql:expr $(, $arg:expr)* $(,)?) => {
         match $tx {
             $crate::ReadTx::Sqlite(tx) => $crate::sql::sqlite_execute(tx, $sql, &[$(&$arg as &dyn $crate::sql::Arg),*]),
-            $crate::ReadTx::Postgres(tx) => sqlx::query($sql)$(.bind($arg))*.execute(&mut **tx).await.map(|r| r.rows_affected()),
+            $crate::ReadTx::Postgres(tx) => match tx.flush().await {
+                Ok(()) => sqlx::query($sql)$(.bind($arg))*.execute(&mut **tx).await.map(|r| r.rows_affected()),
+                Err(error) => Err(error),
+            },
         }
     };
 }
@@ -363,8 +414,11 @@ macro_rules! fetch_optional_tx {
     ($tx:expr, $sql:expr, [$($arg:expr),* $(,)?], |$row:ident| $map:expr) => {
         match $tx {
             $crate::ReadTx::Sqlite(tx) => $crate::sql::sqlite_fetch_optional(tx, $sql, &[$(&$arg as &dyn $crate::sql::Arg),*], |$row| $map),
-            $crate::ReadTx::Postgres(tx) => sqlx::query($sql)$(.bind($arg))*.fetch_optional(&mut **tx).await
-                .and_then(|row| row.as_ref().map(|$row| $map).transpose()),
+            $crate::ReadTx::Postgres(tx) => match tx.flush().await {
+                Ok(()) => sqlx::query($sql)$(.bind($arg))*.fetch_optional(&mut **tx).await
+                    .and_then(|row| row.as_ref().map(|$row| $map).transpose()),
+                Err(error) => Err(error),
+            },
         }
     };
 }

@@ -123,17 +123,27 @@ pub(crate) async fn announce(
     let crate::ReadTx::Postgres(tx) = tx else {
         return Ok(());
     };
-    for chunk in updates.chunks(UPDATES_PER_NOTIFICATION) {
-        let payload = serde_json::to_string(&Notification {
-            n: node.0,
-            u: chunk.iter().map(WireUpdate::from).collect(),
-        })
-        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        sqlx::query(&format!("SELECT pg_notify({LIVE_CHANNEL}, $1)"))
-            .bind(payload)
-            .execute(&mut **tx)
-            .await?;
+    tx.flush().await?;
+    if updates.is_empty() {
+        return Ok(());
     }
+    let payloads = updates
+        .chunks(UPDATES_PER_NOTIFICATION)
+        .map(|chunk| {
+            serde_json::to_string(&Notification {
+                n: node.0,
+                u: chunk.iter().map(WireUpdate::from).collect(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    // One round trip for the whole batch; notifications keep their order.
+    sqlx::query(&format!(
+        "SELECT pg_notify({LIVE_CHANNEL}, p) FROM UNNEST($1::text[]) WITH ORDINALITY AS u(p, n) ORDER BY n"
+    ))
+    .bind(payloads)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

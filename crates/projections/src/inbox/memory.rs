@@ -29,6 +29,7 @@ macro_rules! insert_all {
         match &mut *$tx {
             ReadTx::Postgres(pg) => {
                 use crate::sql::CopyText;
+                pg.flush().await?;
                 let mut copy = pg.copy_in_raw(&crate::sql::copy_statement($insert)).await?;
                 let mut buffer = String::with_capacity(COPY_CHUNK_BYTES + 4096);
                 for $row in $rows {

@@ -21,7 +21,7 @@ use crate::runtime::{ApplyError, Fold};
 use crate::{fetch_all, fetch_optional, Change, Projector, ReadTx};
 
 mod memory;
-mod rows;
+pub(crate) mod rows;
 
 use memory::MemoryRows;
 use rows::{

@@ -275,12 +275,12 @@ const ENSURE_CONTACT: &str =
     "INSERT INTO rm_contacts (contact_id, org_id, channel_id, platform_user_id, profile_state)
              VALUES ($1, $2, $3, $4, 'PENDING')
              ON CONFLICT (contact_id) DO NOTHING";
-const UPSERT_INBOUND: &str = "INSERT INTO rm_conversations (conversation_id, org_id, channel_id, channel_kind, contact_id, thread_kind,
-                 thread_id, last_message_at, last_message_preview, last_customer_message_at, unread_count, status)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8, 1, 'OPEN')
-             ON CONFLICT (conversation_id) DO UPDATE SET
-                 unread_count = rm_conversations.unread_count + 1,
-                 status = 'OPEN',
+/// How an inbound message (or several: `excluded` then holds their count
+/// and the latest) lands on a conversation that exists, after its
+/// `unread_count`.
+macro_rules! inbound_on_conflict {
+    () => {
+        "status = 'OPEN',
                  last_customer_message_at = CASE
                      WHEN rm_conversations.last_customer_message_at IS NULL
                        OR rm_conversations.last_customer_message_at < excluded.last_customer_message_at
@@ -288,36 +288,139 @@ const UPSERT_INBOUND: &str = "INSERT INTO rm_conversations (conversation_id, org
                  last_message_preview = CASE WHEN rm_conversations.last_message_at <= excluded.last_message_at
                      THEN excluded.last_message_preview ELSE rm_conversations.last_message_preview END,
                  last_message_at = CASE WHEN rm_conversations.last_message_at <= excluded.last_message_at
-                     THEN excluded.last_message_at ELSE rm_conversations.last_message_at END";
+                     THEN excluded.last_message_at ELSE rm_conversations.last_message_at END"
+    };
+}
 
-/// [`InboxRows::receive`] as one PostgreSQL statement: its three writes as
-/// data-modifying `WITH` clauses of the message's insert. They share one
-/// snapshot, which is safe because none reads what another writes.
-static RECEIVE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "WITH contact AS ({}), conversation AS ({}) {}",
-        ENSURE_CONTACT,
-        renumber(UPSERT_INBOUND, 4),
-        renumber(INSERT_MESSAGE, 13)
-    )
-});
+const UPSERT_INBOUND: &str = concat!(
+    "INSERT INTO rm_conversations (conversation_id, org_id, channel_id, channel_kind, contact_id, thread_kind,
+                 thread_id, last_message_at, last_message_preview, last_customer_message_at, unread_count, status)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8, 1, 'OPEN')
+             ON CONFLICT (conversation_id) DO UPDATE SET
+                 unread_count = rm_conversations.unread_count + 1,
+                 ",
+    inbound_on_conflict!()
+);
 
-/// `sql` with every parameter `$n` renamed `$(n + by)`.
-fn renumber(sql: &str, by: usize) -> String {
-    let mut out = String::with_capacity(sql.len() + 16);
-    let mut rest = sql;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..=at]);
-        rest = &rest[at + 1..];
-        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-        match rest[..digits].parse::<usize>() {
-            Ok(n) => out.push_str(&(n + by).to_string()),
-            Err(_) => out.push_str(&rest[..digits]),
+/// A received message whose three writes (contact, conversation, message)
+/// a PostgreSQL transaction has put off (see [`crate::sql::PgTx`]).
+pub(crate) struct Receive {
+    contact_id: Uuid,
+    contact_org_id: Uuid,
+    contact_channel_id: Uuid,
+    platform_user_id: String,
+    conversation_id: Uuid,
+    org_id: Uuid,
+    channel_id: Uuid,
+    channel_kind: String,
+    conversation_contact_id: Uuid,
+    thread_kind: &'static str,
+    thread_id: String,
+    sent_at: i64,
+    preview: String,
+    message: NewMessage,
+}
+
+/// Every put-off [`Receive`] as one statement: the same writes as
+/// [`one_by_one`] for each in order. Contacts are deduplicated (the first
+/// wins, as `DO NOTHING` would have it), each conversation comes once with
+/// its count of messages and its latest one (the last of equal times, as
+/// `<=` would have it), and every message is inserted.
+const RECEIVE_ALL: &str = concat!(
+    "WITH contact AS (
+        INSERT INTO rm_contacts (contact_id, org_id, channel_id, platform_user_id, profile_state)
+        SELECT id, org, channel, platform_user, 'PENDING'
+        FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[]) AS c(id, org, channel, platform_user)
+        ON CONFLICT (contact_id) DO NOTHING),
+     conversation AS (
+        INSERT INTO rm_conversations (conversation_id, org_id, channel_id, channel_kind, contact_id, thread_kind,
+                 thread_id, last_message_at, last_message_preview, last_customer_message_at, unread_count, status)
+        SELECT id, org, channel, kind, contact, thread_kind, thread_id, at, preview, at, unread, 'OPEN'
+        FROM UNNEST($5::uuid[], $6::uuid[], $7::uuid[], $8::text[], $9::uuid[], $10::text[], $11::text[],
+                    $12::int8[], $13::text[], $14::int4[])
+             AS c(id, org, channel, kind, contact, thread_kind, thread_id, at, preview, unread)
+        ON CONFLICT (conversation_id) DO UPDATE SET
+                 unread_count = rm_conversations.unread_count + excluded.unread_count,
+                 ",
+    inbound_on_conflict!(),
+    ")
+     INSERT INTO rm_messages (message_id, conversation_id, org_id, direction, platform_message_id, sent_at, text,
+         attachments, delivery_state, failure_reason, author_id, unsent)
+     SELECT id, conversation, org, direction, platform_id, sent_at, text, attachments, state, NULL, author, false
+     FROM UNNEST($15::uuid[], $16::uuid[], $17::uuid[], $18::text[], $19::text[], $20::int8[], $21::text[],
+                 $22::text[], $23::text[], $24::uuid[])
+          AS m(id, conversation, org, direction, platform_id, sent_at, text, attachments, state, author)"
+);
+
+/// One conversation's part of a batch of [`Receive`]s: the first of them
+/// (its columns), how many there are, and the latest.
+struct Landing<'a> {
+    first: &'a Receive,
+    count: i32,
+    latest: &'a Receive,
+}
+
+/// Writes `receives` with [`RECEIVE_ALL`].
+pub(crate) async fn receive_all(
+    connection: &mut sqlx::PgConnection,
+    receives: &[Receive],
+) -> Result<(), sqlx::Error> {
+    let mut seen_contacts = std::collections::HashSet::new();
+    let contacts: Vec<&Receive> = receives
+        .iter()
+        .filter(|r| seen_contacts.insert(r.contact_id))
+        .collect();
+    let mut landing_of: std::collections::HashMap<Uuid, usize> = Default::default();
+    let mut landings: Vec<Landing<'_>> = Vec::new();
+    for r in receives {
+        if let Some(&at) = landing_of.get(&r.conversation_id) {
+            let landing = &mut landings[at];
+            landing.count += 1;
+            if landing.latest.sent_at <= r.sent_at {
+                landing.latest = r;
+            }
+        } else {
+            landing_of.insert(r.conversation_id, landings.len());
+            landings.push(Landing {
+                first: r,
+                count: 1,
+                latest: r,
+            });
         }
-        rest = &rest[digits..];
     }
-    out.push_str(rest);
-    out
+    fn column<'a, T, U>(rows: &'a [T], f: impl Fn(&'a T) -> U) -> Vec<U> {
+        rows.iter().map(f).collect()
+    }
+    sqlx::query(RECEIVE_ALL)
+        .bind(column(&contacts, |r| r.contact_id))
+        .bind(column(&contacts, |r| r.contact_org_id))
+        .bind(column(&contacts, |r| r.contact_channel_id))
+        .bind(column(&contacts, |r| r.platform_user_id.as_str()))
+        .bind(column(&landings, |l| l.first.conversation_id))
+        .bind(column(&landings, |l| l.first.org_id))
+        .bind(column(&landings, |l| l.first.channel_id))
+        .bind(column(&landings, |l| l.first.channel_kind.as_str()))
+        .bind(column(&landings, |l| l.first.conversation_contact_id))
+        .bind(column(&landings, |l| l.first.thread_kind))
+        .bind(column(&landings, |l| l.first.thread_id.as_str()))
+        .bind(column(&landings, |l| l.latest.sent_at))
+        .bind(column(&landings, |l| l.latest.preview.as_str()))
+        .bind(column(&landings, |l| l.count))
+        .bind(column(receives, |r| r.message.message_id))
+        .bind(column(receives, |r| r.message.conversation_id))
+        .bind(column(receives, |r| r.message.org_id))
+        .bind(column(receives, |r| r.message.direction))
+        .bind(column(receives, |r| {
+            r.message.platform_message_id.as_deref()
+        }))
+        .bind(column(receives, |r| r.message.sent_at))
+        .bind(column(receives, |r| r.message.text.as_deref()))
+        .bind(column(receives, |r| r.message.attachments.as_str()))
+        .bind(column(receives, |r| r.message.delivery_state))
+        .bind(column(receives, |r| r.message.author_id))
+        .execute(connection)
+        .await?;
+    Ok(())
 }
 
 impl InboxRows for SqlRows<'_> {
@@ -487,34 +590,22 @@ impl InboxRows for SqlRows<'_> {
             // SQLite statements are calls in this thread: nothing to save.
             return one_by_one(self, c, i, m).await;
         };
-        sqlx::query(&RECEIVE)
-            .bind(c.contact_id)
-            .bind(c.org_id)
-            .bind(c.channel_id)
-            .bind(c.platform_user_id)
-            .bind(i.conversation_id)
-            .bind(i.org_id)
-            .bind(i.channel_id)
-            .bind(i.channel_kind)
-            .bind(i.contact_id)
-            .bind(i.thread_kind)
-            .bind(i.thread_id)
-            .bind(i.sent_at)
-            .bind(i.preview)
-            .bind(m.message_id)
-            .bind(m.conversation_id)
-            .bind(m.org_id)
-            .bind(m.direction)
-            .bind(m.platform_message_id)
-            .bind(m.sent_at)
-            .bind(m.text)
-            .bind(m.attachments)
-            .bind(m.delivery_state)
-            .bind(None::<String>)
-            .bind(m.author_id)
-            .bind(false)
-            .execute(&mut **tx)
-            .await?;
+        tx.receives.push(Receive {
+            contact_id: c.contact_id,
+            contact_org_id: c.org_id,
+            contact_channel_id: c.channel_id,
+            platform_user_id: c.platform_user_id.to_owned(),
+            conversation_id: i.conversation_id,
+            org_id: i.org_id,
+            channel_id: i.channel_id,
+            channel_kind: i.channel_kind.to_owned(),
+            conversation_contact_id: i.contact_id,
+            thread_kind: i.thread_kind,
+            thread_id: i.thread_id.to_owned(),
+            sent_at: i.sent_at,
+            preview: i.preview.to_owned(),
+            message: m,
+        });
         Ok(())
     }
 
@@ -718,18 +809,145 @@ impl InboxRows for SqlRows<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use omnibox_store::testing::{Backend, TestDatabase};
+    use omnibox_store::Database;
 
-    #[test]
-    fn renumbering_shifts_every_parameter_and_nothing_else() {
-        assert_eq!(
-            renumber("VALUES ($1, $2, $10, '$', $9) WHERE x = $1", 13),
-            "VALUES ($14, $15, $23, '$', $22) WHERE x = $14"
+    /// Receives for three conversations (one of them already in the table,
+    /// with a newer message), some sharing a contact, two with the same
+    /// time and different texts.
+    fn receives(org: Uuid, channel: Uuid) -> Vec<(Uuid, Uuid, i64, String)> {
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let (one, two) = (Uuid::new_v4(), Uuid::new_v4());
+        let _ = (org, channel);
+        vec![
+            (a, one, 100, "first".into()),
+            (b, two, 50, "other".into()),
+            (a, one, 300, "tie, earlier".into()),
+            (a, one, 200, "late arrival".into()),
+            (a, one, 300, "tie, later".into()),
+            (c, two, 10, "older than the row".into()),
+        ]
+    }
+
+    async fn apply(
+        db: &Database,
+        org: Uuid,
+        channel: Uuid,
+        batch: &[(Uuid, Uuid, i64, String)],
+        batched: bool,
+    ) {
+        let mut tx = ReadTx::begin(db).await.expect("begin");
+        // The third conversation exists with a newer message.
+        let existing = batch.last().expect("rows");
+        execute!(
+            &mut tx,
+            "INSERT INTO rm_conversations (conversation_id, org_id, channel_id, channel_kind, contact_id, thread_kind,
+                 thread_id, last_message_at, last_message_preview, last_customer_message_at, unread_count, status)
+             VALUES ($1, $2, $3, 'FACEBOOK', $4, 'USER', 'psid', 999, 'newest', 999, 2, 'RESOLVED')",
+            existing.0,
+            org,
+            channel,
+            existing.1
+        )
+        .expect("existing row");
+        let mut rows = SqlRows(&mut tx);
+        for (n, (conversation, contact, at, text)) in batch.iter().enumerate() {
+            let user = format!("psid-{contact}");
+            let contact_row = NewContact {
+                contact_id: *contact,
+                org_id: org,
+                channel_id: channel,
+                platform_user_id: &user,
+            };
+            let landing = Inbound {
+                conversation_id: *conversation,
+                org_id: org,
+                channel_id: channel,
+                channel_kind: "FACEBOOK",
+                contact_id: *contact,
+                thread_kind: "USER",
+                thread_id: &user,
+                sent_at: *at,
+                preview: text,
+            };
+            let message = NewMessage {
+                message_id: Uuid::from_u128(n as u128 + 1),
+                conversation_id: *conversation,
+                org_id: org,
+                direction: "INBOUND",
+                platform_message_id: Some(format!("m{n}")),
+                sent_at: *at,
+                text: Some(text.clone()),
+                attachments: "[]".into(),
+                delivery_state: None,
+                author_id: None,
+            };
+            if batched {
+                rows.receive(contact_row, landing, message)
+                    .await
+                    .expect("receive");
+            } else {
+                one_by_one(&mut rows, contact_row, landing, message)
+                    .await
+                    .expect("one by one");
+            }
+            if batched && n == 1 {
+                // A read in the middle sees what was put off before it.
+                assert!(rows.conversation_exists(*conversation).await.expect("read"));
+            }
+        }
+        tx.commit().await.expect("commit");
+    }
+
+    async fn tables(db: &Database) -> Vec<String> {
+        let Database::Postgres { pool } = db else {
+            panic!("PostgreSQL");
+        };
+        let mut all = Vec::new();
+        for (table, key) in [
+            ("rm_contacts", "contact_id"),
+            ("rm_conversations", "conversation_id"),
+            ("rm_messages", "message_id"),
+        ] {
+            let rows: Vec<String> = sqlx::query_scalar(&format!(
+                "SELECT row_to_json(t)::text FROM {table} t ORDER BY {key}"
+            ))
+            .fetch_all(pool)
+            .await
+            .expect("rows");
+            all.extend(rows);
+        }
+        all
+    }
+
+    /// The batched writes of a PostgreSQL transaction leave exactly the
+    /// rows the one-by-one statements leave.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batched_receives_write_what_one_by_one_writes() {
+        let (Some(first), Some(second)) = (
+            TestDatabase::create(Backend::Postgres).await,
+            TestDatabase::create(Backend::Postgres).await,
+        ) else {
+            return;
+        };
+        let (batched, one_by_one) = (first.connect().await, second.connect().await);
+        let (org, channel) = (Uuid::new_v4(), Uuid::new_v4());
+        let batch = receives(org, channel);
+        apply(&batched, org, channel, &batch, true).await;
+        apply(&one_by_one, org, channel, &batch, false).await;
+        let (got, want) = (tables(&batched).await, tables(&one_by_one).await);
+        assert_eq!(got.len(), 2 + 3 + 6, "{got:#?}");
+        assert_eq!(got, want);
+        assert!(
+            got.iter()
+                .any(|row| row.contains(r#""last_message_preview":"tie, later""#)),
+            "{got:#?}"
         );
     }
 
     #[test]
-    fn the_fused_statement_numbers_its_parameters_in_order() {
-        let mut seen: Vec<usize> = RECEIVE
+    fn the_batched_statement_numbers_its_parameters_in_order() {
+        let mut seen: Vec<usize> = RECEIVE_ALL
             .split('$')
             .skip(1)
             .filter_map(|p| {
@@ -740,6 +958,6 @@ mod tests {
             .collect();
         seen.sort_unstable();
         seen.dedup();
-        assert_eq!(seen, (1..=25).collect::<Vec<_>>());
+        assert_eq!(seen, (1..=24).collect::<Vec<_>>());
     }
 }
