@@ -10,16 +10,10 @@
 //! draw a lower sequence number and commit after a reader has already gone
 //! past it. Events are therefore ordered by (writing transaction id,
 //! sequence), and a reader only returns events of transactions older than
-//! the oldest *appending* transaction still running. Everything below that
+//! the oldest one still running (`pg_snapshot_xmin`). Everything below that
 //! horizon is final, so a reader can never later find an event behind its
 //! cursor. Commits are announced with `pg_notify` after the transaction, not
 //! inside it, so notifying never serializes commits.
-//!
-//! Only appends hold the horizon back, not every transaction with an id:
-//! with the plain oldest running transaction (`pg_snapshot_xmin`), each
-//! projector's read-model transaction held back every event written after
-//! it began, so slow batches made the next batches later and larger, and
-//! under load the live path fell seconds behind. See [`READ_ALL`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,45 +32,6 @@ use crate::event::{
     StreamName,
 };
 use crate::{check_new_events, EventStore, StoreError};
-
-/// `$all` after a position, up to the horizon: the oldest transaction that
-/// was running when this statement's snapshot was taken and may append,
-/// or, if there is none, the first transaction id not yet given out.
-///
-/// Which transactions may append: every append is one autocommit
-/// `INSERT INTO events`, which locks the table before it draws its
-/// transaction id, and holds the lock until it ends. So a transaction that
-/// holds an id but no write lock on `events` (a projector's batch, a
-/// rebuild, a claim) never appends, and the horizon passes over it.
-///
-/// Why this is safe although `pg_locks` is read after the snapshot: a
-/// transaction running at the snapshot and still running when the locks
-/// are read shows both its id and its write lock if it appends (it took
-/// the lock before its id, so before the snapshot); one that ended in
-/// between no longer shows its id and is not passed over; and one that
-/// began in between has an id the snapshot does not list. One read of
-/// `pg_locks` gives both kinds of lock, so they describe the same moment
-/// for each backend.
-const READ_ALL: &str = "
-WITH snapshot AS MATERIALIZED (SELECT pg_current_snapshot() AS s),
-locks AS MATERIALIZED (SELECT pid, locktype, mode, granted, relation, transactionid FROM pg_locks),
-bystanders AS (
-    SELECT t.transactionid::text::bigint AS xid FROM locks t
-    WHERE t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock' AND t.granted
-      AND t.pid IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM locks w
-                      WHERE w.pid = t.pid AND w.locktype = 'relation'
-                        AND w.relation = 'events'::regclass
-                        AND w.mode NOT IN ('AccessShareLock', 'RowShareLock'))),
-horizon AS (
-    SELECT coalesce(
-        (SELECT min(x::text::bigint) FROM snapshot, pg_snapshot_xip(snapshot.s) AS x
-         WHERE (x::text::bigint & 4294967295) NOT IN (SELECT xid FROM bystanders)),
-        (SELECT pg_snapshot_xmax(s)::text::bigint FROM snapshot)) AS h)
-SELECT seq, tx_id, event_id, stream, revision, event_type, data::text, metadata::text, recorded_at
-FROM events
-WHERE (tx_id, seq) > ($1, $2) AND tx_id < (SELECT h FROM horizon)
-ORDER BY tx_id, seq LIMIT $3";
 
 const WRITERS: usize = 2;
 const MAX_BATCH_APPENDS: usize = 512;
@@ -208,15 +163,21 @@ impl EventStore for PgEventStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let after = after.unwrap_or_default();
-        sqlx::query(READ_ALL)
-            .bind(clamp(after.commit))
-            .bind(clamp(after.prepare))
-            .bind(clamp(limit as u64))
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(decode)
-            .collect()
+        sqlx::query(
+            "SELECT seq, tx_id, event_id, stream, revision, event_type, data::text, metadata::text, recorded_at
+             FROM events
+             WHERE (tx_id, seq) > ($1, $2)
+               AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+             ORDER BY tx_id, seq LIMIT $3",
+        )
+        .bind(clamp(after.commit))
+        .bind(clamp(after.prepare))
+        .bind(clamp(limit as u64))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(decode)
+        .collect()
     }
 
     fn changes(&self) -> watch::Receiver<u64> {

@@ -91,7 +91,7 @@ async fn eventstoredb_fixture() -> Option<Fixture> {
 /// Every event `$all` shows, once it shows at least `expected` of them.
 ///
 /// On PostgreSQL an event becomes visible in `$all` only when no older
-/// append is still running anywhere in the cluster (other tests', for
+/// transaction is still running anywhere in the cluster (other tests', for
 /// instance): a reader may briefly see less than was committed, never more
 /// and never out of order. Tests that count therefore wait for the count.
 async fn visible_all(store: &dyn EventStore, expected: usize) -> Vec<omnibox_store::RecordedEvent> {
@@ -609,34 +609,6 @@ fn postgres_pool(f: &Fixture) -> &sqlx::PgPool {
         } => pool,
         _ => panic!("a PostgreSQL fixture opens a PostgreSQL database"),
     }
-}
-
-/// A transaction that holds an id but never appends (a projector's batch,
-/// a rebuild) must not hide the events committed after it began: that held
-/// the live inbox back by as long as the slowest read-model batch.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_a_long_transaction_that_does_not_append_hides_nothing() {
-    let Some(f) = fixture(Backend::Postgres).await else {
-        return;
-    };
-    let mut bystander = postgres_pool(&f).begin().await.expect("begin");
-    sqlx::query("SELECT pg_current_xact_id()")
-        .execute(&mut *bystander)
-        .await
-        .expect("draw a transaction id");
-    let appended = f
-        .store
-        .append(
-            &stream("conversation"),
-            ExpectedRevision::NoStream,
-            events(3),
-        )
-        .await
-        .expect("append");
-    let seen = visible_all(&*f.store, 3).await;
-    assert_eq!(seen.len(), 3, "the open transaction hid the events");
-    assert_eq!(seen[2].position, appended.position);
-    bystander.rollback().await.expect("rollback");
 }
 
 /// An append that drew its transaction id first but commits last holds
