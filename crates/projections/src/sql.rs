@@ -6,6 +6,7 @@
 //! query for each driver, so nothing is written twice by hand.
 
 use omnibox_store::Database;
+use uuid::Uuid;
 
 /// A read-model transaction on either backend.
 pub enum ReadTx {
@@ -31,7 +32,7 @@ pub enum ReadTx {
 pub struct PgTx {
     tx: sqlx::Transaction<'static, sqlx::Postgres>,
     /// Received messages not written yet, in order.
-    pub(crate) receives: Vec<crate::inbox::rows::Receive>,
+    pub(crate) receives: Vec<Receive>,
 }
 
 impl PgTx {
@@ -42,7 +43,7 @@ impl PgTx {
             return Ok(());
         }
         let receives = std::mem::take(&mut self.receives);
-        crate::inbox::rows::receive_all(&mut self.tx, &receives).await
+        receive_all(&mut self.tx, &receives).await
     }
 }
 
@@ -499,6 +500,152 @@ pub fn copy_statement(insert: &str) -> String {
         .trim_start_matches("INSERT INTO")
         .trim();
     format!("COPY {target} FROM STDIN")
+}
+
+/// How an inbound message (or several: `excluded` then holds their count
+/// and the latest) lands on a conversation that exists, after its
+/// `unread_count`.
+#[macro_export]
+macro_rules! inbound_on_conflict {
+    () => {
+        "status = 'OPEN',
+                 last_customer_message_at = CASE
+                     WHEN rm_conversations.last_customer_message_at IS NULL
+                       OR rm_conversations.last_customer_message_at < excluded.last_customer_message_at
+                     THEN excluded.last_customer_message_at ELSE rm_conversations.last_customer_message_at END,
+                 last_message_preview = CASE WHEN rm_conversations.last_message_at <= excluded.last_message_at
+                     THEN excluded.last_message_preview ELSE rm_conversations.last_message_preview END,
+                 last_message_at = CASE WHEN rm_conversations.last_message_at <= excluded.last_message_at
+                     THEN excluded.last_message_at ELSE rm_conversations.last_message_at END"
+    };
+}
+
+/// A received message whose three writes (contact, conversation, message)
+/// a PostgreSQL transaction has put off (see [`PgTx`]).
+pub(crate) struct Receive {
+    pub(crate) contact_id: Uuid,
+    pub(crate) contact_org_id: Uuid,
+    pub(crate) contact_channel_id: Uuid,
+    pub(crate) platform_user_id: String,
+    pub(crate) conversation_id: Uuid,
+    pub(crate) org_id: Uuid,
+    pub(crate) channel_id: Uuid,
+    pub(crate) channel_kind: String,
+    pub(crate) conversation_contact_id: Uuid,
+    pub(crate) thread_kind: &'static str,
+    pub(crate) thread_id: String,
+    pub(crate) sent_at: i64,
+    pub(crate) preview: String,
+    pub(crate) message_id: Uuid,
+    pub(crate) message_conversation_id: Uuid,
+    pub(crate) message_org_id: Uuid,
+    pub(crate) direction: &'static str,
+    pub(crate) platform_message_id: Option<String>,
+    pub(crate) text: Option<String>,
+    /// JSON array.
+    pub(crate) attachments: String,
+    pub(crate) delivery_state: Option<&'static str>,
+    pub(crate) author_id: Option<Uuid>,
+}
+
+/// Every put-off [`Receive`] as one statement: the same writes as
+/// the inbox's one-by-one statements for each in order. Contacts are deduplicated (the first
+/// wins, as `DO NOTHING` would have it), each conversation comes once with
+/// its count of messages and its latest one (the last of equal times, as
+/// `<=` would have it), and every message is inserted.
+pub(crate) const RECEIVE_ALL: &str = concat!(
+    "WITH contact AS (
+        INSERT INTO rm_contacts (contact_id, org_id, channel_id, platform_user_id, profile_state)
+        SELECT id, org, channel, platform_user, 'PENDING'
+        FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[]) AS c(id, org, channel, platform_user)
+        ON CONFLICT (contact_id) DO NOTHING),
+     conversation AS (
+        INSERT INTO rm_conversations (conversation_id, org_id, channel_id, channel_kind, contact_id, thread_kind,
+                 thread_id, last_message_at, last_message_preview, last_customer_message_at, unread_count, status)
+        SELECT id, org, channel, kind, contact, thread_kind, thread_id, at, preview, at, unread, 'OPEN'
+        FROM UNNEST($5::uuid[], $6::uuid[], $7::uuid[], $8::text[], $9::uuid[], $10::text[], $11::text[],
+                    $12::int8[], $13::text[], $14::int4[])
+             AS c(id, org, channel, kind, contact, thread_kind, thread_id, at, preview, unread)
+        ON CONFLICT (conversation_id) DO UPDATE SET
+                 unread_count = rm_conversations.unread_count + excluded.unread_count,
+                 ",
+    crate::inbound_on_conflict!(),
+    ")
+     INSERT INTO rm_messages (message_id, conversation_id, org_id, direction, platform_message_id, sent_at, text,
+         attachments, delivery_state, failure_reason, author_id, unsent)
+     SELECT id, conversation, org, direction, platform_id, sent_at, text, attachments, state, NULL, author, false
+     FROM UNNEST($15::uuid[], $16::uuid[], $17::uuid[], $18::text[], $19::text[], $20::int8[], $21::text[],
+                 $22::text[], $23::text[], $24::uuid[])
+          AS m(id, conversation, org, direction, platform_id, sent_at, text, attachments, state, author)"
+);
+
+/// One conversation's part of a batch of [`Receive`]s: the first of them
+/// (its columns), how many there are, and the latest.
+struct Landing<'a> {
+    first: &'a Receive,
+    count: i32,
+    latest: &'a Receive,
+}
+
+/// Writes `receives` with [`RECEIVE_ALL`].
+pub(crate) async fn receive_all(
+    connection: &mut sqlx::PgConnection,
+    receives: &[Receive],
+) -> Result<(), sqlx::Error> {
+    let mut seen_contacts = std::collections::HashSet::new();
+    let contacts: Vec<&Receive> = receives
+        .iter()
+        .filter(|r| seen_contacts.insert(r.contact_id))
+        .collect();
+    let mut landing_of: std::collections::HashMap<Uuid, usize> = Default::default();
+    let mut landings: Vec<Landing<'_>> = Vec::new();
+    for r in receives {
+        if let Some(&at) = landing_of.get(&r.conversation_id) {
+            let landing = &mut landings[at];
+            landing.count += 1;
+            if landing.latest.sent_at <= r.sent_at {
+                landing.latest = r;
+            }
+        } else {
+            landing_of.insert(r.conversation_id, landings.len());
+            landings.push(Landing {
+                first: r,
+                count: 1,
+                latest: r,
+            });
+        }
+    }
+    fn column<'a, T, U>(rows: &'a [T], f: impl Fn(&'a T) -> U) -> Vec<U> {
+        rows.iter().map(f).collect()
+    }
+    sqlx::query(RECEIVE_ALL)
+        .bind(column(&contacts, |r| r.contact_id))
+        .bind(column(&contacts, |r| r.contact_org_id))
+        .bind(column(&contacts, |r| r.contact_channel_id))
+        .bind(column(&contacts, |r| r.platform_user_id.as_str()))
+        .bind(column(&landings, |l| l.first.conversation_id))
+        .bind(column(&landings, |l| l.first.org_id))
+        .bind(column(&landings, |l| l.first.channel_id))
+        .bind(column(&landings, |l| l.first.channel_kind.as_str()))
+        .bind(column(&landings, |l| l.first.conversation_contact_id))
+        .bind(column(&landings, |l| l.first.thread_kind))
+        .bind(column(&landings, |l| l.first.thread_id.as_str()))
+        .bind(column(&landings, |l| l.latest.sent_at))
+        .bind(column(&landings, |l| l.latest.preview.as_str()))
+        .bind(column(&landings, |l| l.count))
+        .bind(column(receives, |r| r.message_id))
+        .bind(column(receives, |r| r.message_conversation_id))
+        .bind(column(receives, |r| r.message_org_id))
+        .bind(column(receives, |r| r.direction))
+        .bind(column(receives, |r| r.platform_message_id.as_deref()))
+        .bind(column(receives, |r| r.sent_at))
+        .bind(column(receives, |r| r.text.as_deref()))
+        .bind(column(receives, |r| r.attachments.as_str()))
+        .bind(column(receives, |r| r.delivery_state))
+        .bind(column(receives, |r| r.author_id))
+        .execute(connection)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use crate::runtime::{ApplyError, Fold};
 use crate::{fetch_all, fetch_optional, Change, Projector, ReadTx};
 
 mod memory;
-pub(crate) mod rows;
+mod rows;
 
 use memory::MemoryRows;
 use rows::{

@@ -275,23 +275,6 @@ const ENSURE_CONTACT: &str =
     "INSERT INTO rm_contacts (contact_id, org_id, channel_id, platform_user_id, profile_state)
              VALUES ($1, $2, $3, $4, 'PENDING')
              ON CONFLICT (contact_id) DO NOTHING";
-/// How an inbound message (or several: `excluded` then holds their count
-/// and the latest) lands on a conversation that exists, after its
-/// `unread_count`.
-macro_rules! inbound_on_conflict {
-    () => {
-        "status = 'OPEN',
-                 last_customer_message_at = CASE
-                     WHEN rm_conversations.last_customer_message_at IS NULL
-                       OR rm_conversations.last_customer_message_at < excluded.last_customer_message_at
-                     THEN excluded.last_customer_message_at ELSE rm_conversations.last_customer_message_at END,
-                 last_message_preview = CASE WHEN rm_conversations.last_message_at <= excluded.last_message_at
-                     THEN excluded.last_message_preview ELSE rm_conversations.last_message_preview END,
-                 last_message_at = CASE WHEN rm_conversations.last_message_at <= excluded.last_message_at
-                     THEN excluded.last_message_at ELSE rm_conversations.last_message_at END"
-    };
-}
-
 const UPSERT_INBOUND: &str = concat!(
     "INSERT INTO rm_conversations (conversation_id, org_id, channel_id, channel_kind, contact_id, thread_kind,
                  thread_id, last_message_at, last_message_preview, last_customer_message_at, unread_count, status)
@@ -299,129 +282,8 @@ const UPSERT_INBOUND: &str = concat!(
              ON CONFLICT (conversation_id) DO UPDATE SET
                  unread_count = rm_conversations.unread_count + 1,
                  ",
-    inbound_on_conflict!()
+    crate::inbound_on_conflict!()
 );
-
-/// A received message whose three writes (contact, conversation, message)
-/// a PostgreSQL transaction has put off (see [`crate::sql::PgTx`]).
-pub(crate) struct Receive {
-    contact_id: Uuid,
-    contact_org_id: Uuid,
-    contact_channel_id: Uuid,
-    platform_user_id: String,
-    conversation_id: Uuid,
-    org_id: Uuid,
-    channel_id: Uuid,
-    channel_kind: String,
-    conversation_contact_id: Uuid,
-    thread_kind: &'static str,
-    thread_id: String,
-    sent_at: i64,
-    preview: String,
-    message: NewMessage,
-}
-
-/// Every put-off [`Receive`] as one statement: the same writes as
-/// [`one_by_one`] for each in order. Contacts are deduplicated (the first
-/// wins, as `DO NOTHING` would have it), each conversation comes once with
-/// its count of messages and its latest one (the last of equal times, as
-/// `<=` would have it), and every message is inserted.
-const RECEIVE_ALL: &str = concat!(
-    "WITH contact AS (
-        INSERT INTO rm_contacts (contact_id, org_id, channel_id, platform_user_id, profile_state)
-        SELECT id, org, channel, platform_user, 'PENDING'
-        FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[]) AS c(id, org, channel, platform_user)
-        ON CONFLICT (contact_id) DO NOTHING),
-     conversation AS (
-        INSERT INTO rm_conversations (conversation_id, org_id, channel_id, channel_kind, contact_id, thread_kind,
-                 thread_id, last_message_at, last_message_preview, last_customer_message_at, unread_count, status)
-        SELECT id, org, channel, kind, contact, thread_kind, thread_id, at, preview, at, unread, 'OPEN'
-        FROM UNNEST($5::uuid[], $6::uuid[], $7::uuid[], $8::text[], $9::uuid[], $10::text[], $11::text[],
-                    $12::int8[], $13::text[], $14::int4[])
-             AS c(id, org, channel, kind, contact, thread_kind, thread_id, at, preview, unread)
-        ON CONFLICT (conversation_id) DO UPDATE SET
-                 unread_count = rm_conversations.unread_count + excluded.unread_count,
-                 ",
-    inbound_on_conflict!(),
-    ")
-     INSERT INTO rm_messages (message_id, conversation_id, org_id, direction, platform_message_id, sent_at, text,
-         attachments, delivery_state, failure_reason, author_id, unsent)
-     SELECT id, conversation, org, direction, platform_id, sent_at, text, attachments, state, NULL, author, false
-     FROM UNNEST($15::uuid[], $16::uuid[], $17::uuid[], $18::text[], $19::text[], $20::int8[], $21::text[],
-                 $22::text[], $23::text[], $24::uuid[])
-          AS m(id, conversation, org, direction, platform_id, sent_at, text, attachments, state, author)"
-);
-
-/// One conversation's part of a batch of [`Receive`]s: the first of them
-/// (its columns), how many there are, and the latest.
-struct Landing<'a> {
-    first: &'a Receive,
-    count: i32,
-    latest: &'a Receive,
-}
-
-/// Writes `receives` with [`RECEIVE_ALL`].
-pub(crate) async fn receive_all(
-    connection: &mut sqlx::PgConnection,
-    receives: &[Receive],
-) -> Result<(), sqlx::Error> {
-    let mut seen_contacts = std::collections::HashSet::new();
-    let contacts: Vec<&Receive> = receives
-        .iter()
-        .filter(|r| seen_contacts.insert(r.contact_id))
-        .collect();
-    let mut landing_of: std::collections::HashMap<Uuid, usize> = Default::default();
-    let mut landings: Vec<Landing<'_>> = Vec::new();
-    for r in receives {
-        if let Some(&at) = landing_of.get(&r.conversation_id) {
-            let landing = &mut landings[at];
-            landing.count += 1;
-            if landing.latest.sent_at <= r.sent_at {
-                landing.latest = r;
-            }
-        } else {
-            landing_of.insert(r.conversation_id, landings.len());
-            landings.push(Landing {
-                first: r,
-                count: 1,
-                latest: r,
-            });
-        }
-    }
-    fn column<'a, T, U>(rows: &'a [T], f: impl Fn(&'a T) -> U) -> Vec<U> {
-        rows.iter().map(f).collect()
-    }
-    sqlx::query(RECEIVE_ALL)
-        .bind(column(&contacts, |r| r.contact_id))
-        .bind(column(&contacts, |r| r.contact_org_id))
-        .bind(column(&contacts, |r| r.contact_channel_id))
-        .bind(column(&contacts, |r| r.platform_user_id.as_str()))
-        .bind(column(&landings, |l| l.first.conversation_id))
-        .bind(column(&landings, |l| l.first.org_id))
-        .bind(column(&landings, |l| l.first.channel_id))
-        .bind(column(&landings, |l| l.first.channel_kind.as_str()))
-        .bind(column(&landings, |l| l.first.conversation_contact_id))
-        .bind(column(&landings, |l| l.first.thread_kind))
-        .bind(column(&landings, |l| l.first.thread_id.as_str()))
-        .bind(column(&landings, |l| l.latest.sent_at))
-        .bind(column(&landings, |l| l.latest.preview.as_str()))
-        .bind(column(&landings, |l| l.count))
-        .bind(column(receives, |r| r.message.message_id))
-        .bind(column(receives, |r| r.message.conversation_id))
-        .bind(column(receives, |r| r.message.org_id))
-        .bind(column(receives, |r| r.message.direction))
-        .bind(column(receives, |r| {
-            r.message.platform_message_id.as_deref()
-        }))
-        .bind(column(receives, |r| r.message.sent_at))
-        .bind(column(receives, |r| r.message.text.as_deref()))
-        .bind(column(receives, |r| r.message.attachments.as_str()))
-        .bind(column(receives, |r| r.message.delivery_state))
-        .bind(column(receives, |r| r.message.author_id))
-        .execute(connection)
-        .await?;
-    Ok(())
-}
 
 impl InboxRows for SqlRows<'_> {
     async fn ensure_contact(&mut self, c: NewContact<'_>) -> Result<(), ApplyError> {
@@ -590,7 +452,7 @@ impl InboxRows for SqlRows<'_> {
             // SQLite statements are calls in this thread: nothing to save.
             return one_by_one(self, c, i, m).await;
         };
-        tx.receives.push(Receive {
+        tx.receives.push(crate::sql::Receive {
             contact_id: c.contact_id,
             contact_org_id: c.org_id,
             contact_channel_id: c.channel_id,
@@ -604,7 +466,15 @@ impl InboxRows for SqlRows<'_> {
             thread_id: i.thread_id.to_owned(),
             sent_at: i.sent_at,
             preview: i.preview.to_owned(),
-            message: m,
+            message_id: m.message_id,
+            message_conversation_id: m.conversation_id,
+            message_org_id: m.org_id,
+            direction: m.direction,
+            platform_message_id: m.platform_message_id,
+            text: m.text,
+            attachments: m.attachments,
+            delivery_state: m.delivery_state,
+            author_id: m.author_id,
         });
         Ok(())
     }
@@ -947,7 +817,7 @@ mod tests {
 
     #[test]
     fn the_batched_statement_numbers_its_parameters_in_order() {
-        let mut seen: Vec<usize> = RECEIVE_ALL
+        let mut seen: Vec<usize> = crate::sql::RECEIVE_ALL
             .split('$')
             .skip(1)
             .filter_map(|p| {
