@@ -539,6 +539,7 @@ pub(crate) struct Receive {
     pub(crate) message_id: Uuid,
     pub(crate) message_conversation_id: Uuid,
     pub(crate) message_org_id: Uuid,
+    pub(crate) message_sent_at: i64,
     pub(crate) direction: &'static str,
     pub(crate) platform_message_id: Option<String>,
     pub(crate) text: Option<String>,
@@ -638,7 +639,7 @@ pub(crate) async fn receive_all(
         .bind(column(receives, |r| r.message_org_id))
         .bind(column(receives, |r| r.direction))
         .bind(column(receives, |r| r.platform_message_id.as_deref()))
-        .bind(column(receives, |r| r.sent_at))
+        .bind(column(receives, |r| r.message_sent_at))
         .bind(column(receives, |r| r.text.as_deref()))
         .bind(column(receives, |r| r.attachments.as_str()))
         .bind(column(receives, |r| r.delivery_state))

@@ -469,6 +469,7 @@ impl InboxRows for SqlRows<'_> {
             message_id: m.message_id,
             message_conversation_id: m.conversation_id,
             message_org_id: m.org_id,
+            message_sent_at: m.sent_at,
             direction: m.direction,
             platform_message_id: m.platform_message_id,
             text: m.text,
