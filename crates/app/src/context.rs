@@ -162,9 +162,10 @@ impl AppContext {
     }
 
     /// Starts following the log with every projector, and listening for
-    /// the other servers' commits.
+    /// the other servers' commits and erasures.
     pub fn start_projections(&self) {
         self.projections.spawn();
+        tokio::spawn(self.personal.clone().follow_erasures());
         tokio::spawn(omnibox_projections::follow_other_servers(
             self.db.clone(),
             self.bus.clone(),

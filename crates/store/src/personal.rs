@@ -14,6 +14,8 @@
 //! without the prefix is plaintext (events written before sealing existed).
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,8 +23,10 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
+use lru::LruCache;
 use rand::RngCore;
 use sqlx::Row;
+use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use crate::secrets::SecretKey;
@@ -32,9 +36,17 @@ use crate::Database;
 pub const SEALED_PREFIX: &str = "sealed:v1:";
 
 /// How long a key (or its absence) is trusted for opening without asking
-/// the database. Another server's erasure is honoured here within this
-/// time; this server's own erasures at once.
-const CACHE_TTL: Duration = Duration::from_secs(2);
+/// the database while this process does not hear erasures as they happen
+/// (a command-line tool, or a server whose LISTEN connection is down):
+/// another server's erasure is honoured within this time. A process that
+/// hears them ([`PersonalKeys::follow_erasures`]) trusts a key it found
+/// until the key is erased or pushed out of memory.
+const UNHEARD_TTL: Duration = Duration::from_secs(2);
+/// Keys kept in memory for opening; the least recently used go first.
+const KEYS_KEPT: usize = 100_000;
+/// The PostgreSQL channel erasures are announced on, one per schema (so
+/// that databases shared by several tenants, or tests, don't mix).
+const ERASED_CHANNEL: &str = "left('omnibox_erased_' || md5(current_schema()), 40)";
 /// How long a contact's current key is used for sealing before it is read
 /// again. Should another server erase the contact meanwhile, what this one
 /// seals with the destroyed key is unreadable from the start: erased too.
@@ -141,15 +153,58 @@ pub struct SealedKey {
     pub created_at: i64,
 }
 
-#[derive(Default)]
-struct Cache {
-    /// Contact → its current key.
-    by_contact: HashMap<Uuid, (SealingKey, Instant)>,
-    /// Key id → the key, or `None` when it is gone (erased).
-    by_key: HashMap<Uuid, (Option<Arc<Aes256Gcm>>, Instant)>,
+/// A key as kept in memory for opening.
+struct CachedKey {
+    /// `None`: the key is gone (erased).
+    cipher: Option<Arc<Aes256Gcm>>,
+    /// Whose key it is, so erasing the contact forgets it.
+    contact: Option<Uuid>,
+    /// When it was read from the table.
+    at: Instant,
 }
 
-/// The `personal_keys` table and a short-lived cache of it.
+/// A key read from the table: the key and its contact, or `None` when gone.
+type Found = Option<(Arc<Aes256Gcm>, Uuid)>;
+/// One lookup of a key, shared by everyone who needs that key meanwhile.
+type Lookup = Arc<OnceCell<Found>>;
+
+struct Cache {
+    /// Contact → its current key, for sealing.
+    by_contact: HashMap<Uuid, (SealingKey, Instant)>,
+    /// Key id → the key, for opening.
+    by_key: LruCache<Uuid, CachedKey>,
+    /// Lookups in flight.
+    lookups: HashMap<Uuid, Lookup>,
+    /// Whether every erasure is heard as it happens, so that a key found is
+    /// trusted until its contact is erased.
+    hearing: bool,
+    /// Bumped by every erasure heard: a lookup begun before it does not
+    /// keep what it read, which may be a key erased since.
+    generation: u64,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Self {
+            by_contact: HashMap::new(),
+            by_key: LruCache::new(NonZeroUsize::new(KEYS_KEPT).unwrap_or(NonZeroUsize::MIN)),
+            lookups: HashMap::new(),
+            hearing: false,
+            generation: 0,
+        }
+    }
+}
+
+impl Cache {
+    /// Something may have been erased unheard, or just was: lookups in
+    /// flight must not be kept, nor joined by new readers.
+    fn new_generation(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+        self.lookups.clear();
+    }
+}
+
+/// The `personal_keys` table and a cache of it.
 #[derive(Clone)]
 pub struct PersonalKeys {
     db: Database,
@@ -157,6 +212,10 @@ pub struct PersonalKeys {
     cache: Arc<Mutex<Cache>>,
     /// Whether new fields are sealed (opening always works).
     sealing: bool,
+    /// How long a key is trusted while erasures are not heard.
+    unheard_ttl: Duration,
+    /// Keys read from the table so far (tests and diagnostics).
+    reads: Arc<AtomicU64>,
 }
 
 type KeyRow = (Uuid, Uuid, Vec<u8>, Vec<u8>);
@@ -170,6 +229,8 @@ impl PersonalKeys {
             server: Arc::new(Aes256Gcm::new(&(*server_key.bytes()).into())),
             cache: Arc::default(),
             sealing: true,
+            unheard_ttl: UNHEARD_TTL,
+            reads: Arc::default(),
         }
     }
 
@@ -256,7 +317,14 @@ impl PersonalKeys {
     fn remember(&self, contact: Uuid, key: &SealingKey) {
         let now = Instant::now();
         let mut cache = self.cache();
-        cache.by_key.insert(key.key_id, (key.cipher.clone(), now));
+        cache.by_key.put(
+            key.key_id,
+            CachedKey {
+                cipher: key.cipher.clone(),
+                contact: Some(contact),
+                at: now,
+            },
+        );
         cache.by_contact.insert(contact, (key.clone(), now));
     }
 
@@ -353,11 +421,46 @@ impl PersonalKeys {
 
     /// The key with id `key_id`, or `None` when it was destroyed.
     async fn key(&self, key_id: Uuid) -> Result<Option<Arc<Aes256Gcm>>, PersonalError> {
-        if let Some((key, at)) = self.cache().by_key.get(&key_id) {
-            if at.elapsed() < CACHE_TTL {
-                return Ok(key.clone());
+        let (lookup, generation) = {
+            let mut cache = self.cache();
+            let hearing = cache.hearing;
+            if let Some(cached) = cache.by_key.get(&key_id) {
+                if (hearing && cached.cipher.is_some()) || cached.at.elapsed() < self.unheard_ttl {
+                    return Ok(cached.cipher.clone());
+                }
             }
+            let generation = cache.generation;
+            (cache.lookups.entry(key_id).or_default().clone(), generation)
+        };
+        // Subscribers opening one update's fields all ask at once: one reads.
+        let found = lookup
+            .get_or_try_init(|| self.read_key(key_id))
+            .await
+            .cloned();
+        let mut cache = self.cache();
+        if cache
+            .lookups
+            .get(&key_id)
+            .is_some_and(|current| Arc::ptr_eq(current, &lookup))
+        {
+            cache.lookups.remove(&key_id);
         }
+        let found = found?;
+        if cache.generation == generation {
+            cache.by_key.put(
+                key_id,
+                CachedKey {
+                    cipher: found.as_ref().map(|(cipher, _)| cipher.clone()),
+                    contact: found.as_ref().map(|(_, contact)| *contact),
+                    at: Instant::now(),
+                },
+            );
+        }
+        Ok(found.map(|(cipher, _)| cipher))
+    }
+
+    async fn read_key(&self, key_id: Uuid) -> Result<Found, PersonalError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let select =
             "SELECT key_id, contact_id, nonce, wrapped FROM personal_keys WHERE key_id = $1";
         let row: Option<KeyRow> = match &self.db {
@@ -374,14 +477,114 @@ impl PersonalKeys {
                     .await?
             }
         };
-        let key = match row {
-            Some((_, _, nonce, wrapped)) => Some(self.unwrap_key(key_id, &nonce, &wrapped)?),
-            None => None,
-        };
-        self.cache()
+        match row {
+            Some((_, contact, nonce, wrapped)) => {
+                Ok(Some((self.unwrap_key(key_id, &nonce, &wrapped)?, contact)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// How many times a key was read from the table (tests, diagnostics).
+    pub fn key_reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    /// Forgets `contact`'s keys (and any lookup in flight): it was erased,
+    /// here or, as heard, on another server.
+    fn forget(&self, contact: Uuid, doomed: &[Uuid]) {
+        let mut cache = self.cache();
+        cache.new_generation();
+        let current = cache.by_contact.remove(&contact).map(|(key, _)| key.key_id);
+        let theirs: Vec<Uuid> = cache
             .by_key
-            .insert(key_id, (key.clone(), Instant::now()));
-        Ok(key)
+            .iter()
+            .filter(|(_, cached)| cached.contact == Some(contact))
+            .map(|(key_id, _)| *key_id)
+            .collect();
+        let now = Instant::now();
+        for key_id in theirs
+            .into_iter()
+            .chain(doomed.iter().copied())
+            .chain(current)
+        {
+            cache.by_key.put(
+                key_id,
+                CachedKey {
+                    cipher: None,
+                    contact: None,
+                    at: now,
+                },
+            );
+        }
+    }
+
+    /// Hears erasures as they happen, for as long as the process runs, so
+    /// that keys found can be trusted until then instead of for two seconds
+    /// (see [`UNHEARD_TTL`]). Spawn it in a server.
+    ///
+    /// On PostgreSQL every erasure is announced with `pg_notify` in the
+    /// transaction that deletes the keys; while the LISTEN connection is
+    /// down this process falls back to the short trust, and when it is back
+    /// it forgets every key it holds (it may have missed an erasure). A
+    /// SQLite file has one server, whose erasures are its own.
+    pub async fn follow_erasures(self) {
+        let pool = match &self.db {
+            Database::Sqlite { .. } => {
+                self.cache().hearing = true;
+                return;
+            }
+            Database::Postgres { pool } => pool.clone(),
+        };
+        let channel: String = loop {
+            match sqlx::query_scalar(&format!("SELECT {ERASED_CHANNEL}"))
+                .fetch_one(&pool)
+                .await
+            {
+                Ok(channel) => break channel,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot name the erasure channel; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        loop {
+            let heard: Result<(), sqlx::Error> = async {
+                let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+                listener.listen(&channel).await?;
+                {
+                    let mut cache = self.cache();
+                    cache.new_generation();
+                    cache.by_key.clear();
+                    cache.hearing = true;
+                }
+                // `None`: the connection was lost (the listener would
+                // reconnect on the next call, but what was said meanwhile
+                // is lost): start over.
+                while let Some(notification) = listener.try_recv().await? {
+                    match Uuid::try_parse(notification.payload()) {
+                        Ok(contact) => self.forget(contact, &[]),
+                        Err(_) => {
+                            // Unreadable: forget everything rather than
+                            // keep what may be erased.
+                            let mut cache = self.cache();
+                            cache.new_generation();
+                            cache.by_key.clear();
+                        }
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            self.cache().hearing = false;
+            match heard {
+                Ok(()) => tracing::warn!("lost the connection that hears erasures; reconnecting"),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot hear erasures; reconnecting in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
     }
 
     /// Opens one field: plaintext passes through, a sealed field is
@@ -492,11 +695,18 @@ impl PersonalKeys {
                 deleted
             }
             Database::Postgres { pool } => {
+                // Other servers hear of it when the deletion commits.
+                let mut tx = pool.begin().await?;
                 let deleted = sqlx::query(delete)
                     .bind(contact)
-                    .execute(pool)
+                    .execute(&mut *tx)
                     .await?
                     .rows_affected();
+                sqlx::query(&format!("SELECT pg_notify({ERASED_CHANNEL}, $1)"))
+                    .bind(contact.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
                 // Dead tuples keep the (server-sealed) key until vacuumed.
                 if let Err(error) = sqlx::query("VACUUM personal_keys").execute(pool).await {
                     tracing::warn!(%error, "could not vacuum personal_keys after an erasure");
@@ -504,12 +714,7 @@ impl PersonalKeys {
                 deleted
             }
         };
-        let mut cache = self.cache();
-        let now = Instant::now();
-        let current = cache.by_contact.remove(&contact).map(|(key, _)| key.key_id);
-        for key_id in doomed.into_iter().chain(current) {
-            cache.by_key.insert(key_id, (None, now));
-        }
+        self.forget(contact, &doomed);
         Ok(deleted)
     }
 
@@ -651,6 +856,87 @@ mod tests {
             other.open(&sealed).await,
             Err(PersonalError::WrongServerKey(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn found_keys_are_trusted_only_while_erasures_are_heard() {
+        let (mut keys, _db) = keys().await;
+        keys.unheard_ttl = Duration::ZERO;
+        let (org, alice) = (Uuid::now_v7(), Uuid::now_v7());
+        let sealed = keys.for_contact(org, alice).await.expect("key").seal("hi");
+        let reads = keys.key_reads();
+        keys.open(&sealed).await.expect("open");
+        keys.open(&sealed).await.expect("open");
+        assert_eq!(keys.key_reads(), reads + 2, "not hearing: read every time");
+
+        keys.clone().follow_erasures().await;
+        keys.open(&sealed).await.expect("open");
+        keys.open(&sealed).await.expect("open");
+        assert_eq!(
+            keys.key_reads(),
+            reads + 2,
+            "hearing: what was read is kept"
+        );
+        keys.erase(alice).await.expect("erase");
+        assert_eq!(keys.open(&sealed).await.unwrap(), Opened::Erased);
+    }
+
+    #[tokio::test]
+    async fn concurrent_openers_of_one_key_read_it_once() {
+        let (keys, _db) = keys().await;
+        let sealed = keys
+            .for_contact(Uuid::now_v7(), Uuid::now_v7())
+            .await
+            .expect("key")
+            .seal("hello");
+        // Another process: nothing in memory yet.
+        let fresh = PersonalKeys::new(keys.db.clone(), &SecretKey::generate());
+        let fresh = PersonalKeys {
+            server: keys.server.clone(),
+            ..fresh
+        };
+        let opened = futures_util::future::join_all((0..20).map(|_| fresh.open(&sealed))).await;
+        for opened in opened {
+            assert_eq!(opened.expect("open"), Opened::Plain("hello".into()));
+        }
+        assert_eq!(fresh.key_reads(), 1);
+    }
+
+    #[tokio::test]
+    async fn another_servers_erasure_is_heard_at_once() {
+        let Some(test) = TestDatabase::create(Backend::Postgres).await else {
+            return;
+        };
+        let server = SecretKey::generate();
+        let mut here = PersonalKeys::new(test.connect().await, &server);
+        let mut there = PersonalKeys::new(test.connect().await, &server);
+        // Only hearing the erasure can make `there` notice it in time.
+        here.unheard_ttl = Duration::from_secs(3600);
+        there.unheard_ttl = Duration::from_secs(3600);
+        let listening = tokio::spawn(there.clone().follow_erasures());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !there.cache().hearing {
+            assert!(Instant::now() < deadline, "never started hearing");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (org, alice, bob) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let alices = here.for_contact(org, alice).await.expect("key").seal("a");
+        let bobs = here.for_contact(org, bob).await.expect("key").seal("b");
+        assert_eq!(
+            there.open(&alices).await.unwrap(),
+            Opened::Plain("a".into())
+        );
+        assert_eq!(there.open(&bobs).await.unwrap(), Opened::Plain("b".into()));
+
+        here.erase(alice).await.expect("erase");
+        while there.open(&alices).await.unwrap() != Opened::Erased {
+            assert!(Instant::now() < deadline, "the erasure was not heard");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let reads = there.key_reads();
+        assert_eq!(there.open(&bobs).await.unwrap(), Opened::Plain("b".into()));
+        assert_eq!(there.key_reads(), reads, "the other contact's key is kept");
+        listening.abort();
     }
 
     /// The same database under another server key.
