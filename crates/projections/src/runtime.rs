@@ -285,7 +285,7 @@ impl ProjectionRunner {
             if events.len() < BATCH && tokio::time::Instant::now() < next_commit {
                 tokio::time::sleep_until(next_commit).await;
                 while events.len() < BATCH {
-                    let more = subscription.poll().await?;
+                    let more = subscription.poll_recent().await?;
                     if more.is_empty() {
                         break;
                     }

@@ -14,6 +14,12 @@
 //! horizon is final, so a reader can never later find an event behind its
 //! cursor. Commits are announced with `pg_notify` after the transaction, not
 //! inside it, so notifying never serializes commits.
+//!
+//! One follower task per process reads the log's head after each commit
+//! (this process's, or another's it heard of) and keeps the newest events
+//! in memory; the process's projectors and reactors read them from there
+//! ([`EventStore::read_all_recent`]) instead of each querying after every
+//! commit, and go to the database only when they are further behind.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -52,6 +58,10 @@ type Queue = Arc<Mutex<mpsc::Receiver<AppendRequest>>>;
 pub struct PgEventStore {
     pool: PgPool,
     requests: mpsc::Sender<AppendRequest>,
+    /// The newest events of `$all`, read once for all of this process's
+    /// followers.
+    followed: Arc<std::sync::Mutex<Followed>>,
+    /// Changes whenever `followed` gained events.
     changes: Arc<watch::Sender<u64>>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -74,32 +84,60 @@ impl PgEventStore {
         let channel = format!("omnibox_events.{schema}");
         let (requests, queue) = mpsc::channel(QUEUE_DEPTH);
         let queue: Queue = Arc::new(Mutex::new(queue));
-        let changes = Arc::new(watch::Sender::new(0));
+        // The writers' statements are planned once per connection: their
+        // plans do not depend on the values (every lookup has its index),
+        // yet PostgreSQL would plan the head probe anew for each batch,
+        // because the number of streams in it changes the estimate.
+        let writing = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(WRITERS as u32)
+            .test_before_acquire(false)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(
+                (*pool.connect_options())
+                    .clone()
+                    .options([("plan_cache_mode", "force_generic_plan")]),
+            )
+            .await?;
+        // Commits, this process's and (heard) other processes'.
+        let committed = Arc::new(watch::Sender::new(0));
         // Commits of this process, announced to others by one notifier task.
         let local = Arc::new(watch::Sender::new(0u64));
         let mut tasks: Vec<JoinHandle<()>> = (0..WRITERS)
             .map(|_| {
                 tokio::spawn(run_writer(
-                    pool.clone(),
+                    writing.clone(),
                     queue.clone(),
-                    changes.clone(),
+                    committed.clone(),
                     local.clone(),
                 ))
             })
             .collect();
+        // Signs this process's notifications, so it does not wake for its own.
+        let sender = Uuid::new_v4().simple().to_string();
         tasks.push(tokio::spawn(run_notifier(
             pool.clone(),
             channel.clone(),
+            sender.clone(),
             local.subscribe(),
         )));
         tasks.push(tokio::spawn(run_listener(
             pool.clone(),
             channel,
+            sender,
+            committed.clone(),
+        )));
+        let followed = Arc::new(std::sync::Mutex::new(Followed::default()));
+        let changes = Arc::new(watch::Sender::new(0));
+        tasks.push(tokio::spawn(run_follower(
+            pool.clone(),
+            committed.subscribe(),
+            followed.clone(),
             changes.clone(),
         )));
         Ok(Self {
             pool,
             requests,
+            followed,
             changes,
             tasks,
         })
@@ -162,22 +200,21 @@ impl EventStore for PgEventStore {
         after: Option<Position>,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let after = after.unwrap_or_default();
-        sqlx::query(
-            "SELECT seq, tx_id, event_id, stream, revision, event_type, data::text, metadata::text, recorded_at
-             FROM events
-             WHERE (tx_id, seq) > ($1, $2)
-               AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
-             ORDER BY tx_id, seq LIMIT $3",
-        )
-        .bind(clamp(after.commit))
-        .bind(clamp(after.prepare))
-        .bind(clamp(limit as u64))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(decode)
-        .collect()
+        // From memory only when there is something to read there: the log
+        // may already show more than the follower has read.
+        if let Some(events) = self.read_all_recent(after, limit) {
+            if !events.is_empty() {
+                return Ok(events);
+            }
+        }
+        read_all_after(&self.pool, after, limit).await
+    }
+
+    fn read_all_recent(&self, after: Option<Position>, limit: usize) -> Option<Vec<RecordedEvent>> {
+        self.followed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .read(after, limit)
     }
 
     fn changes(&self) -> watch::Receiver<u64> {
@@ -193,6 +230,164 @@ impl EventStore for PgEventStore {
 
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+}
+
+/// Events of `$all` after `after`, up to the horizon (see the module's docs).
+async fn read_all_after(
+    pool: &PgPool,
+    after: Option<Position>,
+    limit: usize,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let after = after.unwrap_or_default();
+    sqlx::query(
+        "SELECT seq, tx_id, event_id, stream, revision, event_type, data::text, metadata::text, recorded_at
+         FROM events
+         WHERE (tx_id, seq) > ($1, $2)
+           AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+         ORDER BY tx_id, seq LIMIT $3",
+    )
+    .bind(clamp(after.commit))
+    .bind(clamp(after.prepare))
+    .bind(clamp(limit as u64))
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(decode)
+    .collect()
+}
+
+/// How many of the newest events the follower keeps for this process's
+/// readers. One further behind reads the log, as it would without it.
+const FOLLOWED_CAPACITY: usize = 8192;
+/// Events the follower reads at once.
+const FOLLOWER_PAGE: usize = 1000;
+/// With no wake-up at all, the follower looks anyway this often (a LISTEN
+/// connection may be down).
+const FOLLOWER_IDLE_POLL: Duration = Duration::from_millis(500);
+/// After a wake-up that shows nothing yet (the horizon is held back by a
+/// transaction still running), look again soon, backing off to this.
+const FOLLOWER_RETRY_MAX: Duration = Duration::from_millis(32);
+
+/// The newest events of `$all`, as one follower task read them: every event
+/// after `start` up to the last one held, with nothing missing, since the
+/// follower reads the log in order as any reader would.
+#[derive(Default)]
+struct Followed {
+    /// `None` until the follower knows where the log ended when it began.
+    start: Option<Option<Position>>,
+    events: std::collections::VecDeque<RecordedEvent>,
+}
+
+impl Followed {
+    /// The position after which the follower holds everything, once known
+    /// (`Some(None)`: from the log's beginning).
+    fn end(&self) -> Option<Option<Position>> {
+        match self.events.back() {
+            Some(last) => Some(Some(last.position)),
+            None => self.start,
+        }
+    }
+
+    fn extend(&mut self, events: Vec<RecordedEvent>) {
+        self.events.extend(events);
+        while self.events.len() > FOLLOWED_CAPACITY {
+            if let Some(gone) = self.events.pop_front() {
+                self.start = Some(Some(gone.position));
+            }
+        }
+    }
+
+    /// Up to `limit` events after `after` (none at the end), or `None` when
+    /// `after` is before what is held (or the follower has not begun).
+    fn read(&self, after: Option<Position>, limit: usize) -> Option<Vec<RecordedEvent>> {
+        let start = self.start?;
+        if after < start || Some(after) > self.end() {
+            return None;
+        }
+        let from = self.events.partition_point(|e| Some(e.position) <= after);
+        Some(self.events.range(from..).take(limit).cloned().collect())
+    }
+}
+
+/// Reads `$all` once for the whole process, from where the log ends when it
+/// starts, into `followed`, and announces what it adds on `changes`: the
+/// process's projectors and reactors then read the log's head from memory
+/// instead of each asking the database after every commit.
+async fn run_follower(
+    pool: PgPool,
+    mut committed: watch::Receiver<u64>,
+    followed: Arc<std::sync::Mutex<Followed>>,
+    changes: Arc<watch::Sender<u64>>,
+) {
+    let lock = || followed.lock().unwrap_or_else(|p| p.into_inner());
+    let mut after: Option<Position> = loop {
+        committed.borrow_and_update();
+        let head = sqlx::query_as::<_, (i64, i64)>(
+            "SELECT tx_id, seq FROM events
+             WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+             ORDER BY tx_id DESC, seq DESC LIMIT 1",
+        )
+        .fetch_optional(&pool)
+        .await;
+        match head {
+            Ok(head) => {
+                break head.map(|(tx_id, seq)| {
+                    Position::new(
+                        u64::try_from(tx_id).unwrap_or_default(),
+                        u64::try_from(seq).unwrap_or_default(),
+                    )
+                })
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot find the end of the log; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    lock().start = Some(after);
+    // Zero: no second look planned. Otherwise the log is looked at again
+    // after this long, doubling up to `FOLLOWER_RETRY_MAX`: what a wake-up
+    // announced, or what follows what was just read, may still be held back
+    // behind the horizon by a transaction that is still running.
+    let mut retry = Duration::ZERO;
+    loop {
+        committed.borrow_and_update();
+        match read_all_after(&pool, after, FOLLOWER_PAGE).await {
+            Ok(events) if !events.is_empty() => {
+                let full = events.len() == FOLLOWER_PAGE;
+                after = events.last().map(|e| e.position);
+                lock().extend(events);
+                changes.send_modify(|n| *n = n.wrapping_add(1));
+                if full {
+                    continue;
+                }
+                retry = Duration::from_millis(1);
+            }
+            Ok(_) => retry *= 2,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the log's head; retrying in 100 ms");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        }
+        if retry > Duration::ZERO && retry <= FOLLOWER_RETRY_MAX {
+            tokio::select! {
+                _ = tokio::time::sleep(retry) => {}
+                changed = committed.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    retry = Duration::from_millis(1);
+                }
+            }
+            continue;
+        }
+        retry = match tokio::time::timeout(FOLLOWER_IDLE_POLL, committed.changed()).await {
+            Ok(Ok(())) => Duration::from_millis(1),
+            Ok(Err(_)) => return,
+            Err(_elapsed) => Duration::ZERO,
+        };
     }
 }
 
@@ -287,11 +482,17 @@ async fn run_writer(
 /// after the fact and outside any append transaction. One NOTIFY at a time:
 /// commits made while one is in flight share the next, so announcing never
 /// holds more than one pooled connection or slows the writers.
-async fn run_notifier(pool: PgPool, channel: String, mut local: watch::Receiver<u64>) {
+async fn run_notifier(
+    pool: PgPool,
+    channel: String,
+    sender: String,
+    mut local: watch::Receiver<u64>,
+) {
     while local.changed().await.is_ok() {
         local.borrow_and_update();
-        if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
+        if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
             .bind(&channel)
+            .bind(&sender)
             .execute(&pool)
             .await
         {
@@ -487,20 +688,100 @@ async fn commit(
 }
 
 /// Turns other processes' `pg_notify` into wake-ups of this process's
-/// subscribers. If the connection drops, subscribers still poll.
-async fn run_listener(pool: PgPool, channel: String, changes: Arc<watch::Sender<u64>>) {
+/// follower. If the connection drops, the follower still polls.
+async fn run_listener(
+    pool: PgPool,
+    channel: String,
+    sender: String,
+    changes: Arc<watch::Sender<u64>>,
+) {
     loop {
         let listened: Result<std::convert::Infallible, sqlx::Error> = async {
             let mut listener = PgListener::connect_with(&pool).await?;
             listener.listen(&channel).await?;
             loop {
-                listener.recv().await?;
-                changes.send_modify(|n| *n = n.wrapping_add(1));
+                // This process's own commits woke its followers already.
+                if listener.recv().await?.payload() != sender {
+                    changes.send_modify(|n| *n = n.wrapping_add(1));
+                }
             }
         }
         .await;
         let Err(error) = listened;
         tracing::warn!(%error, "lost the LISTEN connection; reconnecting in 1 s");
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(tx_id: u64, seq: u64) -> RecordedEvent {
+        RecordedEvent {
+            id: Uuid::new_v4(),
+            stream: StreamName::new("conversation", Uuid::nil()).expect("stream name"),
+            revision: seq,
+            position: Position::new(tx_id, seq),
+            event_type: "Test".into(),
+            data: "{}".into(),
+            metadata: Metadata::default(),
+            recorded_at: chrono::Utc::now(),
+        }
+    }
+
+    fn seqs(events: Option<Vec<RecordedEvent>>) -> Option<Vec<u64>> {
+        events.map(|events| events.iter().map(|e| e.position.prepare).collect())
+    }
+
+    #[test]
+    fn the_followed_head_serves_only_what_it_holds_all_of() {
+        let mut followed = Followed::default();
+        assert_eq!(seqs(followed.read(None, 10)), None, "not begun");
+        // The log ended at (100, 7) when the follower began.
+        followed.start = Some(Some(Position::new(100, 7)));
+        assert_eq!(
+            seqs(followed.read(Some(Position::new(100, 7)), 10)),
+            Some(vec![])
+        );
+        // Positions are (transaction, sequence): a later transaction may
+        // hold lower sequence numbers.
+        followed.extend(vec![event(105, 9), event(107, 8), event(107, 10)]);
+        assert_eq!(
+            seqs(followed.read(Some(Position::new(100, 7)), 10)),
+            Some(vec![9, 8, 10])
+        );
+        assert_eq!(
+            seqs(followed.read(Some(Position::new(105, 9)), 1)),
+            Some(vec![8])
+        );
+        assert_eq!(
+            seqs(followed.read(Some(Position::new(107, 10)), 10)),
+            Some(vec![])
+        );
+        // Before its start, or past what it read: the log answers.
+        assert_eq!(seqs(followed.read(Some(Position::new(100, 6)), 10)), None);
+        assert_eq!(seqs(followed.read(None, 10)), None);
+        assert_eq!(seqs(followed.read(Some(Position::new(108, 1)), 10)), None);
+    }
+
+    #[test]
+    fn the_followed_head_keeps_only_the_newest_events() {
+        let mut followed = Followed {
+            start: Some(None),
+            ..Followed::default()
+        };
+        assert_eq!(seqs(followed.read(None, 10)), Some(vec![]), "an empty log");
+        followed.extend(
+            (1..=FOLLOWED_CAPACITY as u64 + 2)
+                .map(|n| event(n, n))
+                .collect(),
+        );
+        assert_eq!(seqs(followed.read(None, 10)), None);
+        assert_eq!(seqs(followed.read(Some(Position::new(1, 1)), 1)), None);
+        assert_eq!(
+            seqs(followed.read(Some(Position::new(2, 2)), 1)),
+            Some(vec![3])
+        );
     }
 }

@@ -101,4 +101,20 @@ impl Subscription {
         }
         Ok(events)
     }
+
+    /// Like [`Subscription::poll`], but answered from memory where the store
+    /// keeps the log's newest events there ([`EventStore::read_all_recent`]):
+    /// it may miss what was committed a moment ago (by another process, or
+    /// not yet read by this one's follower), never anything in between. For
+    /// gathering more into a batch that is about to be written.
+    pub async fn poll_recent(&mut self) -> Result<Vec<RecordedEvent>, StoreError> {
+        let events = match self.store.read_all_recent(self.after, self.page) {
+            Some(events) => events,
+            None => self.store.read_all(self.after, self.page).await?,
+        };
+        if let Some(last) = events.last() {
+            self.after = Some(last.position);
+        }
+        Ok(events)
+    }
 }

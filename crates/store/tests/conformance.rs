@@ -576,29 +576,54 @@ conformance!(
 );
 
 /// Tables here start empty and grow, and autovacuum may never analyze them:
-/// a generic plan cached while `events` was small would keep scanning the
-/// whole table for every id lookup. Every pooled connection plans each
-/// statement for its own parameters, and never JIT-compiles them.
+/// a generic plan cached while `events` was small must not keep scanning
+/// the whole table for every id lookup once it is large. Pooled
+/// connections rule sequential scans out, so even a plan made for a small
+/// table, and kept, looks ids up through the index. They never JIT-compile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_connections_never_reuse_a_plan_made_for_an_empty_table() {
+async fn postgres_plans_kept_from_a_small_table_still_use_the_index() {
     let Some(f) = fixture(Backend::Postgres).await else {
         return;
     };
-    let Log::Sql {
-        db: Database::Postgres { pool },
-        ..
-    } = &f.log
-    else {
-        panic!("a PostgreSQL fixture opens a PostgreSQL database");
-    };
-    let show = |setting: &'static str| async move {
-        sqlx::query_scalar::<_, String>(&format!("SHOW {setting}"))
-            .fetch_one(pool)
+    let pool = postgres_pool(&f);
+    let mut connection = pool.acquire().await.expect("a pooled connection");
+    let jit: String = sqlx::query_scalar("SHOW jit")
+        .fetch_one(&mut *connection)
+        .await
+        .expect("show jit");
+    assert_eq!(jit, "off");
+    // The plan PostgreSQL would keep after a few executions, made while
+    // `events` is small (and analyzed as such).
+    for statement in [
+        "INSERT INTO events (event_id, stream, revision, event_type, data, metadata)
+         SELECT gen_random_uuid(), 'contact-' || n, 0, 'Test', '{}', '{}'
+         FROM generate_series(1, 20) AS n",
+        "ANALYZE events",
+        "SET plan_cache_mode = force_generic_plan",
+        "PREPARE lookup(uuid[]) AS SELECT event_id FROM events WHERE event_id = ANY($1)",
+        "EXECUTE lookup(ARRAY[gen_random_uuid()])",
+        "INSERT INTO events (event_id, stream, revision, event_type, data, metadata)
+         SELECT gen_random_uuid(), 'conversation-' || n, 0, 'Test', '{}', '{}'
+         FROM generate_series(1, 20000) AS n",
+    ] {
+        sqlx::raw_sql(statement)
+            .execute(&mut *connection)
             .await
-            .expect("show the setting")
-    };
-    assert_eq!(show("plan_cache_mode").await, "force_custom_plan");
-    assert_eq!(show("jit").await, "off");
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    let plan: Vec<String> = sqlx::query_scalar("EXPLAIN EXECUTE lookup(ARRAY[gen_random_uuid()])")
+        .fetch_all(&mut *connection)
+        .await
+        .expect("explain");
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("Index") && !plan.contains("Seq Scan"),
+        "the kept plan scans the table:\n{plan}"
+    );
+    sqlx::raw_sql("DEALLOCATE lookup; RESET plan_cache_mode")
+        .execute(&mut *connection)
+        .await
+        .expect("clean up");
 }
 
 fn postgres_pool(f: &Fixture) -> &sqlx::PgPool {
