@@ -108,8 +108,10 @@ impl Database {
                 // for the hottest lookup in a live-update run). Never
                 // JIT-compile short OLTP statements.
                 .options([("enable_seqscan", "off"), ("jit", "off")]);
+            // A server holds 18 connections in all: these, the event
+            // writers' 2 and 3 that LISTEN (commits, live updates, erasures).
             let pool = PgPoolOptions::new()
-                .max_connections(16)
+                .max_connections(13)
                 // Broken connections surface as errors and are replaced; a
                 // ping before every use would cost a round trip per statement.
                 .test_before_acquire(false)
