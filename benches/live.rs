@@ -13,24 +13,21 @@
 //! `cargo bench --bench live` (SQLite; `-- postgres` for PostgreSQL).
 //! `OMNIBOX_BENCH_RATE` (messages/s) and `OMNIBOX_BENCH_SECONDS` change the load.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use hmac::Mac;
 use omnibox_api::AppState;
 use omnibox_store::testing::Backend;
-use serde_json::json;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
 
 #[path = "support/mod.rs"]
 mod support;
+#[path = "support/live.rs"]
+mod support_live;
 
 use support::APP_SECRET;
+use support_live::{receipt_subscriber, Receipts};
 const ORGS: usize = 100;
 const AGENTS_PER_ORG: usize = 10;
 /// Customers writing to each page.
@@ -78,76 +75,6 @@ async fn organization(app: &AppState, org: usize) -> String {
     owner.token
 }
 
-struct Receipts {
-    /// Nanoseconds after `epoch` at which message `seq` was posted (0: not yet).
-    posted: Vec<AtomicU64>,
-    epoch: Instant,
-    latencies: Mutex<Vec<Duration>>,
-    resyncs: AtomicU64,
-    /// Subscribers that have seen at least one update.
-    live: AtomicU64,
-}
-
-async fn subscriber(ws_url: String, token: String, receipts: Arc<Receipts>) {
-    let mut request = ws_url.into_client_request().expect("request");
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
-    // The library zero-fills its read buffer before every read: its default
-    // 128 KiB would make the 1,000 clients, which share the server's two
-    // cores, cost more than the server they measure.
-    let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
-    let (mut socket, _) =
-        tokio_tungstenite::connect_async_with_config(request, Some(config), false)
-            .await
-            .expect("connect");
-    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
-    socket
-        .send(Message::Text(init.to_string().into()))
-        .await
-        .expect("init");
-    socket.next().await.expect("ack").expect("ack");
-    let subscribe = json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription { inboxUpdates { id lastMessagePreview unreadCount } }" } });
-    socket
-        .send(Message::Text(subscribe.to_string().into()))
-        .await
-        .expect("subscribe");
-    let mut seen = HashSet::new();
-    let mut first = true;
-    while let Some(Ok(message)) = socket.next().await {
-        let Message::Text(text) = message else {
-            continue;
-        };
-        let received = receipts.epoch.elapsed();
-        let value: serde_json::Value = serde_json::from_str(&text).expect("json");
-        if value["payload"]["errors"].is_array() {
-            receipts.resyncs.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        if first {
-            first = false;
-            receipts.live.fetch_add(1, Ordering::Relaxed);
-        }
-        let Some(seq) = value["payload"]["data"]["inboxUpdates"]["lastMessagePreview"]
-            .as_str()
-            .and_then(|p| p.strip_prefix("bench "))
-            .and_then(|n| n.parse::<usize>().ok())
-        else {
-            continue;
-        };
-        let posted = receipts
-            .posted
-            .get(seq)
-            .map_or(0, |p| p.load(Ordering::Acquire));
-        if posted == 0 || !seen.insert(seq) {
-            continue;
-        }
-        let latency = received.saturating_sub(Duration::from_nanos(posted));
-        receipts.latencies.lock().expect("lock").push(latency);
-    }
-}
-
 async fn run(backend: Backend, rate: f64, seconds: f64) {
     // Profile lookups fail at once instead of leaving the machine.
     // `OMNIBOX_SEAL_PERSONAL_DATA=false` in the bench's environment measures
@@ -180,17 +107,11 @@ async fn run(backend: Backend, rate: f64, seconds: f64) {
 
     let total = (rate * seconds) as usize;
     let warmup = ORGS;
-    let receipts = Arc::new(Receipts {
-        posted: (0..warmup + total).map(|_| AtomicU64::new(0)).collect(),
-        epoch: Instant::now(),
-        latencies: Mutex::default(),
-        resyncs: AtomicU64::new(0),
-        live: AtomicU64::new(0),
-    });
+    let receipts = Arc::new(Receipts::new(warmup + total));
     for token in &tokens {
         for _ in 0..AGENTS_PER_ORG {
-            tokio::spawn(subscriber(
-                format!("ws://{address}/graphql"),
+            tokio::spawn(receipt_subscriber(
+                format!("http://{address}"),
                 token.clone(),
                 receipts.clone(),
             ));
@@ -202,10 +123,7 @@ async fn run(backend: Backend, rate: f64, seconds: f64) {
         let (client, url, receipts) = (client.clone(), url.clone(), receipts.clone());
         async move {
             let (body, signature) = webhook(seq);
-            receipts.posted[seq].store(
-                receipts.epoch.elapsed().as_nanos().max(1) as u64,
-                Ordering::Release,
-            );
+            receipts.posting(seq);
             let status = client
                 .post(&url)
                 .header("x-hub-signature-256", signature)

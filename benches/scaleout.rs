@@ -42,27 +42,27 @@
 //! `OMNIBOX_SECRET_KEY`, so every server accepts what was written here.
 
 use std::collections::HashMap;
-use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use hmac::Mac;
 use omnibox_api::{AppState, Config};
 use omnibox_domain::SystemClock;
 use omnibox_store::testing::{Backend, TestDatabase};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
 // Only the page connection is used here.
 #[allow(dead_code)]
 #[path = "support/mod.rs"]
 mod support;
+#[path = "support/live.rs"]
+mod support_live;
+
+use support_live::{next_payload, receipt_subscriber, subscribe, Receipts};
 
 use support::APP_SECRET;
 const SECRET_KEY: &str = "dGVzdC1rZXktMzItYnl0ZXMtbG9uZy0tLS0tLS0tLS0=";
@@ -230,65 +230,6 @@ async fn open_database() -> Option<(TestDatabase, AppState)> {
     Some((database, app))
 }
 
-/// A subscription over a graphql-transport-ws WebSocket.
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// Opens a WebSocket to `base`'s `/graphql` as `token` and subscribes to
-/// `query` with `variables`.
-async fn subscribe(base: &str, token: &str, query: &str, variables: Value) -> Socket {
-    let url = format!("{}/graphql", base.replacen("http://", "ws://", 1));
-    let mut request = url.into_client_request().expect("request");
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().expect("header"),
-    );
-    // Small read buffers, as in `benches/live.rs`: the library zero-fills
-    // its buffer before every read, and the clients share the servers' cores.
-    let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
-    let (mut socket, _) =
-        tokio_tungstenite::connect_async_with_config(request, Some(config), false)
-            .await
-            .expect("connect");
-    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {token}") } });
-    socket
-        .send(Message::Text(init.to_string().into()))
-        .await
-        .expect("init");
-    // A token the server does not accept closes the socket here instead.
-    let ack = socket.next().await.expect("ack").expect("ack");
-    let acked = match &ack {
-        Message::Text(text) => {
-            serde_json::from_str::<Value>(text).is_ok_and(|v| v["type"] == "connection_ack")
-        }
-        _ => false,
-    };
-    assert!(acked, "{base} refused the token: {ack:?}");
-    let subscribe = json!({ "id": "1", "type": "subscribe", "payload": { "query": query, "variables": variables } });
-    socket
-        .send(Message::Text(subscribe.to_string().into()))
-        .await
-        .expect("subscribe");
-    socket
-}
-
-/// What a subscription message carries: `Ok` with its data, `Err` with its
-/// errors (a RESYNC), `None` for a message that is not `next`.
-fn next_payload(message: &Message) -> Option<Result<Value, Value>> {
-    let Message::Text(text) = message else {
-        return None;
-    };
-    let mut value: Value = serde_json::from_str(text).expect("json");
-    match value["type"].as_str() {
-        Some("next") if value["payload"]["errors"].is_array() => {
-            Some(Err(value["payload"]["errors"].take()))
-        }
-        Some("next") => Some(Ok(value["payload"]["data"].take())),
-        Some("error") => panic!("the subscription was refused: {value}"),
-        _ => None,
-    }
-}
-
 // Webhook ingestion.
 
 /// `SENDERS` senders posting `total` webhooks as fast as they are
@@ -359,8 +300,17 @@ async fn ingestion(n: usize) -> Option<(f64, Vec<Duration>)> {
     support::connect_page(&app, &owner, PAGE).await;
     let (servers, urls) = start(n, &database.url, None).await;
     let (rate, latencies) = closed_loop(&urls, scaled(30_000)).await;
+    // Acknowledged means committed, but `$all` shows a commit only once
+    // every older transaction has finished (another server's projection
+    // batch may still be open): wait for it, with a bound.
+    let waiting = Instant::now();
+    let mut stored = stored_messages(&app).await;
+    while stored < latencies.len() && waiting.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stored = stored_messages(&app).await;
+    }
     assert_eq!(
-        stored_messages(&app).await,
+        stored,
         latencies.len(),
         "every acknowledged webhook is stored"
     );
@@ -369,59 +319,6 @@ async fn ingestion(n: usize) -> Option<(f64, Vec<Duration>)> {
 }
 
 // Live updates.
-
-struct Receipts {
-    /// Nanoseconds after `epoch` at which message `seq` was posted (0: not yet).
-    posted: Vec<AtomicU64>,
-    epoch: Instant,
-    latencies: Mutex<Vec<Duration>>,
-    resyncs: AtomicU64,
-    /// Subscribers that have seen at least one update.
-    live: AtomicU64,
-}
-
-async fn live_subscriber(base: String, token: String, receipts: Arc<Receipts>) {
-    let mut socket = subscribe(
-        &base,
-        &token,
-        "subscription { inboxUpdates { id lastMessagePreview unreadCount } }",
-        json!({}),
-    )
-    .await;
-    let mut seen = HashSet::new();
-    let mut first = true;
-    while let Some(Ok(message)) = socket.next().await {
-        let received = receipts.epoch.elapsed();
-        let data = match next_payload(&message) {
-            Some(Ok(data)) => data,
-            Some(Err(_)) => {
-                receipts.resyncs.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            None => continue,
-        };
-        if first {
-            first = false;
-            receipts.live.fetch_add(1, Ordering::Relaxed);
-        }
-        let Some(seq) = data["inboxUpdates"]["lastMessagePreview"]
-            .as_str()
-            .and_then(|p| p.strip_prefix("bench "))
-            .and_then(|n| n.parse::<usize>().ok())
-        else {
-            continue;
-        };
-        let posted = receipts
-            .posted
-            .get(seq)
-            .map_or(0, |p| p.load(Ordering::Acquire));
-        if posted == 0 || !seen.insert(seq) {
-            continue;
-        }
-        let latency = received.saturating_sub(Duration::from_nanos(posted));
-        receipts.latencies.lock().expect("lock").push(latency);
-    }
-}
 
 struct LiveRun {
     posted: usize,
@@ -456,13 +353,7 @@ async fn live(n: usize, rate: f64, seconds: f64) -> Option<LiveRun> {
 
     let total = ((rate * seconds) as usize).max(1);
     let warmup = ORGS;
-    let receipts = Arc::new(Receipts {
-        posted: (0..warmup + total).map(|_| AtomicU64::new(0)).collect(),
-        epoch: Instant::now(),
-        latencies: Mutex::default(),
-        resyncs: AtomicU64::new(0),
-        live: AtomicU64::new(0),
-    });
+    let receipts = Arc::new(Receipts::new(warmup + total));
     // Subscriber `k` to server `k % n`: each organization's agents are
     // spread over every server.
     let subscribers: Vec<_> = tokens
@@ -470,7 +361,7 @@ async fn live(n: usize, rate: f64, seconds: f64) -> Option<LiveRun> {
         .flat_map(|token| std::iter::repeat_n(token, AGENTS_PER_ORG))
         .enumerate()
         .map(|(k, token)| {
-            tokio::spawn(live_subscriber(
+            tokio::spawn(receipt_subscriber(
                 urls[k % n].clone(),
                 token.clone(),
                 receipts.clone(),
@@ -483,10 +374,7 @@ async fn live(n: usize, rate: f64, seconds: f64) -> Option<LiveRun> {
         let (client, base, receipts) = (client.clone(), urls[seq % n].clone(), receipts.clone());
         async move {
             let webhook = live_webhook(seq);
-            receipts.posted[seq].store(
-                receipts.epoch.elapsed().as_nanos().max(1) as u64,
-                Ordering::Release,
-            );
+            receipts.posting(seq);
             post_webhook(&client, &base, webhook).await;
         }
     };
