@@ -156,59 +156,25 @@ pub async fn follow_other_servers(db: omnibox_store::Database, bus: UpdateBus, n
     let omnibox_store::Database::Postgres { pool } = db else {
         return;
     };
-    let channel: String = loop {
-        match sqlx::query_scalar(&format!("SELECT {LIVE_CHANNEL}"))
-            .fetch_one(&pool)
-            .await
-        {
-            Ok(channel) => break channel,
-            Err(error) => {
-                tracing::warn!(%error, "cannot name the live-update channel; retrying");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            }
-        }
-    };
-    loop {
-        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
-            Ok(listener) => listener,
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for other servers' updates; retrying");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        if let Err(error) = listener.listen(&channel).await {
-            tracing::warn!(%error, "cannot listen for other servers' updates; retrying");
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            continue;
-        }
-        loop {
-            let notification = match listener.try_recv().await {
-                Ok(Some(notification)) => notification,
-                Ok(None) => {
-                    tracing::warn!(
-                        "lost the connection that hears other servers' updates; reconnected"
-                    );
-                    continue;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "listening for other servers' updates failed; reconnecting");
-                    break;
-                }
-            };
-            let Ok(notification) = serde_json::from_str::<Notification>(notification.payload())
-            else {
+    let channel = omnibox_store::listen::channel_name(&pool, LIVE_CHANNEL).await;
+    omnibox_store::listen::listen_forever(
+        &pool,
+        &channel,
+        |_| {},
+        |payload| {
+            let Ok(notification) = serde_json::from_str::<Notification>(payload) else {
                 tracing::warn!("an unreadable live-update notification was ignored");
-                continue;
+                return;
             };
             if notification.n == node.0 {
-                continue;
+                return;
             }
             for update in notification.u.into_iter().filter_map(WireUpdate::decode) {
                 let _ = bus.send(update);
             }
-        }
-    }
+        },
+    )
+    .await;
 }
 
 #[cfg(test)]

@@ -187,6 +187,23 @@ pub struct RecordedEvent {
     pub recorded_at: DateTime<Utc>,
 }
 
+#[cfg(test)]
+impl RecordedEvent {
+    /// A stand-in event at `position`, for tests of what holds events.
+    pub(crate) fn at(position: Position) -> Self {
+        RecordedEvent {
+            id: Uuid::new_v4(),
+            stream: StreamName::new("conversation", Uuid::nil()).expect("stream name"),
+            revision: position.prepare,
+            position,
+            event_type: "Test".into(),
+            data: "{}".into(),
+            metadata: Metadata::default(),
+            recorded_at: chrono::Utc::now(),
+        }
+    }
+}
+
 /// Where an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendOutcome {

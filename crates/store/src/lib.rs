@@ -23,6 +23,7 @@ mod error;
 mod event;
 #[cfg(feature = "eventstoredb")]
 pub mod eventstoredb;
+pub mod listen;
 pub mod personal;
 pub mod postgres;
 pub mod secrets;

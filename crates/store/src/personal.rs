@@ -202,6 +202,12 @@ impl Cache {
         self.generation = self.generation.wrapping_add(1);
         self.lookups.clear();
     }
+
+    /// Drops every key kept for opening: an erasure may have gone unheard.
+    fn forget_all(&mut self) {
+        self.new_generation();
+        self.by_key.clear();
+    }
 }
 
 /// The `personal_keys` table and a cache of it.
@@ -536,55 +542,26 @@ impl PersonalKeys {
             }
             Database::Postgres { pool } => pool.clone(),
         };
-        let channel: String = loop {
-            match sqlx::query_scalar(&format!("SELECT {ERASED_CHANNEL}"))
-                .fetch_one(&pool)
-                .await
-            {
-                Ok(channel) => break channel,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot name the erasure channel; retrying in 1 s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+        let channel = crate::listen::channel_name(&pool, ERASED_CHANNEL).await;
+        crate::listen::listen_forever(
+            &pool,
+            &channel,
+            |listening| {
+                let mut cache = self.cache();
+                // Back to listening: an erasure may have been missed.
+                if listening {
+                    cache.forget_all();
                 }
-            }
-        };
-        loop {
-            let heard: Result<(), sqlx::Error> = async {
-                let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
-                listener.listen(&channel).await?;
-                {
-                    let mut cache = self.cache();
-                    cache.new_generation();
-                    cache.by_key.clear();
-                    cache.hearing = true;
-                }
-                // `None`: the connection was lost (the listener would
-                // reconnect on the next call, but what was said meanwhile
-                // is lost): start over.
-                while let Some(notification) = listener.try_recv().await? {
-                    match Uuid::try_parse(notification.payload()) {
-                        Ok(contact) => self.forget(contact, &[]),
-                        Err(_) => {
-                            // Unreadable: forget everything rather than
-                            // keep what may be erased.
-                            let mut cache = self.cache();
-                            cache.new_generation();
-                            cache.by_key.clear();
-                        }
-                    }
-                }
-                Ok(())
-            }
-            .await;
-            self.cache().hearing = false;
-            match heard {
-                Ok(()) => tracing::warn!("lost the connection that hears erasures; reconnecting"),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot hear erasures; reconnecting in 1 s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
+                cache.hearing = listening;
+            },
+            |payload| match Uuid::try_parse(payload) {
+                Ok(contact) => self.forget(contact, &[]),
+                // Unreadable: forget everything rather than keep what may
+                // be erased.
+                Err(_) => self.cache().forget_all(),
+            },
+        )
+        .await;
     }
 
     /// Opens one field: plaintext passes through, a sealed field is

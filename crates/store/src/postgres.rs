@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::postgres::{PgListener, PgPool, PgRow};
+use sqlx::postgres::{PgPool, PgRow};
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio::task::JoinHandle;
@@ -37,6 +37,7 @@ use crate::event::{
     AppendOutcome, Direction, ExpectedRevision, Metadata, NewEvent, Position, RecordedEvent,
     StreamName,
 };
+use crate::subscription::{HORIZON_RETRY_MAX, IDLE_POLL};
 use crate::{check_new_events, EventStore, StoreError};
 
 const WRITERS: usize = 2;
@@ -233,20 +234,28 @@ impl EventStore for PgEventStore {
     }
 }
 
-/// Events of `$all` after `after`, up to the horizon (see the module's docs).
+/// The condition that keeps a read of `events` below the horizon (see the
+/// module's docs).
+macro_rules! below_horizon {
+    () => {
+        "tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+    };
+}
+
+/// Events of `$all` after `after`, up to the horizon.
 async fn read_all_after(
     pool: &PgPool,
     after: Option<Position>,
     limit: usize,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let after = after.unwrap_or_default();
-    sqlx::query(
+    sqlx::query(concat!(
         "SELECT seq, tx_id, event_id, stream, revision, event_type, data::text, metadata::text, recorded_at
          FROM events
-         WHERE (tx_id, seq) > ($1, $2)
-           AND tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
-         ORDER BY tx_id, seq LIMIT $3",
-    )
+         WHERE (tx_id, seq) > ($1, $2) AND ",
+        below_horizon!(),
+        " ORDER BY tx_id, seq LIMIT $3"
+    ))
     .bind(clamp(after.commit))
     .bind(clamp(after.prepare))
     .bind(clamp(limit as u64))
@@ -262,12 +271,6 @@ async fn read_all_after(
 const FOLLOWED_CAPACITY: usize = 8192;
 /// Events the follower reads at once.
 const FOLLOWER_PAGE: usize = 1000;
-/// With no wake-up at all, the follower looks anyway this often (a LISTEN
-/// connection may be down).
-const FOLLOWER_IDLE_POLL: Duration = Duration::from_millis(500);
-/// After a wake-up that shows nothing yet (the horizon is held back by a
-/// transaction still running), look again soon, backing off to this.
-const FOLLOWER_RETRY_MAX: Duration = Duration::from_millis(32);
 
 /// The newest events of `$all`, as one follower task read them: every event
 /// after `start` up to the last one held, with nothing missing, since the
@@ -322,12 +325,11 @@ async fn run_follower(
 ) {
     let lock = || followed.lock().unwrap_or_else(|p| p.into_inner());
     let mut after: Option<Position> = loop {
-        committed.borrow_and_update();
-        let head = sqlx::query_as::<_, (i64, i64)>(
-            "SELECT tx_id, seq FROM events
-             WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
-             ORDER BY tx_id DESC, seq DESC LIMIT 1",
-        )
+        let head = sqlx::query_as::<_, (i64, i64)>(concat!(
+            "SELECT tx_id, seq FROM events WHERE ",
+            below_horizon!(),
+            " ORDER BY tx_id DESC, seq DESC LIMIT 1"
+        ))
         .fetch_optional(&pool)
         .await;
         match head {
@@ -347,7 +349,7 @@ async fn run_follower(
     };
     lock().start = Some(after);
     // Zero: no second look planned. Otherwise the log is looked at again
-    // after this long, doubling up to `FOLLOWER_RETRY_MAX`: what a wake-up
+    // after this long, doubling up to `HORIZON_RETRY_MAX`: what a wake-up
     // announced, or what follows what was just read, may still be held back
     // behind the horizon by a transaction that is still running.
     let mut retry = Duration::ZERO;
@@ -371,7 +373,7 @@ async fn run_follower(
                 continue;
             }
         }
-        if retry > Duration::ZERO && retry <= FOLLOWER_RETRY_MAX {
+        if retry > Duration::ZERO && retry <= HORIZON_RETRY_MAX {
             tokio::select! {
                 _ = tokio::time::sleep(retry) => {}
                 changed = committed.changed() => {
@@ -383,7 +385,7 @@ async fn run_follower(
             }
             continue;
         }
-        retry = match tokio::time::timeout(FOLLOWER_IDLE_POLL, committed.changed()).await {
+        retry = match tokio::time::timeout(IDLE_POLL, committed.changed()).await {
             Ok(Ok(())) => Duration::from_millis(1),
             Ok(Err(_)) => return,
             Err(_elapsed) => Duration::ZERO,
@@ -695,22 +697,18 @@ async fn run_listener(
     sender: String,
     changes: Arc<watch::Sender<u64>>,
 ) {
-    loop {
-        let listened: Result<std::convert::Infallible, sqlx::Error> = async {
-            let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen(&channel).await?;
-            loop {
-                // This process's own commits woke its followers already.
-                if listener.recv().await?.payload() != sender {
-                    changes.send_modify(|n| *n = n.wrapping_add(1));
-                }
+    crate::listen::listen_forever(
+        &pool,
+        &channel,
+        |_| {},
+        |payload| {
+            // This process's own commits woke its follower already.
+            if payload != sender {
+                changes.send_modify(|n| *n = n.wrapping_add(1));
             }
-        }
-        .await;
-        let Err(error) = listened;
-        tracing::warn!(%error, "lost the LISTEN connection; reconnecting in 1 s");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+        },
+    )
+    .await;
 }
 
 #[cfg(test)]
@@ -718,16 +716,7 @@ mod tests {
     use super::*;
 
     fn event(tx_id: u64, seq: u64) -> RecordedEvent {
-        RecordedEvent {
-            id: Uuid::new_v4(),
-            stream: StreamName::new("conversation", Uuid::nil()).expect("stream name"),
-            revision: seq,
-            position: Position::new(tx_id, seq),
-            event_type: "Test".into(),
-            data: "{}".into(),
-            metadata: Metadata::default(),
-            recorded_at: chrono::Utc::now(),
-        }
+        RecordedEvent::at(Position::new(tx_id, seq))
     }
 
     fn seqs(events: Option<Vec<RecordedEvent>>) -> Option<Vec<u64>> {

@@ -9,10 +9,10 @@ use crate::{EventStore, Position, RecordedEvent, StoreError};
 
 /// With no wake-up at all, look anyway this often: another process may have
 /// written to the same SQLite file, or a LISTEN connection may be down.
-const IDLE_POLL: Duration = Duration::from_millis(500);
+pub(crate) const IDLE_POLL: Duration = Duration::from_millis(500);
 /// After a wake-up that shows nothing yet (PostgreSQL's horizon held back by
 /// a transaction still committing), look again soon, backing off to this.
-const HORIZON_RETRY_MAX: Duration = Duration::from_millis(32);
+pub(crate) const HORIZON_RETRY_MAX: Duration = Duration::from_millis(32);
 
 /// A cursor over `$all` that yields every event exactly once, in order.
 pub struct Subscription {

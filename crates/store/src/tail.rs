@@ -68,19 +68,10 @@ impl Tail {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Metadata, Position, StreamName};
+    use crate::Position;
 
     fn event(position: u64) -> RecordedEvent {
-        RecordedEvent {
-            id: uuid::Uuid::new_v4(),
-            stream: StreamName::new("conversation", uuid::Uuid::nil()).expect("stream name"),
-            revision: position,
-            position: Position::new(position, position),
-            event_type: "Test".into(),
-            data: "{}".into(),
-            metadata: Metadata::default(),
-            recorded_at: chrono::Utc::now(),
-        }
+        RecordedEvent::at(Position::new(position, position))
     }
 
     fn positions(events: Option<Vec<RecordedEvent>>) -> Option<Vec<u64>> {
