@@ -15,7 +15,6 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use hmac::Mac;
 use omnibox_api::AppState;
@@ -27,7 +26,7 @@ mod support;
 mod support_live;
 
 use support::APP_SECRET;
-use support_live::{receipt_subscriber, Receipts};
+use support_live::{open_loop, receipt_subscriber, warm_up, Receipts};
 const ORGS: usize = 100;
 const AGENTS_PER_ORG: usize = 10;
 /// Customers writing to each page.
@@ -137,65 +136,30 @@ async fn run(backend: Backend, rate: f64, seconds: f64) {
     };
     // Warm-up: one message per organization until every subscriber hears.
     let subscribers = (ORGS * AGENTS_PER_ORG) as u64;
-    let waiting = Instant::now();
-    let mut round = 0;
-    while receipts.live.load(Ordering::Relaxed) < subscribers {
-        assert!(
-            waiting.elapsed() < Duration::from_secs(120),
-            "only {} of {subscribers} subscribers are live",
-            receipts.live.load(Ordering::Relaxed)
-        );
+    let (post, client, url) = (&post, &client, &url);
+    warm_up(&receipts, subscribers, |round| async move {
         if round * ORGS < warmup {
             futures_util::future::join_all((0..ORGS).map(|org| post(round * ORGS + org))).await;
         } else {
             // Subscriptions are not acknowledged: nudge every page again.
-            futures_util::future::join_all((0..ORGS).map(|org| {
-                let (client, url) = (client.clone(), url.clone());
-                async move {
-                    let (body, signature) = webhook(org);
-                    let _ = client
-                        .post(&url)
-                        .header("x-hub-signature-256", signature)
-                        .body(body)
-                        .send()
-                        .await;
-                }
+            futures_util::future::join_all((0..ORGS).map(|org| async move {
+                let (body, signature) = webhook(org);
+                let _ = client
+                    .post(url)
+                    .header("x-hub-signature-256", signature)
+                    .body(body)
+                    .send()
+                    .await;
             }))
             .await;
         }
-        round += 1;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    receipts.latencies.lock().expect("lock").clear();
-    receipts.resyncs.store(0, Ordering::Relaxed);
+    })
+    .await;
 
     // The measured run: open loop at `rate`.
-    let started = Instant::now();
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut sends = Vec::with_capacity(total);
-    for n in 0..total {
-        ticker.tick().await;
-        sends.push(tokio::spawn(post(warmup + n)));
-    }
-    for send in sends {
-        send.await.expect("post");
-    }
-    let posting = started.elapsed();
-    // Wait for the stragglers.
+    let posting = open_loop(rate, warmup..warmup + total, post).await;
     let expected = total * AGENTS_PER_ORG;
-    let waiting = Instant::now();
-    let mut last = 0;
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = receipts.latencies.lock().expect("lock").len();
-        if now >= expected || (now == last && waiting.elapsed() > Duration::from_secs(5)) {
-            break;
-        }
-        last = now;
-    }
-    let mut latencies = receipts.latencies.lock().expect("lock").clone();
-    latencies.sort();
+    let latencies = receipts.collect(expected).await;
     let at = |p: f64| {
         latencies
             .get(((latencies.len().max(1) - 1) as f64 * p) as usize)

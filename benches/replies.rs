@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::routing::post;
 use hmac::Mac;
 use omnibox_projections::Change;
 use omnibox_store::testing::Backend;
@@ -17,30 +16,18 @@ use uuid::Uuid;
 
 #[path = "support/mod.rs"]
 mod support;
+// The calls it records are not looked at here.
+#[allow(dead_code)]
+#[path = "support/send_api.rs"]
+mod send_api;
 
 use support::APP_SECRET;
 const PAGE: &str = "104729381650237";
 const REPLIES: usize = 2000;
 const CONCURRENCY: usize = 16;
 
-/// Facebook's Send API, answering at once.
-async fn platform() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
-    let app = axum::Router::new().route(
-        "/{page}/messages",
-        post(|| async { axum::Json(json!({ "recipient_id": "7294018365520341", "message_id": format!("m_{}", Uuid::new_v4().simple()) })) }),
-    );
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    url
-}
-
 async fn run(backend: Backend) {
-    let graph = platform().await;
+    let (graph, _) = send_api::platform().await;
     let Some((_database, app)) =
         support::open_app(backend, &[("OMNIBOX_FACEBOOK_GRAPH_URL", &graph)]).await
     else {

@@ -56,13 +56,15 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 // Only the page connection is used here.
+#[path = "support/send_api.rs"]
+mod send_api;
 #[allow(dead_code)]
 #[path = "support/mod.rs"]
 mod support;
 #[path = "support/live.rs"]
 mod support_live;
 
-use support_live::{next_payload, receipt_subscriber, subscribe, Receipts};
+use support_live::{next_payload, open_loop, receipt_subscriber, subscribe, warm_up, Receipts};
 
 use support::APP_SECRET;
 const SECRET_KEY: &str = "dGVzdC1rZXktMzItYnl0ZXMtbG9uZy0tLS0tLS0tLS0=";
@@ -379,58 +381,28 @@ async fn live(n: usize, rate: f64, seconds: f64) -> Option<LiveRun> {
         }
     };
     // Warm-up: one message per organization until every subscriber hears.
-    let expected_live = (ORGS * AGENTS_PER_ORG) as u64;
-    let waiting = Instant::now();
-    let mut round = 0;
-    while receipts.live.load(Ordering::Relaxed) < expected_live {
-        assert!(
-            waiting.elapsed() < Duration::from_secs(120),
-            "only {} of {expected_live} subscribers are live",
-            receipts.live.load(Ordering::Relaxed)
-        );
-        if round == 0 {
-            futures_util::future::join_all((0..ORGS).map(post)).await;
-        } else {
-            // Subscriptions are not acknowledged: nudge every page again.
-            futures_util::future::join_all((0..ORGS).map(|org| {
-                let (client, base) = (client.clone(), urls[org % n].clone());
-                async move { post_webhook(&client, &base, live_webhook(org)).await }
-            }))
-            .await;
-        }
-        round += 1;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    receipts.latencies.lock().expect("lock").clear();
-    receipts.resyncs.store(0, Ordering::Relaxed);
+    let (post, client, urls) = (&post, &client, &urls);
+    warm_up(
+        &receipts,
+        (ORGS * AGENTS_PER_ORG) as u64,
+        |round| async move {
+            if round == 0 {
+                futures_util::future::join_all((0..ORGS).map(post)).await;
+            } else {
+                // Subscriptions are not acknowledged: nudge every page again.
+                futures_util::future::join_all((0..ORGS).map(|org| async move {
+                    post_webhook(client, &urls[org % n], live_webhook(org)).await
+                }))
+                .await;
+            }
+        },
+    )
+    .await;
 
     // The measured run: open loop at `rate`.
-    let started = Instant::now();
-    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut sends = Vec::with_capacity(total);
-    for seq in warmup..warmup + total {
-        ticker.tick().await;
-        sends.push(tokio::spawn(post(seq)));
-    }
-    for send in sends {
-        send.await.expect("post");
-    }
-    let posting = started.elapsed();
-    // Wait for the stragglers.
+    let posting = open_loop(rate, warmup..warmup + total, post).await;
     let expected = total * AGENTS_PER_ORG;
-    let waiting = Instant::now();
-    let mut last = 0;
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = receipts.latencies.lock().expect("lock").len();
-        if now >= expected || (now == last && waiting.elapsed() > Duration::from_secs(5)) {
-            break;
-        }
-        last = now;
-    }
-    let mut latencies = receipts.latencies.lock().expect("lock").clone();
-    latencies.sort();
+    let latencies = receipts.collect(expected).await;
     for subscriber in subscribers {
         subscriber.abort();
     }
@@ -446,46 +418,6 @@ async fn live(n: usize, rate: f64, seconds: f64) -> Option<LiveRun> {
 }
 
 // Replies.
-
-/// One call to the stand-in Send API: the message id Omnibox put in
-/// `metadata`, and the text.
-struct PlatformCall {
-    metadata: String,
-    text: String,
-}
-
-/// Facebook's Send API, answering at once and recording every call.
-async fn platform() -> (String, Arc<Mutex<Vec<PlatformCall>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
-    let sends: Arc<Mutex<Vec<PlatformCall>>> = Arc::default();
-    let recorded = sends.clone();
-    let app = axum::Router::new().route(
-        "/{page}/messages",
-        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
-            let recorded = recorded.clone();
-            async move {
-                recorded.lock().expect("lock").push(PlatformCall {
-                    metadata: body["metadata"].as_str().unwrap_or_default().to_owned(),
-                    text: body["message"]["text"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned(),
-                });
-                axum::Json(json!({
-                    "recipient_id": body["recipient"]["id"],
-                    "message_id": format!("m_{}", Uuid::new_v4().simple()),
-                }))
-            }
-        }),
-    );
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (url, sends)
-}
 
 /// The first `first` conversations of the owner's organization, as server
 /// `base` lists them once there are that many.
@@ -631,7 +563,7 @@ struct ReplyRun {
 }
 
 async fn replies(n: usize) -> Option<ReplyRun> {
-    let (graph, sends) = platform().await;
+    let (graph, sends) = send_api::platform().await;
     let (database, app) = open_database().await?;
     let owner = omnibox_app::services::bootstrap::bootstrap(&app, "Bench", "owner@example.com")
         .await

@@ -148,3 +148,76 @@ pub async fn receipt_subscriber(base: String, token: String, receipts: Arc<Recei
         receipts.latencies.lock().expect("lock").push(latency);
     }
 }
+
+impl Receipts {
+    /// Forgets what the warm-up saw.
+    fn reset(&self) {
+        self.latencies.lock().expect("lock").clear();
+        self.resyncs.store(0, Ordering::Relaxed);
+    }
+
+    /// Waits until `expected` receipts are in, or none came for 5 s; the
+    /// latencies seen, sorted.
+    pub async fn collect(&self, expected: usize) -> Vec<Duration> {
+        let waiting = Instant::now();
+        let mut last = 0;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = self.latencies.lock().expect("lock").len();
+            if now >= expected || (now == last && waiting.elapsed() > Duration::from_secs(5)) {
+                break;
+            }
+            last = now;
+        }
+        let mut latencies = self.latencies.lock().expect("lock").clone();
+        latencies.sort();
+        latencies
+    }
+}
+
+/// Runs `round(0)`, `round(1)`, … every half second until each of
+/// `subscribers` has heard something (subscriptions are not acknowledged),
+/// for at most two minutes; then forgets what they saw.
+pub async fn warm_up<Fut: std::future::Future<Output = ()>>(
+    receipts: &Receipts,
+    subscribers: u64,
+    mut round: impl FnMut(usize) -> Fut,
+) {
+    let waiting = Instant::now();
+    let mut k = 0;
+    while receipts.live.load(Ordering::Relaxed) < subscribers {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(120),
+            "only {} of {subscribers} subscribers are live",
+            receipts.live.load(Ordering::Relaxed)
+        );
+        round(k).await;
+        k += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    receipts.reset();
+}
+
+/// Posts message `seq` for each of `seqs` at `rate` per second (open loop:
+/// a slow answer does not delay the next post); how long posting took.
+pub async fn open_loop<Fut>(
+    rate: f64,
+    seqs: std::ops::Range<usize>,
+    post: impl Fn(usize) -> Fut,
+) -> Duration
+where
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sends = Vec::with_capacity(seqs.len());
+    for seq in seqs {
+        ticker.tick().await;
+        sends.push(tokio::spawn(post(seq)));
+    }
+    for send in sends {
+        send.await.expect("post");
+    }
+    started.elapsed()
+}
