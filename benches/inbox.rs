@@ -317,6 +317,13 @@ async fn sealing_cost(backend: Backend) {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
+    // `RUST_LOG=omnibox_projections=info` shows each rebuild's fold and write times.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     println!(
         "read-side benchmark, {}",

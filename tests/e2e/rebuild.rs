@@ -11,6 +11,39 @@ async fn dump(app: &App) -> String {
     dump_read_models(&app.state.db).await
 }
 
+/// What a rebuild must leave as it found it besides the rows: every
+/// schema, and every index and constraint of every table, by name (later
+/// migrations name them).
+async fn dump_shape(db: &omnibox_store::Database) -> String {
+    let lines: Vec<String> = match db {
+        omnibox_store::Database::Sqlite {
+            read_pool: pool, ..
+        } => sqlx::query_scalar(
+            "SELECT type || ' ' || name || ' ' || coalesce(sql, '') FROM sqlite_master
+             WHERE type IN ('index', 'table') ORDER BY type, name",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("shape"),
+        omnibox_store::Database::Postgres { pool } => sqlx::query_scalar(
+            "SELECT 'schema ' || nspname FROM pg_namespace
+               WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema'
+             UNION ALL
+             SELECT 'index ' || schemaname || ' ' || indexdef FROM pg_indexes
+               WHERE schemaname = current_schema()
+             UNION ALL
+             SELECT 'constraint ' || conrelid::regclass || ' ' || conname || ' '
+                    || pg_get_constraintdef(oid)
+               FROM pg_constraint WHERE connamespace = current_schema()::regnamespace
+             ORDER BY 1",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("shape"),
+    };
+    lines.iter().map(|line| format!("{line}\n")).collect()
+}
+
 /// Every row of the read models of `db`, in key order, as text.
 pub(crate) async fn dump_read_models(db: &omnibox_store::Database) -> String {
     use sqlx::Row;
@@ -190,6 +223,8 @@ async fn a_rebuild_from_zero_equals_incremental_projection(app: App) {
         incremental.matches('\n').count() > 40,
         "a realistic history:\n{incremental}"
     );
+    let shape = dump_shape(&inbox.app.state.db).await;
+    assert!(shape.contains("rm_messages_by_platform_id"), "{shape}");
     for runner in inbox.app.state.projections.runners() {
         runner.rebuild().await.expect("rebuild");
     }
@@ -197,6 +232,11 @@ async fn a_rebuild_from_zero_equals_incremental_projection(app: App) {
     assert!(
         incremental == rebuilt,
         "rebuild differs:\n--- incremental\n{incremental}\n--- rebuilt\n{rebuilt}"
+    );
+    let rebuilt_shape = dump_shape(&inbox.app.state.db).await;
+    assert!(
+        shape == rebuilt_shape,
+        "the rebuild changed the tables' shape:\n--- before\n{shape}\n--- after\n{rebuilt_shape}"
     );
 }
 
@@ -336,3 +376,73 @@ in_process_on_both_backends!(
     a_restart_after_following_the_log_applies_nothing_twice,
     a_rebuild_spanning_several_statements_per_table_loses_no_row,
 );
+
+/// PostgreSQL swaps rebuilt tables in (see `refill.rs`): a reader that holds
+/// one of them in an open transaction and then reaches for another must
+/// neither deadlock with the swap nor make the rebuild fail. Taking the
+/// tables' locks one after another and waiting would: the swap would hold
+/// `rm_conversations` while waiting for the reader's `rm_messages`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rebuild_swap_lets_go_of_a_reader_it_would_deadlock_with() {
+    let Some(app) = App::start(omnibox_store::testing::Backend::Postgres).await else {
+        return;
+    };
+    let inbox = inbox(app, false).await;
+    assert_eq!(inbox.line("line/text_message.json").await, 200);
+    inbox.app.settle().await;
+    let omnibox_store::Database::Postgres { pool } = inbox.app.state.db.clone() else {
+        panic!("a PostgreSQL app");
+    };
+    let mut reader = pool.begin().await.expect("begin");
+    let messages: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_messages")
+        .fetch_one(&mut *reader)
+        .await
+        .expect("messages");
+    assert!(messages > 0);
+
+    let runner = inbox
+        .app
+        .state
+        .projections
+        .runners()
+        .iter()
+        .find(|r| r.name() == "inbox")
+        .expect("inbox projector")
+        .clone();
+    let rebuild = tokio::spawn(async move { runner.rebuild().await });
+    // Wait, bounded, until the rebuild is at its swap.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let swapping: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND query LIKE 'SAVEPOINT refill_swap%'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("activity");
+        if swapping > 0 {
+            break;
+        }
+        assert!(!rebuild.is_finished(), "the rebuild ended before its swap");
+        assert!(std::time::Instant::now() < deadline, "no swap began");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let conversations: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_conversations")
+        .fetch_one(&mut *reader)
+        .await
+        .expect("the reader reaches another table");
+    assert!(conversations > 0);
+    reader.commit().await.expect("the reader commits");
+    let applied = rebuild
+        .await
+        .expect("rebuild task")
+        .expect("the rebuild succeeds");
+    assert!(applied > 0);
+    assert_eq!(
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM rm_messages")
+            .fetch_one(&pool)
+            .await
+            .expect("messages after"),
+        messages
+    );
+}

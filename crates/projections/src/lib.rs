@@ -15,6 +15,7 @@ pub mod channels;
 pub mod inbox;
 pub mod members;
 pub mod qr_codes;
+mod refill;
 pub mod runtime;
 pub mod templates;
 #[macro_use]

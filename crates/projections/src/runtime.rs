@@ -9,6 +9,7 @@ use omnibox_store::{Database, EventStore, Position, RecordedEvent, StoreError, S
 use sqlx::Row;
 use tokio::sync::watch;
 
+use crate::refill::Refill;
 use crate::{execute, fetch_optional_tx, Change, LiveUpdate, ReadTx, UpdateBus};
 
 /// Events per read while following the log live. A transaction holds one
@@ -427,7 +428,7 @@ impl ProjectionRunner {
     ///
     /// A projector with a [`Fold`] is rebuilt beside its tables: the log is
     /// folded in memory while the tables keep serving, then one transaction
-    /// empties them, writes the new rows and moves the checkpoint (readers
+    /// replaces their rows (see [`crate::refill`]) and moves the checkpoint (readers
     /// see the old read model or the new one, never a mix), and the events
     /// appended meanwhile are applied as usual. A server projecting the same
     /// tables loses its next compare-and-set on the checkpoint and goes on
@@ -475,27 +476,17 @@ impl ProjectionRunner {
         // The checkpoint first, then the tables: the order a live batch
         // takes them in, so the two wait for each other instead of
         // deadlocking, and a live batch either committed before this
-        // transaction (its rows are deleted here) or loses its
+        // transaction (its rows are replaced here) or loses its
         // compare-and-set after it (and goes on from the new checkpoint).
         set_checkpoint(&mut tx, name, position).await?;
-        for table in self.projector.tables() {
-            execute!(&mut tx, &format!("DELETE FROM {table}"))?;
-        }
-        let indexes = match &tx {
-            ReadTx::Sqlite(sqlite) => {
-                crate::sql::sqlite_drop_indexes(sqlite, self.projector.tables())?
-            }
-            ReadTx::Postgres(_) => Vec::new(),
-        };
+        let refill = Refill::start(&mut tx, self.projector.tables()).await?;
         fold.write(&mut tx)
             .await
             .map_err(|error| ProjectionError::Write {
                 projection: name,
                 reason: error.to_string(),
             })?;
-        if let ReadTx::Sqlite(sqlite) = &tx {
-            crate::sql::sqlite_create_indexes(sqlite, &indexes)?;
-        }
+        refill.finish(&mut tx).await?;
         tx.commit().await?;
         tracing::info!(
             projection = name,

@@ -230,44 +230,6 @@ pub fn sqlite_fetch_optional<T>(
     }
 }
 
-/// Drops the secondary indexes of `tables`, returning the statements that
-/// create them again (see [`sqlite_create_indexes`]): filling a table and
-/// then sorting each index once is cheaper than inserting every row into
-/// every index. Within the transaction, so readers never see a table
-/// without its indexes.
-pub fn sqlite_drop_indexes(tx: &SqliteTx, tables: &[&str]) -> Result<Vec<String>, sqlx::Error> {
-    let connection = tx.connection()?;
-    let mut indexes = Vec::new();
-    for table in tables {
-        let mut statement = connection
-            .prepare("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 AND sql IS NOT NULL")
-            .map_err(sqlite_error)?;
-        let found = statement
-            .query_map([table], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-            })
-            .map_err(sqlite_error)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(sqlite_error)?;
-        for (name, sql) in found {
-            connection
-                .execute_batch(&format!("DROP INDEX \"{}\"", name.replace('"', "\"\"")))
-                .map_err(sqlite_error)?;
-            indexes.push(sql);
-        }
-    }
-    Ok(indexes)
-}
-
-/// Runs the statements [`sqlite_drop_indexes`] returned.
-pub fn sqlite_create_indexes(tx: &SqliteTx, indexes: &[String]) -> Result<(), sqlx::Error> {
-    let connection = tx.connection()?;
-    for sql in indexes {
-        connection.execute_batch(sql).map_err(sqlite_error)?;
-    }
-    Ok(())
-}
-
 /// A row of a SQLite read-model query, read like an sqlx row.
 pub struct SqliteRow<'r>(&'r rusqlite::Row<'r>);
 
@@ -424,73 +386,69 @@ macro_rules! fetch_optional_tx {
     };
 }
 
-/// A value as PostgreSQL's `COPY … FROM STDIN` text format writes it:
-/// `\N` for NULL, and backslash escapes for the characters that separate
-/// columns and rows.
-pub trait CopyText {
-    fn copy_text(&self, out: &mut String);
+/// A value as PostgreSQL's binary `COPY` format carries it: the length
+/// (-1 for NULL), then the bytes of the column type's binary form. The
+/// server then copies UUIDs and integers instead of parsing their text,
+/// which was a third of the time `COPY` took in its text format.
+///
+/// The Rust type must match the column's: `Uuid` for `UUID`, `i64` for
+/// `BIGINT`, `i32` for `INTEGER`, `bool` for `BOOLEAN`, `str` for `TEXT`.
+/// A mismatch is refused by the server, not misread.
+pub trait CopyBinary {
+    fn copy_binary(&self, out: &mut Vec<u8>);
 }
 
-fn copy_escaped(text: &str, out: &mut String) {
-    for c in text.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c => out.push(c),
-        }
-    }
+/// The binary `COPY` stream's header: signature, flags, no extension.
+pub const COPY_BINARY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+/// The binary `COPY` stream's trailer: a row of -1 columns.
+pub const COPY_BINARY_TRAILER: &[u8] = &(-1i16).to_be_bytes();
+
+fn copy_field(bytes: &[u8], out: &mut Vec<u8>) {
+    // Fields are far below 2 GiB: a text column holds at most one message.
+    out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+    out.extend_from_slice(bytes);
 }
 
-macro_rules! copy_as_display {
-    ($($t:ty),*) => {$(
-        impl CopyText for $t {
-            fn copy_text(&self, out: &mut String) {
-                use std::fmt::Write;
-                let _ = write!(out, "{self}");
+macro_rules! copy_as_bytes {
+    ($($t:ty => |$v:ident| $bytes:expr),* $(,)?) => {$(
+        impl CopyBinary for $t {
+            fn copy_binary(&self, out: &mut Vec<u8>) {
+                let $v = self;
+                copy_field($bytes, out);
             }
         }
     )*};
 }
 
-copy_as_display!(i64, i32, uuid::Uuid);
+copy_as_bytes!(
+    i64 => |v| &v.to_be_bytes(),
+    i32 => |v| &v.to_be_bytes(),
+    bool => |v| &[u8::from(*v)],
+    uuid::Uuid => |v| v.as_bytes(),
+    str => |v| v.as_bytes(),
+    String => |v| v.as_bytes(),
+);
 
-impl CopyText for bool {
-    fn copy_text(&self, out: &mut String) {
-        out.push(if *self { 't' } else { 'f' });
+impl<T: CopyBinary + ?Sized> CopyBinary for &T {
+    fn copy_binary(&self, out: &mut Vec<u8>) {
+        (**self).copy_binary(out);
     }
 }
 
-impl CopyText for str {
-    fn copy_text(&self, out: &mut String) {
-        copy_escaped(self, out);
-    }
-}
-
-impl CopyText for String {
-    fn copy_text(&self, out: &mut String) {
-        copy_escaped(self, out);
-    }
-}
-
-impl<T: CopyText + ?Sized> CopyText for &T {
-    fn copy_text(&self, out: &mut String) {
-        (**self).copy_text(out);
-    }
-}
-
-impl<T: CopyText> CopyText for Option<T> {
-    fn copy_text(&self, out: &mut String) {
+impl<T: CopyBinary> CopyBinary for Option<T> {
+    fn copy_binary(&self, out: &mut Vec<u8>) {
         match self {
-            Some(value) => value.copy_text(out),
-            None => out.push_str("\\N"),
+            Some(value) => value.copy_binary(out),
+            None => out.extend_from_slice(&(-1i32).to_be_bytes()),
         }
     }
 }
 
-/// `COPY table (columns) FROM STDIN` for an `INSERT INTO table (columns)
-/// VALUES (…)` statement.
+/// `COPY table (columns) FROM STDIN` in the binary format, for an `INSERT
+/// INTO table (columns) VALUES (…)` statement. With `FREEZE`: the rows go
+/// into a table created by the same transaction (see [`crate::refill`]),
+/// so they are written as already visible to everyone, and no later read
+/// or vacuum has to mark them so.
 pub fn copy_statement(insert: &str) -> String {
     let target = insert
         .split("VALUES")
@@ -499,7 +457,7 @@ pub fn copy_statement(insert: &str) -> String {
         .trim()
         .trim_start_matches("INSERT INTO")
         .trim();
-    format!("COPY {target} FROM STDIN")
+    format!("COPY {target} FROM STDIN WITH (FORMAT binary, FREEZE)")
 }
 
 /// How an inbound message (or several: `excluded` then holds their count
@@ -654,18 +612,28 @@ mod copy_tests {
     use super::*;
 
     #[test]
-    fn copy_text_escapes_what_separates_columns_and_rows() {
-        let mut out = String::new();
-        "a\tb\nc\\d\re".copy_text(&mut out);
-        assert_eq!(out, "a\\tb\\nc\\\\d\\re");
-        let mut out = String::new();
-        None::<String>.copy_text(&mut out);
-        Some(true).copy_text(&mut out);
-        (-5i64).copy_text(&mut out);
-        assert_eq!(out, "\\Nt-5");
+    fn copy_binary_writes_lengths_then_network_order_bytes() {
+        let mut out = Vec::new();
+        "ab".copy_binary(&mut out);
+        None::<String>.copy_binary(&mut out);
+        Some(true).copy_binary(&mut out);
+        (-5i64).copy_binary(&mut out);
+        7i32.copy_binary(&mut out);
+        assert_eq!(
+            out,
+            [
+                &[0, 0, 0, 2, b'a', b'b'][..],
+                &[0xff, 0xff, 0xff, 0xff],
+                &[0, 0, 0, 1, 1],
+                &[0, 0, 0, 8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfb],
+                &[0, 0, 0, 4, 0, 0, 0, 7],
+            ]
+            .concat()
+        );
+        assert_eq!(COPY_BINARY_HEADER.len(), 19);
         assert_eq!(
             copy_statement("INSERT INTO rm_x (a, b)\n     VALUES ($1, $2)"),
-            "COPY rm_x (a, b) FROM STDIN"
+            "COPY rm_x (a, b) FROM STDIN WITH (FORMAT binary, FREEZE)"
         );
     }
 }

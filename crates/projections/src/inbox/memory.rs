@@ -22,33 +22,28 @@ const COPY_CHUNK_BYTES: usize = 1 << 20;
 /// Inserts every row of `$rows` with `$insert` (one row's `INSERT … VALUES
 /// ($1, …)`). SQLite runs it once per row, in place, which is as fast as
 /// it gets there. PostgreSQL gets the rows through `COPY … FROM STDIN` in
-/// its text format: a round trip per row was most of its rebuild time,
+/// its binary format: a round trip per row was most of its rebuild time,
 /// and multi-row `INSERT`s (65,535 parameters each) still half of it.
 macro_rules! insert_all {
     ($tx:expr, $insert:expr, $rows:expr, |$row:pat_param| [$($value:expr),+ $(,)?]) => {
         match &mut *$tx {
             ReadTx::Postgres(pg) => {
-                use crate::sql::CopyText;
+                use crate::sql::CopyBinary;
+                const COLUMNS: i16 = [$(stringify!($value)),+].len() as i16;
                 pg.flush().await?;
                 let mut copy = pg.copy_in_raw(&crate::sql::copy_statement($insert)).await?;
-                let mut buffer = String::with_capacity(COPY_CHUNK_BYTES + 4096);
+                let mut buffer = Vec::with_capacity(COPY_CHUNK_BYTES + 4096);
+                buffer.extend_from_slice(crate::sql::COPY_BINARY_HEADER);
                 for $row in $rows {
-                    let mut first = true;
-                    $(
-                        if !std::mem::take(&mut first) {
-                            buffer.push('\t');
-                        }
-                        $value.copy_text(&mut buffer);
-                    )+
-                    buffer.push('\n');
+                    buffer.extend_from_slice(&COLUMNS.to_be_bytes());
+                    $($value.copy_binary(&mut buffer);)+
                     if buffer.len() >= COPY_CHUNK_BYTES {
-                        copy.send(buffer.as_bytes()).await?;
+                        copy.send(buffer.as_slice()).await?;
                         buffer.clear();
                     }
                 }
-                if !buffer.is_empty() {
-                    copy.send(buffer.as_bytes()).await?;
-                }
+                buffer.extend_from_slice(crate::sql::COPY_BINARY_TRAILER);
+                copy.send(buffer.as_slice()).await?;
                 copy.finish().await?;
             }
             ReadTx::Sqlite(_) => {
