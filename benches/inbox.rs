@@ -315,6 +315,10 @@ async fn sealing_cost(backend: Backend) {
     }
 }
 
+/// The server's allocator (see `src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     // `RUST_LOG=omnibox_projections=info` shows each rebuild's fold and write times.

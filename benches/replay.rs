@@ -31,6 +31,10 @@ fn event(n: usize) -> NewEvent {
     }
 }
 
+/// The server's allocator (see `src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let backend = match std::env::args()

@@ -16,6 +16,10 @@ use omnibox_domain::org::Role;
 use omnibox_domain::{ChannelKind, SystemClock};
 use omnibox_store::testing::{Backend, TestDatabase};
 
+/// The server's allocator (see `src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub const APP_SECRET: &str = "bench-app-secret";
 
 /// The application on a fresh database of `backend`, its background work

@@ -22,6 +22,12 @@ const YIELD_EVERY: usize = 16;
 /// Events per transaction when catching up (start-up, rebuild): fewer
 /// commits write each hot page fewer times.
 const CATCH_UP_BATCH: usize = 20000;
+/// Events a rebuild reads at once. The next page is read while this one
+/// is folded; the first is small so the fold starts at once. On
+/// PostgreSQL, 1,000 then 5,000 folded 100,000 events in 0.53 to 0.78 s
+/// against 0.69 to 0.93 s for pages of 20,000.
+const REBUILD_FIRST_PAGE: usize = 1000;
+const REBUILD_PAGE: usize = 5000;
 /// While following the log live, batches holding no event a projector
 /// handles move only its position in memory (no transaction, no write to
 /// the read-model file); its checkpoint is written with the next batch it
@@ -444,21 +450,21 @@ impl ProjectionRunner {
             return self.rebuild_in_place(progress).await;
         };
         let name = self.projector.name();
-        let read = |after: Position| {
+        let read = |after: Position, limit: usize| {
             let store = self.store.clone();
-            tokio::spawn(async move { store.read_all(Some(after), CATCH_UP_BATCH).await })
+            tokio::spawn(async move { store.read_all(Some(after), limit).await })
         };
         let fold_started = std::time::Instant::now();
         let mut position = Position::default();
         let mut applied = 0;
         // The next page is read (on the store's threads) while this one is folded.
-        let mut next = read(position);
+        let mut next = read(position, REBUILD_FIRST_PAGE);
         loop {
             let events = next.await.map_err(|e| StoreError::Task(e.to_string()))??;
             let Some(last) = events.last().map(|e| e.position) else {
                 break;
             };
-            next = read(last);
+            next = read(last, REBUILD_PAGE);
             for event in &events {
                 fold.apply(event)
                     .await
