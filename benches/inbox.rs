@@ -185,13 +185,7 @@ async fn run(backend: Backend) {
         .await
         .expect("bootstrap");
     history(&app, owner.org_id, events).await;
-    let inbox = app
-        .projections
-        .runners()
-        .iter()
-        .find(|r| r.name() == "inbox")
-        .expect("inbox projector")
-        .clone();
+    let inbox = app.projections.runner("inbox").expect("inbox projector");
     // Linux: writing 5 resets the peak to the present resident size.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let resident_before = memory_kib("VmRSS:");
@@ -300,13 +294,7 @@ async fn sealing_cost(backend: Backend) {
                     .await
                     .expect("bootstrap");
             history_sealed(&app, owner.org_id, events, seal).await;
-            let inbox = app
-                .projections
-                .runners()
-                .iter()
-                .find(|r| r.name() == "inbox")
-                .expect("inbox projector")
-                .clone();
+            let inbox = app.projections.runner("inbox").expect("inbox projector");
             let started = Instant::now();
             let applied = inbox.rebuild().await.expect("rebuild");
             rates.push(applied as f64 / started.elapsed().as_secs_f64());

@@ -201,9 +201,9 @@ impl Shadow {
             ));
         }
         swap.push_str(&format!("DROP SCHEMA {schema};"));
+        let lock_all = format!("LOCK TABLE {live_tables} IN ACCESS EXCLUSIVE MODE");
         let lock = format!(
-            "SAVEPOINT refill_swap; SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}';
-             LOCK TABLE {live_tables} IN ACCESS EXCLUSIVE MODE"
+            "SAVEPOINT refill_swap; SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'; {lock_all}"
         );
         let mut attempt = 1;
         loop {
@@ -219,8 +219,7 @@ impl Shadow {
                     run(
                         tx,
                         &format!(
-                            "ROLLBACK TO SAVEPOINT refill_swap; SET LOCAL lock_timeout = 0;
-                             LOCK TABLE {live_tables} IN ACCESS EXCLUSIVE MODE"
+                            "ROLLBACK TO SAVEPOINT refill_swap; SET LOCAL lock_timeout = 0; {lock_all}"
                         ),
                     )
                     .await?;

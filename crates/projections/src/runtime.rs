@@ -638,6 +638,11 @@ impl Projections {
         &self.runners
     }
 
+    /// The projector named `name` (`inbox`, `members`, …), if there is one.
+    pub fn runner(&self, name: &str) -> Option<Arc<ProjectionRunner>> {
+        self.runners.iter().find(|r| r.name() == name).cloned()
+    }
+
     /// Starts every projector on the runtime.
     pub fn spawn(&self) {
         for runner in &self.runners {
