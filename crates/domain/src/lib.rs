@@ -7,6 +7,9 @@
 //! that knows how to ask the operating system for the time, and only the
 //! edges (server, CLI) call it.
 
+#[macro_use]
+mod tagged;
+
 pub mod aggregate;
 pub mod assignment;
 pub mod channel;

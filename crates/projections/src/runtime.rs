@@ -459,8 +459,12 @@ impl ProjectionRunner {
         let mut applied = 0;
         // The next page is read (on the store's threads) while this one is folded.
         let mut next = read(position, REBUILD_FIRST_PAGE);
+        // Time spent waiting for the log rather than folding.
+        let mut read_wait = Duration::ZERO;
         loop {
+            let waiting = std::time::Instant::now();
             let events = next.await.map_err(|e| StoreError::Task(e.to_string()))??;
+            read_wait += waiting.elapsed();
             let Some(last) = events.last().map(|e| e.position) else {
                 break;
             };
@@ -498,6 +502,7 @@ impl ProjectionRunner {
             projection = name,
             events = applied,
             fold_ms = fold_took.as_millis() as u64,
+            read_wait_ms = read_wait.as_millis() as u64,
             write_ms = write_started.elapsed().as_millis() as u64,
             "projection rebuilt beside its tables"
         );
