@@ -118,11 +118,15 @@ async fn run(backend: Backend, rate: f64, seconds: f64) {
     }
     let client = reqwest::Client::new();
     let url = format!("http://{address}/webhooks/facebook");
+    // How long each measured webhook took to be acknowledged (stored).
+    let acks = Arc::new(std::sync::Mutex::new(Vec::with_capacity(total)));
     let post = |seq: usize| {
-        let (client, url, receipts) = (client.clone(), url.clone(), receipts.clone());
+        let (client, url, receipts, acks) =
+            (client.clone(), url.clone(), receipts.clone(), acks.clone());
         async move {
             let (body, signature) = webhook(seq);
             receipts.posting(seq);
+            let posted = std::time::Instant::now();
             let status = client
                 .post(&url)
                 .header("x-hub-signature-256", signature)
@@ -132,6 +136,9 @@ async fn run(backend: Backend, rate: f64, seconds: f64) {
                 .expect("webhook")
                 .status();
             assert_eq!(status, 200);
+            if seq >= warmup {
+                acks.lock().expect("acks").push(posted.elapsed());
+            }
         }
     };
     // Warm-up: one message per organization until every subscriber hears.
@@ -185,6 +192,14 @@ async fn run(backend: Backend, rate: f64, seconds: f64) {
     println!("| webhook → subscriber p50 | {:.1} ms |", at(0.5));
     println!("| webhook → subscriber p99 | {:.1} ms |", at(0.99));
     println!("| webhook → subscriber max | {:.1} ms |", at(1.0));
+    let mut acks = std::mem::take(&mut *acks.lock().expect("acks"));
+    acks.sort();
+    let ack = |p: f64| {
+        acks.get(((acks.len().max(1) - 1) as f64 * p) as usize)
+            .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+    };
+    println!("| webhook acknowledged p50 | {:.1} ms |", ack(0.5));
+    println!("| webhook acknowledged p99 | {:.1} ms |", ack(0.99));
     drop(database);
 }
 
