@@ -314,7 +314,7 @@ async fn inbox_updates_follow_webhooks(app: App) {
         ("graphql-ws", "start", &inbox.owner.token),
         ("graphql-transport-ws", "subscribe", &stranger.token),
     ] {
-        let query = "subscription { inboxUpdates { contact { platformUserId } unreadCount lastMessagePreview } }";
+        let query = "subscription { inboxUpdates { id channelKind channel { kind } assignee { email } contact { platformUserId } unreadCount lastMessagePreview } }";
         let socket = subscribe(&inbox.app, protocol, token, start, query, json!({})).await;
         sockets.push(socket);
     }
@@ -358,8 +358,38 @@ async fn inbox_updates_follow_webhooks(app: App) {
             "{update}"
         );
     }
+    for update in [&modern, &legacy] {
+        let row = &update["payload"]["data"]["inboxUpdates"];
+        // The update is dressed with its own channel, and no assignee yet.
+        assert!(row["channel"]["kind"].is_string(), "{update}");
+        assert_eq!(row["channel"]["kind"], row["channelKind"], "{update}");
+        assert!(row["assignee"].is_null(), "{update}");
+    }
     let leaked = tokio::time::timeout(Duration::from_millis(300), sockets[2].next()).await;
     assert!(leaked.is_err(), "another organization received {leaked:?}");
+
+    // Assigned, the conversation's next update names its assignee.
+    let token = &inbox.owner.token;
+    let me = inbox.app.graphql(token, "{ me { id } }", json!({})).await["data"]["me"]["id"].clone();
+    let conversation = modern["payload"]["data"]["inboxUpdates"]["id"].clone();
+    inbox
+        .app
+        .graphql(token, "mutation($c: UUID!, $a: UUID!) { assignConversation(conversationId: $c, agentId: $a) { id } }", json!({ "c": conversation, "a": me }))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let next = tokio::time::timeout_at(deadline, sockets[0].next()).await;
+        let Ok(Some(Ok(Message::Text(text)))) = next else {
+            panic!("no update named the assignee: {next:?}");
+        };
+        let update: Value = serde_json::from_str(&text).expect("json");
+        let row = &update["payload"]["data"]["inboxUpdates"];
+        if row["id"] == conversation && !row["assignee"].is_null() {
+            assert_eq!(row["assignee"]["email"], "owner@example.com", "{update}");
+            assert!(row["channel"]["kind"].is_string(), "{update}");
+            break;
+        }
+    }
 }
 
 async fn subscribe_inbox(app: &App, token: &str, after: Option<&str>) -> Socket {

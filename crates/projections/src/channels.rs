@@ -216,7 +216,42 @@ const COLUMNS: &str =
     "channel_id, org_id, kind, external_id, name, status, authorized_at, last_used_at,
     token_expires_at, access_token_secret, channel_secret, assignment_mode";
 
+/// [`COLUMNS`] of the table named `ch`, for a query that joins it.
+pub(crate) const JOINED_COLUMNS: &str =
+    "ch.channel_id, ch.org_id, ch.kind, ch.external_id, ch.name, ch.status, ch.authorized_at,
+    ch.last_used_at, ch.token_expires_at, ch.access_token_secret, ch.channel_secret, ch.assignment_mode";
+
 fn decode<R: Row>(row: &R) -> Result<ChannelRow, sqlx::Error>
+where
+    for<'r> Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<Uuid>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    decode_at(row, 0)
+}
+
+/// The channel in [`JOINED_COLUMNS`] from column `at` on; `None` where
+/// the join found none.
+pub(crate) fn decode_joined<R: Row>(row: &R, at: usize) -> Result<Option<ChannelRow>, sqlx::Error>
+where
+    for<'r> Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<Uuid>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    usize: sqlx::ColumnIndex<R>,
+{
+    match row.try_get::<Option<Uuid>, _>(at)? {
+        Some(_) => decode_at(row, at).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// A channel from its columns, the first at `at`.
+fn decode_at<R: Row>(row: &R, at: usize) -> Result<ChannelRow, sqlx::Error>
 where
     for<'r> Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> Option<Uuid>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
@@ -227,21 +262,27 @@ where
 {
     let bad =
         |what: &str, value: &str| sqlx::Error::Decode(format!("unknown {what} {value:?}").into());
-    let kind: String = row.try_get(2)?;
-    let status: String = row.try_get(5)?;
-    let mode: String = row.try_get(11)?;
+    let kind: String = row.try_get(at + 2)?;
+    let status: String = row.try_get(at + 5)?;
+    let mode: String = row.try_get(at + 11)?;
     Ok(ChannelRow {
-        id: ChannelId(row.try_get(0)?),
-        org_id: OrgId(row.try_get(1)?),
+        id: ChannelId(row.try_get(at)?),
+        org_id: OrgId(row.try_get(at + 1)?),
         kind: ChannelKind::parse(&kind).ok_or_else(|| bad("channel kind", &kind))?,
-        external_id: row.try_get(3)?,
-        name: row.try_get(4)?,
+        external_id: row.try_get(at + 3)?,
+        name: row.try_get(at + 4)?,
         recorded_status: ChannelStatus::parse(&status).ok_or_else(|| bad("status", &status))?,
-        authorized_at: instant(row.try_get(6)?)?,
-        last_used_at: row.try_get::<Option<i64>, _>(7)?.map(instant).transpose()?,
-        token_expires_at: row.try_get::<Option<i64>, _>(8)?.map(instant).transpose()?,
-        access_token_secret: row.try_get(9)?,
-        channel_secret: row.try_get(10)?,
+        authorized_at: instant(row.try_get(at + 6)?)?,
+        last_used_at: row
+            .try_get::<Option<i64>, _>(at + 7)?
+            .map(instant)
+            .transpose()?,
+        token_expires_at: row
+            .try_get::<Option<i64>, _>(at + 8)?
+            .map(instant)
+            .transpose()?,
+        access_token_secret: row.try_get(at + 9)?,
+        channel_secret: row.try_get(at + 10)?,
         assignment_mode: AssignmentMode::parse(&mode)
             .ok_or_else(|| bad("assignment mode", &mode))?,
     })

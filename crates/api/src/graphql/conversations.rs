@@ -582,16 +582,26 @@ async fn dress(
         .collect())
 }
 
+/// One conversation, dressed: with its channel in one query, and a second
+/// for its assignee if it has one.
 async fn load(app: &AppState, org: OrgId, id: ConversationId) -> Result<Conversation, ApiError> {
-    let row = read::conversation(&app.db, org, id).await?.ok_or_else(|| {
-        ApiError::App(AppError::NotFound(
-            "no such conversation in your organization".into(),
-        ))
-    })?;
-    dress(app, org, vec![row]).await?.pop().ok_or_else(|| {
-        ApiError::App(AppError::NotFound(
-            "no such conversation in your organization".into(),
-        ))
+    let (row, channel) = read::conversation_with_channel(&app.db, org, id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::App(AppError::NotFound(
+                "no such conversation in your organization".into(),
+            ))
+        })?;
+    let assignee = match row.assignee_id {
+        Some(id) => authors(app, org, std::iter::once(id)).await?.remove(&id),
+        None => None,
+    };
+    Ok(Conversation {
+        position: None,
+        as_of: None,
+        channel,
+        assignee,
+        row,
     })
 }
 

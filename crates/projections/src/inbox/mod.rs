@@ -711,6 +711,9 @@ const CONVERSATION_COLUMNS: &str = "c.conversation_id, c.org_id, c.channel_id, c
     c.last_message_at, c.last_message_preview, c.last_customer_message_at, c.unread_count, c.assignee_id, c.status,
     c.thread_id, k.platform_user_id, k.display_name, k.avatar_url, k.erased";
 
+/// How many columns [`CONVERSATION_COLUMNS`] names.
+const CONVERSATION_COLUMN_COUNT: usize = 16;
+
 fn decode_conversation<R: Row>(row: &R) -> Result<ConversationRow, sqlx::Error>
 where
     for<'r> Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
@@ -836,6 +839,26 @@ pub async fn conversation(
          WHERE c.org_id = $1 AND c.conversation_id = $2"
     );
     fetch_optional!(db, &sql, [org.0, id.0], |row| decode_conversation(row))
+}
+
+/// Conversation `id` of `org` with its channel, in one query (a live
+/// update loads this for every subscriber of the organization).
+pub async fn conversation_with_channel(
+    db: &Database,
+    org: OrgId,
+    id: ConversationId,
+) -> Result<Option<(ConversationRow, Option<crate::channels::ChannelRow>)>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {CONVERSATION_COLUMNS}, {} FROM rm_conversations c
+         LEFT JOIN rm_contacts k ON k.contact_id = c.contact_id
+         LEFT JOIN rm_channels ch ON ch.channel_id = c.channel_id AND ch.org_id = c.org_id
+         WHERE c.org_id = $1 AND c.conversation_id = $2",
+        crate::channels::JOINED_COLUMNS
+    );
+    fetch_optional!(db, &sql, [org.0, id.0], |row| Ok((
+        decode_conversation(row)?,
+        crate::channels::decode_joined(row, CONVERSATION_COLUMN_COUNT)?
+    )))
 }
 
 /// A message as the inbox shows it.
