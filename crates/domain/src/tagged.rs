@@ -10,8 +10,9 @@
 //! path: its other fields are kept as JSON values until the tag is found.
 //! Both paths accept the objects serde's derive accepts and report its
 //! errors (unknown variant, missing field, wrong type). Unlike the derive,
-//! they refuse an event written as an array (`["Variant", fields…]`),
-//! which nothing writes.
+//! they refuse an event written as an array (`["Variant", fields…]`), and
+//! the fast path ignores a second tag after the first instead of refusing
+//! it; nothing writes either.
 
 use std::fmt;
 use std::marker::PhantomData;
