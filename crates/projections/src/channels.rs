@@ -221,18 +221,6 @@ pub(crate) const JOINED_COLUMNS: &str =
     "ch.channel_id, ch.org_id, ch.kind, ch.external_id, ch.name, ch.status, ch.authorized_at,
     ch.last_used_at, ch.token_expires_at, ch.access_token_secret, ch.channel_secret, ch.assignment_mode";
 
-fn decode<R: Row>(row: &R) -> Result<ChannelRow, sqlx::Error>
-where
-    for<'r> Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Option<Uuid>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    usize: sqlx::ColumnIndex<R>,
-{
-    decode_at(row, 0)
-}
-
 /// The channel in [`JOINED_COLUMNS`] from column `at` on; `None` where
 /// the join found none.
 pub(crate) fn decode_joined<R: Row>(row: &R, at: usize) -> Result<Option<ChannelRow>, sqlx::Error>
@@ -295,7 +283,7 @@ pub async fn channel(
     id: ChannelId,
 ) -> Result<Option<ChannelRow>, sqlx::Error> {
     let sql = format!("SELECT {COLUMNS} FROM rm_channels WHERE org_id = $1 AND channel_id = $2");
-    fetch_optional!(db, &sql, [org.0, id.0], |row| decode(row))
+    fetch_optional!(db, &sql, [org.0, id.0], |row| decode_at(row, 0))
 }
 
 /// A channel by id alone, for routes that name it (LINE webhooks).
@@ -304,7 +292,7 @@ pub async fn channel_by_id(
     id: ChannelId,
 ) -> Result<Option<ChannelRow>, sqlx::Error> {
     let sql = format!("SELECT {COLUMNS} FROM rm_channels WHERE channel_id = $1");
-    fetch_optional!(db, &sql, [id.0], |row| decode(row))
+    fetch_optional!(db, &sql, [id.0], |row| decode_at(row, 0))
 }
 
 /// The channel of `kind` with platform id `external_id` (a Facebook page id).
@@ -314,7 +302,9 @@ pub async fn channel_by_external_id(
     external_id: &str,
 ) -> Result<Option<ChannelRow>, sqlx::Error> {
     let sql = format!("SELECT {COLUMNS} FROM rm_channels WHERE kind = $1 AND external_id = $2");
-    fetch_optional!(db, &sql, [kind.as_str(), external_id], |row| decode(row))
+    fetch_optional!(db, &sql, [kind.as_str(), external_id], |row| decode_at(
+        row, 0
+    ))
 }
 
 /// Every channel of `org`, oldest connection first.
@@ -322,7 +312,7 @@ pub async fn channels(db: &Database, org: OrgId) -> Result<Vec<ChannelRow>, sqlx
     let sql = format!(
         "SELECT {COLUMNS} FROM rm_channels WHERE org_id = $1 ORDER BY connected_at, channel_id"
     );
-    fetch_all!(db, &sql, [org.0], |row| decode(row))
+    fetch_all!(db, &sql, [org.0], |row| decode_at(row, 0))
 }
 
 /// The expiry watchlist: `org`'s channels not disconnected whose token
@@ -337,7 +327,7 @@ pub async fn expiring(
          WHERE org_id = $1 AND status <> 'DISCONNECTED' AND token_expires_at IS NOT NULL AND token_expires_at <= $2
          ORDER BY token_expires_at, channel_id"
     );
-    fetch_all!(db, &sql, [org.0, micros(until)], |row| decode(row))
+    fetch_all!(db, &sql, [org.0, micros(until)], |row| decode_at(row, 0))
 }
 
 /// Channels of every organization still recorded CONNECTED whose deadline
@@ -351,5 +341,5 @@ pub async fn due_for_expiry(
          WHERE status = 'CONNECTED' AND token_expires_at IS NOT NULL AND token_expires_at <= $1
          ORDER BY token_expires_at"
     );
-    fetch_all!(db, &sql, [micros(now)], |row| decode(row))
+    fetch_all!(db, &sql, [micros(now)], |row| decode_at(row, 0))
 }

@@ -1160,3 +1160,17 @@ pub async fn conversations_with_deliveries(
         |row| Ok(ConversationId(row.try_get(0)?))
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A joined read finds the channel's columns right after these.
+    #[test]
+    fn the_column_count_matches_the_columns() {
+        assert_eq!(
+            CONVERSATION_COLUMNS.split(',').count(),
+            CONVERSATION_COLUMN_COUNT
+        );
+    }
+}
