@@ -221,25 +221,9 @@ pub(crate) const JOINED_COLUMNS: &str =
     "ch.channel_id, ch.org_id, ch.kind, ch.external_id, ch.name, ch.status, ch.authorized_at,
     ch.last_used_at, ch.token_expires_at, ch.access_token_secret, ch.channel_secret, ch.assignment_mode";
 
-/// The channel in [`JOINED_COLUMNS`] from column `at` on; `None` where
-/// the join found none.
-pub(crate) fn decode_joined<R: Row>(row: &R, at: usize) -> Result<Option<ChannelRow>, sqlx::Error>
-where
-    for<'r> Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Option<Uuid>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    usize: sqlx::ColumnIndex<R>,
-{
-    match row.try_get::<Option<Uuid>, _>(at)? {
-        Some(_) => decode_at(row, at).map(Some),
-        None => Ok(None),
-    }
-}
-
-/// A channel from its columns, the first at `at`.
-fn decode_at<R: Row>(row: &R, at: usize) -> Result<ChannelRow, sqlx::Error>
+/// A channel from its columns, the first at `at` (0, or after a joined
+/// table's).
+pub(crate) fn decode_at<R: Row>(row: &R, at: usize) -> Result<ChannelRow, sqlx::Error>
 where
     for<'r> Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> Option<Uuid>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,

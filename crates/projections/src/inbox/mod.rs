@@ -855,10 +855,15 @@ pub async fn conversation_with_channel(
          WHERE c.org_id = $1 AND c.conversation_id = $2",
         crate::channels::JOINED_COLUMNS
     );
-    fetch_optional!(db, &sql, [org.0, id.0], |row| Ok((
-        decode_conversation(row)?,
-        crate::channels::decode_joined(row, CONVERSATION_COLUMN_COUNT)?
-    )))
+    fetch_optional!(db, &sql, [org.0, id.0], |row| {
+        let at = CONVERSATION_COLUMN_COUNT;
+        // The join found no channel: its id is NULL.
+        let channel = match row.try_get::<Option<Uuid>, _>(at)? {
+            Some(_) => Some(crate::channels::decode_at(row, at)?),
+            None => None,
+        };
+        Ok((decode_conversation(row)?, channel))
+    })
 }
 
 /// A message as the inbox shows it.
