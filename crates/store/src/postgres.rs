@@ -20,6 +20,11 @@
 //! in memory; the process's projectors and reactors read them from there
 //! ([`EventStore::read_all_recent`]) instead of each querying after every
 //! commit, and go to the database only when they are further behind.
+//! Before it waits for the next commit, it asks whether committed events
+//! are still held behind the horizon: a transaction that drew its id
+//! earlier and appends nothing (a read-model batch, a rebuild) wakes no one
+//! when it ends, so the follower looks again every few milliseconds until
+//! they show instead of waiting for its idle poll.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -75,9 +80,31 @@ impl Drop for PgEventStore {
     }
 }
 
+/// How the follower waits when it finds nothing new.
+#[derive(Debug, Clone, Copy)]
+pub struct FollowerTiming {
+    /// With no wake-up at all, look anyway this often (a `LISTEN`
+    /// connection may be down). Tests make it long, so that only a wake-up
+    /// or a held-back look can bring an event.
+    pub idle_poll: Duration,
+}
+
+impl Default for FollowerTiming {
+    fn default() -> Self {
+        Self {
+            idle_poll: IDLE_POLL,
+        }
+    }
+}
+
 impl PgEventStore {
     /// Starts the writer tasks and the LISTEN task on `pool` (migrated already).
     pub async fn start(pool: PgPool) -> Result<Self, StoreError> {
+        Self::start_with(pool, FollowerTiming::default()).await
+    }
+
+    /// [`PgEventStore::start`] with the follower waiting as `timing` says.
+    pub async fn start_with(pool: PgPool, timing: FollowerTiming) -> Result<Self, StoreError> {
         let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
             .fetch_one(&pool)
             .await?;
@@ -134,6 +161,7 @@ impl PgEventStore {
             committed.subscribe(),
             followed.clone(),
             changes.clone(),
+            timing,
         )));
         Ok(Self {
             pool,
@@ -322,6 +350,7 @@ async fn run_follower(
     mut committed: watch::Receiver<u64>,
     followed: Arc<std::sync::Mutex<Followed>>,
     changes: Arc<watch::Sender<u64>>,
+    timing: FollowerTiming,
 ) {
     let lock = || followed.lock().unwrap_or_else(|p| p.into_inner());
     let mut after: Option<Position> = loop {
@@ -373,6 +402,12 @@ async fn run_follower(
                 continue;
             }
         }
+        // The quick looks are over. If what was announced is still behind
+        // the horizon, the transaction holding it may end without a word:
+        // keep looking at the slowest quick pace until it shows.
+        if retry > HORIZON_RETRY_MAX && held_back(&pool).await {
+            retry = HORIZON_RETRY_MAX;
+        }
         if retry > Duration::ZERO && retry <= HORIZON_RETRY_MAX {
             tokio::select! {
                 _ = tokio::time::sleep(retry) => {}
@@ -385,12 +420,27 @@ async fn run_follower(
             }
             continue;
         }
-        retry = match tokio::time::timeout(IDLE_POLL, committed.changed()).await {
+        retry = match tokio::time::timeout(timing.idle_poll, committed.changed()).await {
             Ok(Ok(())) => Duration::from_millis(1),
             Ok(Err(_)) => return,
             Err(_elapsed) => Duration::ZERO,
         };
     }
+}
+
+/// Whether committed events wait behind the horizon: everything below it
+/// has been read, so any event at or above it that this snapshot can see
+/// is committed and not yet returned. One index probe. An error counts as
+/// no (the idle poll still looks).
+async fn held_back(pool: &PgPool) -> bool {
+    // The complement of `below_horizon!()`.
+    sqlx::query_scalar::<_, bool>(
+        "SELECT EXISTS (SELECT 1 FROM events \
+         WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot())::text::bigint)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap_or(false)
 }
 
 fn clamp(n: u64) -> i64 {

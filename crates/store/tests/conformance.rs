@@ -674,6 +674,64 @@ async fn postgres_an_append_in_flight_holds_back_later_ones() {
     assert_eq!(seen[0].id, early, "the earlier transaction comes first");
 }
 
+/// A transaction that drew its id before an append and ends after it
+/// without appending (a read-model batch, a rebuild) announces nothing when
+/// it commits. The event it held back must still reach the process's
+/// follower once it is below the horizon, not at the next idle poll, which
+/// this store's follower makes an hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_event_held_back_by_a_silent_transaction_still_reaches_the_follower() {
+    let Some(f) = fixture(Backend::Postgres).await else {
+        return;
+    };
+    let pool = postgres_pool(&f).clone();
+    let store = omnibox_store::postgres::PgEventStore::start_with(
+        pool.clone(),
+        omnibox_store::postgres::FollowerTiming {
+            idle_poll: Duration::from_secs(3600),
+        },
+    )
+    .await
+    .expect("start the store");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while store.read_all_recent(None, 1).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follower never found the log's end"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut silent = pool.begin().await.expect("begin");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *silent)
+        .await
+        .expect("draw a transaction id");
+    store
+        .append(
+            &stream("conversation"),
+            ExpectedRevision::NoStream,
+            events(1),
+        )
+        .await
+        .expect("append");
+    // The append woke the follower, which found the event held back and
+    // looked again a few times (for 63 ms in all) before this commits.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    silent.commit().await.expect("commit, announcing nothing");
+    loop {
+        let seen = store.read_all_recent(None, 10).unwrap_or_default();
+        if !seen.is_empty() {
+            assert_eq!(seen.len(), 1);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follower is waiting for a wake-up that will not come"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Two processes on one SQLite file (the server and an `omnibox` command):
 /// each writer sees the other's appends, even to a stream whose head it has
 /// cached.
