@@ -27,6 +27,7 @@
 //! they show instead of waiting for its idle poll.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +70,8 @@ pub struct PgEventStore {
     followed: Arc<std::sync::Mutex<Followed>>,
     /// Changes whenever `followed` gained events.
     changes: Arc<watch::Sender<u64>>,
+    /// Batches PostgreSQL ended as deadlocked (see [`PgEventStore::deadlocks`]).
+    deadlocks: Arc<AtomicU64>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -130,6 +133,7 @@ impl PgEventStore {
         let committed = Arc::new(watch::Sender::new(0));
         // Commits of this process, announced to others by one notifier task.
         let local = Arc::new(watch::Sender::new(0u64));
+        let deadlocks = Arc::new(AtomicU64::new(0));
         let mut tasks: Vec<JoinHandle<()>> = (0..WRITERS)
             .map(|_| {
                 tokio::spawn(run_writer(
@@ -137,6 +141,7 @@ impl PgEventStore {
                     queue.clone(),
                     committed.clone(),
                     local.clone(),
+                    deadlocks.clone(),
                 ))
             })
             .collect();
@@ -168,8 +173,17 @@ impl PgEventStore {
             requests,
             followed,
             changes,
+            deadlocks,
             tasks,
         })
+    }
+
+    /// How many append batches PostgreSQL has ended as deadlocked since
+    /// this store started (each cost its appends a second before they were
+    /// retried one by one). Batches insert in one key order, so this stays
+    /// zero; tests hold it to that.
+    pub fn deadlocks(&self) -> u64 {
+        self.deadlocks.load(Ordering::Relaxed)
     }
 }
 
@@ -474,6 +488,7 @@ async fn run_writer(
     queue: Queue,
     changes: Arc<watch::Sender<u64>>,
     local: Arc<watch::Sender<u64>>,
+    deadlocks: Arc<AtomicU64>,
 ) {
     loop {
         let batch = {
@@ -509,7 +524,15 @@ async fn run_writer(
                 }
             }
             Err(error) => {
-                tracing::debug!(%error, appends = batch.len(), "batch collided; retrying its appends one by one");
+                if is_deadlock(&error) {
+                    deadlocks.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        appends = batch.len(),
+                        "an append batch deadlocked; retrying its appends one by one"
+                    );
+                } else {
+                    tracing::debug!(%error, appends = batch.len(), "batch collided; retrying its appends one by one");
+                }
                 for request in batch {
                     let outcome = commit_alone(&pool, &request).await;
                     wrote |= matches!(
@@ -567,6 +590,11 @@ async fn commit_alone(pool: &PgPool, request: &AppendRequest) -> Result<AppendOu
             Err(error) => return Err(error.into()),
         }
     }
+}
+
+/// PostgreSQL's `deadlock_detected`.
+fn is_deadlock(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("40P01"))
 }
 
 fn is_unique_violation(error: &sqlx::Error) -> bool {
@@ -637,15 +665,7 @@ async fn commit(
 
     let mut outcomes: Vec<Option<Result<AppendOutcome, StoreError>>> =
         Vec::with_capacity(batch.len());
-    // Which append each inserted event belongs to, and its revision.
-    let (mut col_id, mut col_stream, mut col_revision, mut col_type, mut col_data, mut col_meta) = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
+    let mut rows: Vec<NewRow<'_>> = Vec::new();
     let mut last_event_of: Vec<Option<(Uuid, i64)>> = Vec::with_capacity(batch.len());
     for request in batch {
         let found: Vec<&(i64, Position)> = request
@@ -686,21 +706,30 @@ async fn commit(
         let mut revision = head.unwrap_or(-1);
         for event in &request.events {
             revision += 1;
-            col_id.push(event.id);
-            col_stream.push(request.stream.as_str());
-            col_revision.push(revision);
-            col_type.push(event.event_type.as_str());
-            col_data.push(event.data.as_str());
-            col_meta.push(serde_json::to_string(&event.metadata).unwrap_or_else(|_| "{}".into()));
+            rows.push(NewRow {
+                stream: request.stream.as_str(),
+                revision,
+                event,
+            });
         }
         heads.insert(request.stream.as_str().to_owned(), revision);
         last_event_of.push(request.events.last().map(|e| (e.id, revision)));
         outcomes.push(None);
     }
 
-    let mut written: HashMap<Uuid, Position> = HashMap::with_capacity(col_id.len());
-    if !col_id.is_empty() {
-        let rows = sqlx::query(
+    let mut written: HashMap<Uuid, Position> = HashMap::with_capacity(rows.len());
+    if !rows.is_empty() {
+        in_insertion_order(&mut rows);
+        let col_id: Vec<Uuid> = rows.iter().map(|r| r.event.id).collect();
+        let col_stream: Vec<&str> = rows.iter().map(|r| r.stream).collect();
+        let col_revision: Vec<i64> = rows.iter().map(|r| r.revision).collect();
+        let col_type: Vec<&str> = rows.iter().map(|r| r.event.event_type.as_str()).collect();
+        let col_data: Vec<&str> = rows.iter().map(|r| r.event.data.as_str()).collect();
+        let col_meta: Vec<String> = rows
+            .iter()
+            .map(|r| serde_json::to_string(&r.event.metadata).unwrap_or_else(|_| "{}".into()))
+            .collect();
+        let inserted = sqlx::query(
             "INSERT INTO events (event_id, stream, revision, event_type, data, metadata)
              SELECT u.id, u.stream, u.revision, u.event_type, u.data::json, u.metadata::json
              FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[])
@@ -715,7 +744,7 @@ async fn commit(
         .bind(&col_meta)
         .fetch_all(pool)
         .await?;
-        for row in &rows {
+        for row in &inserted {
             written.insert(row.try_get(0)?, position(row.try_get(1)?, row.try_get(2)?));
         }
     }
@@ -737,6 +766,26 @@ async fn commit(
             (None, None) => Err(StoreError::EmptyAppend),
         })
         .collect())
+}
+
+/// One event of a batch, at the revision decided for it.
+struct NewRow<'a> {
+    stream: &'a str,
+    revision: i64,
+    event: &'a NewEvent,
+}
+
+/// Puts a batch's rows in (stream, revision) order, the order in which the
+/// `INSERT` takes their unique keys. Two batches decided from the same
+/// heads (two writers here, or two processes) collide on those keys; taken
+/// in the same order, one waits for the other and then fails cleanly,
+/// whereas in opposite orders (stream A then B, and B then A) they wait for
+/// each other until PostgreSQL's deadlock check (`deadlock_timeout`, 1 s by
+/// default) ends one: appends stalled for a second. Each append's events
+/// stay in revision order, and which append comes first in a batch of
+/// concurrent ones was never promised.
+fn in_insertion_order(rows: &mut [NewRow<'_>]) {
+    rows.sort_by(|a, b| (a.stream, a.revision).cmp(&(b.stream, b.revision)));
 }
 
 /// Turns other processes' `pg_notify` into wake-ups of this process's
@@ -764,6 +813,51 @@ async fn run_listener(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_is_inserted_in_stream_then_revision_order() {
+        let new = || NewEvent {
+            id: Uuid::new_v4(),
+            event_type: "Tested".into(),
+            data: "{}".into(),
+            metadata: Metadata::default(),
+        };
+        let events: Vec<NewEvent> = (0..5).map(|_| new()).collect();
+        // Appends as they came: b (two events), a, c, then b again.
+        let mut rows = vec![
+            NewRow {
+                stream: "b",
+                revision: 3,
+                event: &events[0],
+            },
+            NewRow {
+                stream: "b",
+                revision: 4,
+                event: &events[1],
+            },
+            NewRow {
+                stream: "a",
+                revision: 9,
+                event: &events[2],
+            },
+            NewRow {
+                stream: "c",
+                revision: 0,
+                event: &events[3],
+            },
+            NewRow {
+                stream: "b",
+                revision: 5,
+                event: &events[4],
+            },
+        ];
+        in_insertion_order(&mut rows);
+        let order: Vec<(&str, i64)> = rows.iter().map(|r| (r.stream, r.revision)).collect();
+        assert_eq!(order, [("a", 9), ("b", 3), ("b", 4), ("b", 5), ("c", 0)]);
+        // Each append's events keep their order.
+        assert_eq!(rows[1].event.id, events[0].id);
+        assert_eq!(rows[2].event.id, events[1].id);
+    }
 
     fn event(tx_id: u64, seq: u64) -> RecordedEvent {
         RecordedEvent::at(Position::new(tx_id, seq))

@@ -732,6 +732,63 @@ async fn postgres_an_event_held_back_by_a_silent_transaction_still_reaches_the_f
     }
 }
 
+/// Two writers whose batches were decided from the same heads collide on
+/// the same (stream, revision) keys. Inserted in opposite orders (stream A
+/// then B, and B then A) they would wait for each other until PostgreSQL's
+/// deadlock check ended one, a second later; in one order, one simply waits
+/// for the other. Many callers appending to a few hot streams, in random
+/// order, make such batches by the hundred.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_colliding_batches_never_deadlock() {
+    let Some(f) = fixture(Backend::Postgres).await else {
+        return;
+    };
+    // Three processes' stores on one log: six writers.
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(Arc::new(
+            omnibox_store::postgres::PgEventStore::start(postgres_pool(&f).clone())
+                .await
+                .expect("start a store"),
+        ));
+    }
+    let hot: Vec<StreamName> = (0..12).map(|_| stream("conversation")).collect();
+    let (callers, appends) = (48, 60);
+    const EVENTS: usize = 20;
+    let tasks: Vec<_> = (0..callers)
+        .map(|caller| {
+            let (store, hot) = (stores[caller % stores.len()].clone(), hot.clone());
+            tokio::spawn(async move {
+                for n in 0..appends {
+                    let target = &hot[(caller * 7 + n * 13) % hot.len()];
+                    let batch = events(EVENTS);
+                    // Contention this heavy can outlast the store's own
+                    // retries; the caller retries the same events, as the
+                    // commands do.
+                    let mut attempt = 0;
+                    while let Err(error) = store
+                        .append(target, ExpectedRevision::Any, batch.clone())
+                        .await
+                    {
+                        attempt += 1;
+                        assert!(attempt < 50, "append: {error:?}");
+                        tokio::time::sleep(Duration::from_millis(attempt)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("caller");
+    }
+    assert_eq!(
+        count_all(&*f.store, callers * appends * EVENTS).await,
+        callers * appends * EVENTS
+    );
+    let deadlocks: u64 = stores.iter().map(|s| s.deadlocks()).sum();
+    assert_eq!(deadlocks, 0, "append batches deadlocked");
+}
+
 /// Two processes on one SQLite file (the server and an `omnibox` command):
 /// each writer sees the other's appends, even to a stream whose head it has
 /// cached.
