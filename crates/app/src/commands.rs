@@ -328,7 +328,9 @@ where
                     position: Some(outcome.position),
                 })
             }
-            Err(StoreError::WrongExpectedRevision { .. }) => continue,
+            Err(StoreError::WrongExpectedRevision { .. } | StoreError::Contended { .. }) => {
+                continue
+            }
             Err(other) => return Err(other.into()),
         }
     }

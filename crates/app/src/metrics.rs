@@ -347,7 +347,9 @@ impl EventStore for InstrumentedStore {
                 "written"
             }
             Ok(_) => "duplicate",
-            Err(StoreError::WrongExpectedRevision { .. }) => "conflict",
+            Err(StoreError::WrongExpectedRevision { .. } | StoreError::Contended { .. }) => {
+                "conflict"
+            }
             Err(_) => "error",
         };
         self.metrics

@@ -11,6 +11,11 @@ pub enum StoreError {
         expected: ExpectedRevision,
         actual: Option<u64>,
     },
+    /// Other writers kept appending to the stream while this append was
+    /// decided again and again (with [`ExpectedRevision::Any`], say), until
+    /// the store stopped trying. Nothing was written; try again.
+    #[error("stream {stream} kept changing under this append; nothing was written, try again")]
+    Contended { stream: StreamName },
     /// Some, but not all, of the events of one append are already stored:
     /// the caller reused ids for different events.
     #[error("append to {stream} mixes stored and new event ids")]

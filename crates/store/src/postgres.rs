@@ -587,6 +587,13 @@ async fn commit_alone(pool: &PgPool, request: &AppendRequest) -> Result<AppendOu
             Err(error) if is_unique_violation(&error) && attempt < MAX_ATTEMPTS => {
                 tokio::time::sleep(Duration::from_millis(attempt as u64)).await;
             }
+            // The insert is atomic: a unique key taken each time means
+            // nothing of this append was written.
+            Err(error) if is_unique_violation(&error) => {
+                return Err(StoreError::Contended {
+                    stream: request.stream.clone(),
+                })
+            }
             Err(error) => return Err(error.into()),
         }
     }

@@ -763,16 +763,21 @@ async fn postgres_colliding_batches_never_deadlock() {
                     let target = &hot[(caller * 7 + n * 13) % hot.len()];
                     let batch = events(EVENTS);
                     // Contention this heavy can outlast the store's own
-                    // retries; the caller retries the same events, as the
-                    // commands do.
+                    // retries, which it says as `Contended`; the caller
+                    // then retries the same events, as the commands do.
                     let mut attempt = 0;
-                    while let Err(error) = store
-                        .append(target, ExpectedRevision::Any, batch.clone())
-                        .await
-                    {
-                        attempt += 1;
-                        assert!(attempt < 50, "append: {error:?}");
-                        tokio::time::sleep(Duration::from_millis(attempt)).await;
+                    loop {
+                        match store
+                            .append(target, ExpectedRevision::Any, batch.clone())
+                            .await
+                        {
+                            Ok(_) => break,
+                            Err(StoreError::Contended { .. }) if attempt < 50 => {
+                                attempt += 1;
+                                tokio::time::sleep(Duration::from_millis(attempt)).await;
+                            }
+                            Err(error) => panic!("append: {error:?}"),
+                        }
                     }
                 }
             })
