@@ -276,11 +276,17 @@ impl EventStore for PgEventStore {
     }
 }
 
-/// The condition that keeps a read of `events` below the horizon (see the
-/// module's docs).
+/// The horizon: the oldest transaction id still running anywhere in the
+/// cluster (see the module's docs).
+macro_rules! horizon {
+    () => {
+        "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+    };
+}
+/// The condition that keeps a read of `events` below the horizon.
 macro_rules! below_horizon {
     () => {
-        "tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+        concat!("tx_id < ", horizon!())
     };
 }
 
@@ -448,10 +454,11 @@ async fn run_follower(
 /// no (the idle poll still looks).
 async fn held_back(pool: &PgPool) -> bool {
     // The complement of `below_horizon!()`.
-    sqlx::query_scalar::<_, bool>(
-        "SELECT EXISTS (SELECT 1 FROM events \
-         WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot())::text::bigint)",
-    )
+    sqlx::query_scalar::<_, bool>(concat!(
+        "SELECT EXISTS (SELECT 1 FROM events WHERE tx_id >= ",
+        horizon!(),
+        ")"
+    ))
     .fetch_one(pool)
     .await
     .unwrap_or(false)
@@ -599,13 +606,18 @@ async fn commit_alone(pool: &PgPool, request: &AppendRequest) -> Result<AppendOu
     }
 }
 
+/// Whether `error` is PostgreSQL's error `code` (SQLSTATE).
+fn has_code(error: &sqlx::Error, code: &str) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some(code))
+}
+
 /// PostgreSQL's `deadlock_detected`.
 fn is_deadlock(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("40P01"))
+    has_code(error, "40P01")
 }
 
 fn is_unique_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+    has_code(error, "23505")
 }
 
 /// Decides and writes `batch` with two statements: one that reads the
@@ -829,35 +841,18 @@ mod tests {
             data: "{}".into(),
             metadata: Metadata::default(),
         };
-        let events: Vec<NewEvent> = (0..5).map(|_| new()).collect();
         // Appends as they came: b (two events), a, c, then b again.
-        let mut rows = vec![
-            NewRow {
-                stream: "b",
-                revision: 3,
-                event: &events[0],
-            },
-            NewRow {
-                stream: "b",
-                revision: 4,
-                event: &events[1],
-            },
-            NewRow {
-                stream: "a",
-                revision: 9,
-                event: &events[2],
-            },
-            NewRow {
-                stream: "c",
-                revision: 0,
-                event: &events[3],
-            },
-            NewRow {
-                stream: "b",
-                revision: 5,
-                event: &events[4],
-            },
-        ];
+        let decided = [("b", 3), ("b", 4), ("a", 9), ("c", 0), ("b", 5)];
+        let events: Vec<NewEvent> = decided.iter().map(|_| new()).collect();
+        let mut rows: Vec<NewRow<'_>> = decided
+            .iter()
+            .zip(&events)
+            .map(|(&(stream, revision), event)| NewRow {
+                stream,
+                revision,
+                event,
+            })
+            .collect();
         in_insertion_order(&mut rows);
         let order: Vec<(&str, i64)> = rows.iter().map(|r| (r.stream, r.revision)).collect();
         assert_eq!(order, [("a", 9), ("b", 3), ("b", 4), ("b", 5), ("c", 0)]);
