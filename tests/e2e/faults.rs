@@ -17,8 +17,8 @@ use omnibox_store::testing::Backend;
 
 use crate::platform::Platform;
 use crate::support::{
-    facebook_signature, in_process_on_both_backends, line_signature, App, Bootstrapped, Server,
-    Socket, FACEBOOK_APP_SECRET, LINE_CHANNEL_SECRET, TEST_SECRET_KEY,
+    facebook_signature, in_process_on_both_backends, line_signature, try_graphql, App,
+    Bootstrapped, Server, Socket, FACEBOOK_APP_SECRET, LINE_CHANNEL_SECRET, TEST_SECRET_KEY,
 };
 
 /// An organization with `count` LINE channels, each its own bot.
@@ -731,14 +731,20 @@ async fn crash_while_delivering(backend: Backend, kind: Kind, crash: Crash) {
     if crash == Crash::DuringSend {
         platform.delay_sends(Duration::from_secs(30));
     }
-    let queued = server
-        .graphql(
-            Some(&owner.token),
-            "mutation($i: SendReplyInput!) { sendReply(input: $i) { id } }",
-            json!({ "i": { "conversationId": conversation, "bubbles": [{ "text": "first" }, { "text": "second" }] } }),
-        )
-        .await;
-    assert!(queued["errors"].is_null(), "{queued}");
+    const SEND: &str = "mutation($i: SendReplyInput!) { sendReply(input: $i) { id } }";
+    let reply = json!({ "i": {
+        "conversationId": conversation,
+        "bubbles": [{ "text": "first" }, { "text": "second" }],
+        "idempotencyKey": "crash-reply",
+    } });
+    // The worker may claim and die before the mutation's answer is
+    // written: a lost answer is what a crash looks like to a client.
+    let queued = try_graphql(&server.url, Some(&owner.token), SEND, reply.clone()).await;
+    match (&queued, crash) {
+        (Ok(answer), _) => assert!(answer["errors"].is_null(), "{answer}"),
+        (Err(_), Crash::At(_)) => {}
+        (Err(error), Crash::DuringSend) => panic!("sendReply: {error}"),
+    }
     match crash {
         Crash::At(point) => {
             let status = server.exited(Duration::from_secs(30)).await;
@@ -755,6 +761,20 @@ async fn crash_while_delivering(backend: Backend, kind: Kind, crash: Crash) {
         }
     }
     let restarted = Server::beside(&server, &as_refs(&env)).await;
+    // The client retries with the same key: the reply it already queued
+    // comes back, and nothing new is queued.
+    let retried = restarted
+        .graphql(Some(&owner.token), SEND, reply.clone())
+        .await;
+    let ids = |answer: &Value| answer["data"]["sendReply"].clone();
+    assert_eq!(ids(&retried).as_array().map(Vec::len), Some(2), "{retried}");
+    if let Ok(first) = &queued {
+        assert_eq!(
+            ids(&retried),
+            ids(first),
+            "{kind:?} {crash:?}: a second reply"
+        );
+    }
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let outbound = loop {
         let answer = restarted

@@ -224,19 +224,7 @@ impl Server {
     }
 
     pub async fn graphql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
-        let mut request = reqwest::Client::new()
-            .post(format!("{}/graphql", self.url))
-            .json(&json!({ "query": query, "variables": variables }));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        request
-            .send()
-            .await
-            .expect("POST /graphql")
-            .json()
-            .await
-            .expect("a JSON answer")
+        graphql(&self.url, token, query, variables).await
     }
 
     pub fn ws_url(&self) -> String {
@@ -253,19 +241,25 @@ impl Drop for Server {
 
 /// POSTs a GraphQL request to the server at `url`.
 pub async fn graphql(url: &str, token: Option<&str>, query: &str, variables: Value) -> Value {
+    try_graphql(url, token, query, variables)
+        .await
+        .expect("POST /graphql with a JSON answer")
+}
+
+/// POSTs a GraphQL request to a server that may die before it answers.
+pub async fn try_graphql(
+    url: &str,
+    token: Option<&str>,
+    query: &str,
+    variables: Value,
+) -> Result<Value, reqwest::Error> {
     let mut request = reqwest::Client::new()
         .post(format!("{url}/graphql"))
         .json(&json!({ "query": query, "variables": variables }));
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
-    request
-        .send()
-        .await
-        .expect("POST /graphql")
-        .json()
-        .await
-        .expect("a JSON answer")
+    request.send().await?.json().await
 }
 
 /// The server in this test's process, on a clock the test moves by hand,
