@@ -422,10 +422,14 @@ async fn run_follower(
                 continue;
             }
         }
-        // The quick looks are over. If what was announced is still behind
-        // the horizon, the transaction holding it may end without a word:
-        // keep looking at the slowest quick pace until it shows.
-        if retry > HORIZON_RETRY_MAX && held_back(&pool).await {
+        // About to idle: no quick look is planned, or they are over. If
+        // something committed is still behind the horizon, the transaction
+        // holding it may end without a word: keep looking at the slowest
+        // quick pace until it shows. (With no look planned, a wake-up may
+        // have been taken in just before a read that found its event held
+        // back.)
+        let idling = retry == Duration::ZERO || retry > HORIZON_RETRY_MAX;
+        if idling && held_back(&pool).await {
             retry = HORIZON_RETRY_MAX;
         }
         if retry > Duration::ZERO && retry <= HORIZON_RETRY_MAX {
