@@ -269,6 +269,7 @@ fn as_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)
 }
 
 const PAGE: &str = "104729381650237";
+const SEND_REPLY: &str = "mutation($i: SendReplyInput!) { sendReply(input: $i) { id } }";
 
 /// Connects LINE bot `bot` (played by `platform`) to `owner`'s organization
 /// on `server`; the channel's id.
@@ -461,7 +462,7 @@ async fn several_servers_on_one_postgres() {
         let answer = node
             .graphql(
                 Some(&owner.token),
-                "mutation($i: SendReplyInput!) { sendReply(input: $i) { id } }",
+                SEND_REPLY,
                 json!({ "i": { "conversationId": id, "bubbles": bubbles.iter().map(|t| json!({ "text": t })).collect::<Vec<_>>() } }),
             )
             .await;
@@ -707,7 +708,6 @@ async fn crash_while_delivering(backend: Backend, kind: Kind, crash: Crash) {
     if crash == Crash::DuringSend {
         platform.delay_sends(Duration::from_secs(30));
     }
-    const SEND: &str = "mutation($i: SendReplyInput!) { sendReply(input: $i) { id } }";
     let reply = json!({ "i": {
         "conversationId": conversation,
         "bubbles": [{ "text": "first" }, { "text": "second" }],
@@ -715,7 +715,7 @@ async fn crash_while_delivering(backend: Backend, kind: Kind, crash: Crash) {
     } });
     // The worker may claim and die before the mutation's answer is
     // written: a lost answer is what a crash looks like to a client.
-    let queued = try_graphql(&server.url, Some(&owner.token), SEND, reply.clone()).await;
+    let queued = try_graphql(&server.url, Some(&owner.token), SEND_REPLY, reply.clone()).await;
     match (&queued, crash) {
         (Ok(answer), _) => assert!(answer["errors"].is_null(), "{answer}"),
         (Err(_), Crash::At(_)) => {}
@@ -740,7 +740,7 @@ async fn crash_while_delivering(backend: Backend, kind: Kind, crash: Crash) {
     // The client retries with the same key: the reply it already queued
     // comes back, and nothing new is queued.
     let retried = restarted
-        .graphql(Some(&owner.token), SEND, reply.clone())
+        .graphql(Some(&owner.token), SEND_REPLY, reply.clone())
         .await;
     let ids = |answer: &Value| answer["data"]["sendReply"].clone();
     assert_eq!(ids(&retried).as_array().map(Vec::len), Some(2), "{retried}");
@@ -898,7 +898,7 @@ async fn cut_database_connections_are_survived() {
     let answer = server
         .graphql(
             Some(&owner.token),
-            "mutation($i: SendReplyInput!) { sendReply(input: $i) { id } }",
+            SEND_REPLY,
             json!({ "i": { "conversationId": conversations[0], "bubbles": [{ "text": "still here" }] } }),
         )
         .await;
@@ -1224,8 +1224,7 @@ async fn reply_through(urls: &[String], token: &str, conversation: &str, n: usiz
     } });
     for attempt in 0..urls.len() * 20 {
         let url = &urls[(n + attempt) % urls.len()];
-        let query = "mutation($i: SendReplyInput!) { sendReply(input: $i) { id } }";
-        if let Ok(answer) = try_graphql(url, Some(token), query, input.clone()).await {
+        if let Ok(answer) = try_graphql(url, Some(token), SEND_REPLY, input.clone()).await {
             assert!(answer["errors"].is_null(), "reply {n}: {answer}");
             return;
         }

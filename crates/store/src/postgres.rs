@@ -429,7 +429,8 @@ async fn run_follower(
         // have been taken in just before a read that found its event held
         // back.)
         let idling = retry == Duration::ZERO || retry > HORIZON_RETRY_MAX;
-        if idling && held_back(&pool).await {
+        // An error counts as no: the idle poll still looks.
+        if idling && events_held_back(&pool).await.unwrap_or(false) {
             retry = HORIZON_RETRY_MAX;
         }
         if retry > Duration::ZERO && retry <= HORIZON_RETRY_MAX {
@@ -452,20 +453,18 @@ async fn run_follower(
     }
 }
 
-/// Whether committed events wait behind the horizon: everything below it
-/// has been read, so any event at or above it that this snapshot can see
-/// is committed and not yet returned. One index probe. An error counts as
-/// no (the idle poll still looks).
-async fn held_back(pool: &PgPool) -> bool {
+/// Whether committed events of the log on `pool` wait behind the horizon:
+/// any event at or above it that this snapshot can see is committed, and
+/// no reader has been given it yet. One index probe.
+pub async fn events_held_back(pool: &PgPool) -> Result<bool, StoreError> {
     // The complement of `below_horizon!()`.
-    sqlx::query_scalar::<_, bool>(concat!(
+    Ok(sqlx::query_scalar::<_, bool>(concat!(
         "SELECT EXISTS (SELECT 1 FROM events WHERE tx_id >= ",
         horizon!(),
         ")"
     ))
     .fetch_one(pool)
-    .await
-    .unwrap_or(false)
+    .await?)
 }
 
 fn clamp(n: u64) -> i64 {

@@ -742,13 +742,10 @@ async fn postgres_an_event_held_back_by_a_silent_transaction_still_reaches_the_f
 async fn below_the_horizon(pool: &sqlx::PgPool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let below: Option<bool> = sqlx::query_scalar(
-            "SELECT bool_and(tx_id < pg_snapshot_xmin(pg_current_snapshot())::text::bigint) FROM events",
-        )
-        .fetch_one(pool)
-        .await
-        .expect("compare with the horizon");
-        if below != Some(false) {
+        let held = omnibox_store::postgres::events_held_back(pool)
+            .await
+            .expect("compare with the horizon");
+        if !held {
             return;
         }
         if std::time::Instant::now() >= deadline {
